@@ -1,0 +1,44 @@
+"""latentrec: collaborative filtering with PyTorch, from rating files to recommendations."""
+
+from latentrec.data import IdMap, Ratings, Split, load_ratings, synthetic_ratings
+from latentrec.errors import (
+    ConfigError,
+    DataError,
+    LatentrecError,
+    ModelFileError,
+    UnknownIdError,
+)
+from latentrec.models import DotProductBias, EmbeddingNN, ModelConfig, build_model
+from latentrec.recommend import Recommendation, Recommender
+from latentrec.storage import SavedModel, load, save
+from latentrec.training import EpochStats, History, TrainConfig, evaluate, fit
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "DotProductBias",
+    "EmbeddingNN",
+    "EpochStats",
+    "History",
+    "IdMap",
+    "LatentrecError",
+    "ModelConfig",
+    "ModelFileError",
+    "Ratings",
+    "Recommendation",
+    "Recommender",
+    "SavedModel",
+    "Split",
+    "TrainConfig",
+    "UnknownIdError",
+    "__version__",
+    "build_model",
+    "evaluate",
+    "fit",
+    "load",
+    "load_ratings",
+    "save",
+    "synthetic_ratings",
+]

@@ -1,0 +1,5 @@
+"""`python -m latentrec ...` runs the command line (torchrun uses this form)."""
+
+from latentrec.cli import run
+
+run()

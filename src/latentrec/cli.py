@@ -1,0 +1,301 @@
+"""The `latentrec` command line: the only module that reads argv, prints or exits."""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from latentrec import __version__
+from latentrec.data import BUNDLED, Split, load_ratings
+from latentrec.errors import ConfigError, LatentrecError
+from latentrec.recommend import Recommendation, Recommender
+from latentrec.storage import load, save
+from latentrec.training import History, evaluate, fit
+
+app = typer.Typer(
+    help="Learn latent factors from ratings and recommend (MovieLens sample bundled).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(highlight=False)
+errors = Console(stderr=True, highlight=False)
+F = TypeVar("F", bound=Callable[..., Any])
+
+DataOption = Annotated[
+    str,
+    typer.Option(
+        "--data",
+        help=f"'{BUNDLED}', 'synthetic:ratings=N,users=U,items=I,seed=S', a MovieLens "
+        "directory, or a CSV/TSV/Parquet file.",
+    ),
+]
+UserCol = Annotated[str | None, typer.Option(help="User column of a table file.")]
+ItemCol = Annotated[str | None, typer.Option(help="Item column of a table file.")]
+RatingCol = Annotated[str | None, typer.Option(help="Rating column of a table file.")]
+JsonFlag = Annotated[bool, typer.Option("--json", help="End with one line of JSON on stdout.")]
+K = Annotated[int, typer.Option("-k", "--k", min=1, max=10_000, help="How many items.")]
+
+
+def user_errors(command: F) -> F:
+    """Turn the errors a user can cause into one line on stderr and exit status 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except LatentrecError as err:
+            errors.print(f"[bold red]error:[/] {err}", markup=True, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except (OSError, MemoryError) as err:
+            errors.print(f"[bold red]error:[/] {err}", markup=True, soft_wrap=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            errors.print("interrupted; nothing was saved")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"latentrec {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """latentrec: collaborative filtering with PyTorch."""
+
+
+def _layers(text: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(
+            f"--layers must be comma-separated widths like 100,50, got {text!r}"
+        ) from None
+    if not widths:
+        raise ConfigError(f"--layers needs at least one width, got {text!r}")
+    return widths
+
+
+def _load_split(
+    data: str,
+    test: Path | None,
+    test_fraction: float,
+    seed: int,
+    split: str,
+    last_n: int | None,
+    cutoff: float | None,
+    columns: dict[str, str | None],
+) -> Split:
+    ratings = load_ratings(data, **columns)
+    if test is not None:
+        return Split.from_parts(ratings, load_ratings(test, **columns))
+    return ratings.split(test_fraction, seed=seed, by=split, last_n=last_n, cutoff=cutoff)
+
+
+@app.command()
+@user_errors
+def train(
+    data: DataOption = BUNDLED,
+    test: Annotated[
+        Path | None, typer.Option(help="A separate test file instead of a split.")
+    ] = None,
+    test_fraction: Annotated[float, typer.Option(help="Share of ratings held out.")] = 0.1,
+    split: Annotated[str, typer.Option(help="random, user (per-user holdout) or time.")] = "random",
+    last_n: Annotated[int | None, typer.Option(help="Time split: each user's last n.")] = None,
+    cutoff: Annotated[float | None, typer.Option(help="Time split: timestamps >= cutoff.")] = None,
+    seed: Annotated[int, typer.Option(help="Seeds the split, initialisation and order.")] = 42,
+    model: Annotated[str, typer.Option(help="dot (DotProductBias) or nn (EmbeddingNN).")] = "dot",
+    factors: Annotated[int | None, typer.Option(help="Factors of the dot model.")] = None,
+    layers: Annotated[str | None, typer.Option(help="Hidden widths of the nn model.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Passes over the data.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate (one-cycle).")] = None,
+    wd: Annotated[float | None, typer.Option(help="Weight decay.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Ratings per micro-batch.")] = None,
+    accumulate: Annotated[int | None, typer.Option(help="Micro-batches per step.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    out: Annotated[Path | None, typer.Option(help="Save the model to this directory.")] = None,
+    user_col: UserCol = None,
+    item_col: ItemCol = None,
+    rating_col: RatingCol = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Train a model, print the per-epoch table and the test RMSE/MAE, save it with --out."""
+    columns = {"user_col": user_col, "item_col": item_col, "rating_col": rating_col}
+    parts = _load_split(data, test, test_fraction, seed, split, last_n, cutoff, columns)
+    if parts.cold_users or parts.cold_items:
+        errors.print(
+            f"{parts.cold_users} users and {parts.cold_items} items appear only in the test set "
+            f"({parts.cold_ratings} test ratings): they are predicted from the known side's "
+            "average and biases"
+        )
+    options: dict[str, Any] = {"seed": seed, "device": device, "progress": None}
+    given = {
+        "n_factors": factors,
+        "layers": _layers(layers) if layers else None,
+        "epochs": epochs,
+        "lr": lr,
+        "wd": wd,
+        "batch_size": batch_size,
+        "accumulate": accumulate,
+    }
+    options.update({k: v for k, v in given.items() if v is not None})
+    if model != "dot" and factors is not None:
+        raise ConfigError(
+            "--factors applies to the dot model; the nn model sizes embeddings itself"
+        )
+    if model != "nn" and layers is not None:
+        raise ConfigError("--layers applies to the nn model only")
+    net, history = fit(parts, model, **options)
+    model_dir = None
+    if out is not None:
+        model_dir = save(net, out, parts.train, info=_info(history))
+    _print_history(history)
+    console.print(
+        f"test RMSE [bold]{_fmt(history.rmse)}[/]  MAE {_fmt(history.mae)}  "
+        f"({history.n_test:,} ratings); trained on {history.n_train:,} ratings in "
+        f"{history.train_seconds:.2f} s ({history.ratings_per_second:,.0f} ratings/s)"
+        + (f"; saved to {model_dir}" if model_dir else "")
+    )
+    if as_json:
+        print(json.dumps(_info(history) | {"model_dir": str(model_dir) if model_dir else None}))
+
+
+def _info(history: History) -> dict[str, Any]:
+    return {
+        "model": history.model_config.kind,
+        "rmse": history.rmse,
+        "mae": history.mae,
+        "epochs": len(history.epochs),
+        "train_seconds": history.train_seconds,
+        "ratings_per_second": history.ratings_per_second,
+        "n_train": history.n_train,
+        "n_test": history.n_test,
+        "cold_users": history.cold_users,
+        "cold_items": history.cold_items,
+        "device": history.device,
+        "batch_size": history.train_config.batch_size,
+        "accumulate": history.train_config.accumulate,
+        "lr": history.train_config.lr,
+        "wd": history.train_config.wd,
+        "seed": history.train_config.seed,
+        "per_epoch": [
+            {
+                "epoch": e.epoch,
+                "train_loss": e.train_loss,
+                "rmse": e.test_rmse,
+                "mae": e.test_mae,
+                "seconds": e.seconds,
+            }
+            for e in history.epochs
+        ],
+    }
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:.4f}"
+
+
+def _print_history(history: History) -> None:
+    table = Table(title=f"{history.model_config.kind} model on {history.device}")
+    for column in ("epoch", "train loss", "test RMSE", "test MAE", "seconds"):
+        table.add_column(column, justify="right")
+    for e in history.epochs:
+        table.add_row(
+            str(e.epoch),
+            f"{e.train_loss:.4f}",
+            _fmt(e.test_rmse),
+            _fmt(e.test_mae),
+            f"{e.seconds:.2f}",
+        )
+    console.print(table)
+
+
+@app.command(name="evaluate")
+@user_errors
+def evaluate_command(
+    model_dir: Annotated[Path, typer.Argument(help="A directory written by train --out.")],
+    data: DataOption = BUNDLED,
+    user_col: UserCol = None,
+    item_col: ItemCol = None,
+    rating_col: RatingCol = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """RMSE and MAE of a saved model on every rating of a data source."""
+    saved = load(model_dir)
+    ratings = load_ratings(data, user_col=user_col, item_col=item_col, rating_col=rating_col)
+    known = ratings.reindexed(saved.ratings.users, saved.ratings.items)
+    result = evaluate(saved.model, known)
+    cold = int(((known.user_index < 0) | (known.item_index < 0)).sum())
+    console.print(
+        f"RMSE [bold]{_fmt(result['rmse'])}[/]  MAE {_fmt(result['mae'])} on {len(known):,} "
+        f"ratings ({cold:,} with a user or item the model has not seen)"
+    )
+    if as_json:
+        print(json.dumps(result | {"cold_ratings": cold, "model_dir": str(model_dir)}))
+
+
+def _print_items(title: str, items: list[Recommendation], score_name: str, as_json: bool) -> None:
+    table = Table(title=title)
+    for column in ("#", "item", "title", score_name):
+        table.add_column(column, justify="right" if column != "title" else "left")
+    for rank, rec in enumerate(items, start=1):
+        table.add_row(str(rank), str(rec.item_id), rec.title or "", f"{rec.score:.3f}")
+    console.print(table)
+    if as_json:
+        print(json.dumps([rec.to_json() for rec in items]))
+
+
+@app.command()
+@user_errors
+def recommend(
+    model_dir: Annotated[Path, typer.Argument(help="A directory written by train --out.")],
+    user: Annotated[str, typer.Option(help="Raw user id, as in the data.")],
+    k: K = 10,
+    as_json: JsonFlag = False,
+) -> None:
+    """Top-k items for a user, leaving out what they rated in training."""
+    recommender = Recommender.from_dir(model_dir)
+    items = recommender.recommend(user, k=k)
+    _print_items(f"top {k} for user {user}", items, "predicted", as_json)
+
+
+@app.command()
+@user_errors
+def similar(
+    model_dir: Annotated[Path, typer.Argument(help="A directory written by train --out.")],
+    item: Annotated[str, typer.Option(help="Raw item id, as in the data.")],
+    k: K = 10,
+    as_json: JsonFlag = False,
+) -> None:
+    """Items whose learned factors are closest (cosine) to an item's."""
+    recommender = Recommender.from_dir(model_dir)
+    index = recommender.item_index(item)
+    items = recommender.similar_items(item, k=k)
+    name = recommender.title(index) or item
+    _print_items(f"{k} items most similar to {name}", items, "cosine", as_json)
+
+
+def run() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(run())

@@ -1,0 +1,708 @@
+"""Rating data in: MovieLens layouts, CSV/TSV/Parquet files and a synthetic source -> Ratings.
+
+Raw ids are the ids as the data wrote them (`user_ids`, `item_ids`); indexes are the contiguous
+integers the model uses (`user_index`, `item_index`). An `IdMap` converts between the two. An
+index of -1 marks an id the map does not know (a user or item seen only in a test set).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from latentrec.errors import DataError
+
+BUNDLED = "movielens-small"
+USER_COLUMNS = ("user", "userId", "user_id", "userid", "UserID")
+ITEM_COLUMNS = ("item", "movieId", "item_id", "itemId", "movie_id", "MovieID")
+RATING_COLUMNS = ("rating", "Rating", "score")
+TIMESTAMP_COLUMNS = ("timestamp", "Timestamp", "time")
+UNKNOWN = -1
+
+
+@dataclass(frozen=True, eq=False)
+class IdMap:
+    """Raw ids <-> contiguous indexes. `ids[index]` is the raw id of `index`."""
+
+    ids: np.ndarray
+    _index: pd.Index = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        index = pd.Index(self.ids)
+        if not index.is_unique:
+            raise DataError("an IdMap needs unique ids; found duplicates")
+        object.__setattr__(self, "_index", index)
+
+    @classmethod
+    def from_values(cls, values: np.ndarray) -> tuple[IdMap, np.ndarray]:
+        """Build a map of the distinct values (sorted) and return it with each value's index."""
+        codes, uniques = pd.factorize(pd.Series(values), sort=True)
+        return cls(np.asarray(uniques)), codes.astype(np.int64)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def is_numeric(self) -> bool:
+        return self.ids.dtype.kind in "iu"
+
+    def coerce(self, raw_id: Any) -> Any:
+        """Convert an id typed by a person (`"42"`) to the map's id type where it can."""
+        if self.is_numeric and isinstance(raw_id, str):
+            try:
+                return int(raw_id.strip())
+            except ValueError:
+                return raw_id
+        if not self.is_numeric and not isinstance(raw_id, str):
+            return str(raw_id)
+        return raw_id
+
+    def index_of(self, raw_id: Any) -> int:
+        """The index of one raw id, or -1 when unknown."""
+        raw_id = self.coerce(raw_id)
+        try:
+            position = self._index.get_loc(raw_id)
+        except (KeyError, TypeError):
+            return UNKNOWN
+        return int(position) if isinstance(position, (int, np.integer)) else UNKNOWN
+
+    def indexes(self, raw_ids: Iterable[Any] | np.ndarray) -> np.ndarray:
+        """Indexes of many raw ids at once (vectorised); -1 for each unknown id."""
+        values = np.asarray(list(raw_ids) if not isinstance(raw_ids, np.ndarray) else raw_ids)
+        if values.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        if self.is_numeric and values.dtype.kind not in "iuf":
+            values = np.array([self.coerce(v) for v in values], dtype=object)
+        return self._index.get_indexer(values).astype(np.int64)
+
+    def describe(self, noun: str) -> str:
+        """`610 users (ids 1..610)`: for error messages."""
+        if len(self) == 0:
+            return f"no {noun}s"
+        shown = f"ids {self.ids[0]}..{self.ids[-1]}" if self.is_numeric else f"e.g. {self.ids[0]!r}"
+        return f"{len(self)} {noun}s ({shown})"
+
+    def to_json(self) -> list:
+        return self.ids.tolist()
+
+    @classmethod
+    def from_json(cls, ids: list) -> IdMap:
+        array = np.asarray(ids)
+        if array.dtype.kind not in "iuU":
+            array = np.asarray([str(v) for v in ids], dtype=object)
+        elif array.dtype.kind == "U":
+            array = array.astype(object)
+        return cls(array)
+
+
+@dataclass(frozen=True, eq=False)
+class Ratings:
+    """A table of ratings held as arrays, with the id maps that give their raw ids.
+
+    `user_index`/`item_index` may hold -1 for ids their map does not know (test sets only).
+    """
+
+    user_index: np.ndarray
+    item_index: np.ndarray
+    rating: np.ndarray
+    users: IdMap
+    items: IdMap
+    timestamp: np.ndarray | None = None
+    titles: Mapping[Any, str] | None = None
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        n = len(self.rating)
+        for name in ("user_index", "item_index"):
+            if len(getattr(self, name)) != n:
+                raise DataError(f"{name} has {len(getattr(self, name))} rows, rating has {n}")
+        if self.timestamp is not None and len(self.timestamp) != n:
+            raise DataError(f"timestamp has {len(self.timestamp)} rows, rating has {n}")
+
+    def __len__(self) -> int:
+        return len(self.rating)
+
+    def __repr__(self) -> str:
+        return (
+            f"Ratings({len(self):,} ratings, {len(self.users):,} users, {len(self.items):,} items"
+            f", source={self.source!r})"
+        )
+
+    @property
+    def n_users(self) -> int:
+        return len(self.users)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items)
+
+    @property
+    def user_ids(self) -> np.ndarray:
+        """Raw user id of each rating (unknown indexes are not allowed here)."""
+        return self.users.ids[self.user_index]
+
+    @property
+    def item_ids(self) -> np.ndarray:
+        return self.items.ids[self.item_index]
+
+    @property
+    def rating_range(self) -> tuple[float, float]:
+        if len(self) == 0:
+            return (0.0, 0.0)
+        return float(self.rating.min()), float(self.rating.max())
+
+    def title(self, item_id: Any) -> str | None:
+        if not self.titles:
+            return None
+        return self.titles.get(self.items.coerce(item_id))
+
+    def take(self, rows: np.ndarray) -> Ratings:
+        """The ratings at `rows`, with the same id maps."""
+        return Ratings(
+            user_index=self.user_index[rows],
+            item_index=self.item_index[rows],
+            rating=self.rating[rows],
+            users=self.users,
+            items=self.items,
+            timestamp=None if self.timestamp is None else self.timestamp[rows],
+            titles=self.titles,
+            source=self.source,
+        )
+
+    def to_frame(self) -> pd.DataFrame:
+        """Raw ids and ratings as a DataFrame (`user`, `item`, `rating`[, `timestamp`])."""
+        frame = pd.DataFrame({"user": self.user_ids, "item": self.item_ids, "rating": self.rating})
+        if self.timestamp is not None:
+            frame["timestamp"] = self.timestamp
+        return frame
+
+    def reindexed(self, users: IdMap, items: IdMap) -> Ratings:
+        """The same ratings expressed in other id maps; ids those maps lack get index -1."""
+        return Ratings(
+            user_index=_translate(self.user_index, users.indexes(self.users.ids)),
+            item_index=_translate(self.item_index, items.indexes(self.items.ids)),
+            rating=self.rating,
+            users=users,
+            items=items,
+            timestamp=self.timestamp,
+            titles=self.titles,
+            source=self.source,
+        )
+
+    def compacted(self) -> Ratings:
+        """Drop users and items that have no rating here, renumbering the rest."""
+        users, user_index = IdMap.from_values(self.user_ids)
+        items, item_index = IdMap.from_values(self.item_ids)
+        return Ratings(
+            user_index=user_index,
+            item_index=item_index,
+            rating=self.rating,
+            users=users,
+            items=items,
+            timestamp=self.timestamp,
+            titles=self.titles,
+            source=self.source,
+        )
+
+    def split(
+        self,
+        test_fraction: float = 0.1,
+        seed: int = 42,
+        by: str = "random",
+        last_n: int | None = None,
+        cutoff: float | None = None,
+    ) -> Split:
+        """Split into train and test sets.
+
+        Args:
+            test_fraction: share of ratings held out (`by="random"` or `"user"`).
+            seed: seed of numpy's `default_rng` that shuffles rows.
+            by: `"random"` (rows of a seeded permutation), `"user"` (that share of each user's
+                ratings), or `"time"` (each user's `last_n` latest ratings, or all ratings at or
+                after the timestamp `cutoff`).
+
+        Returns:
+            A `Split` whose train set is renumbered to the ids it holds and whose test set uses
+            the train set's maps (-1 where an id appears only in the test set).
+        """
+        n = len(self)
+        if by in ("random", "user") and not 0.0 < test_fraction < 1.0:
+            raise DataError(
+                f"test_fraction must be between 0 and 1 (exclusive), got {test_fraction}"
+            )
+        rng = np.random.default_rng(seed)
+        if by == "random":
+            order = rng.permutation(n)
+            n_test = round(n * test_fraction)
+            test_rows, train_rows = order[:n_test], order[n_test:]
+        elif by == "user":
+            test_mask = _per_user_holdout(self.user_index, test_fraction, rng)
+            test_rows, train_rows = np.flatnonzero(test_mask), np.flatnonzero(~test_mask)
+        elif by == "time":
+            test_mask = self._time_mask(last_n, cutoff)
+            test_rows, train_rows = np.flatnonzero(test_mask), np.flatnonzero(~test_mask)
+        else:
+            raise DataError(f"unknown split {by!r}: use 'random', 'user' or 'time'")
+        if len(train_rows) == 0 or len(test_rows) == 0:
+            raise DataError(
+                f"the {by} split of {n} ratings left an empty "
+                f"{'train' if len(train_rows) == 0 else 'test'} set; change the split options"
+            )
+        return Split.from_parts(self.take(np.sort(train_rows)), self.take(np.sort(test_rows)))
+
+    def _time_mask(self, last_n: int | None, cutoff: float | None) -> np.ndarray:
+        if self.timestamp is None:
+            raise DataError(f"a time split needs timestamps, and {self.source!r} has none")
+        if (last_n is None) == (cutoff is None):
+            raise DataError("a time split needs exactly one of last_n (per user) or cutoff")
+        if cutoff is not None:
+            return self.timestamp >= cutoff
+        if last_n is None or last_n < 1:
+            raise DataError(f"last_n must be a positive number of ratings, got {last_n}")
+        # rank each user's ratings from the newest; ties broken by row order
+        order = np.lexsort((-np.arange(len(self)), -self.timestamp, self.user_index))
+        sorted_users = self.user_index[order]
+        starts = np.r_[0, np.flatnonzero(np.diff(sorted_users)) + 1]
+        rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+        mask = np.zeros(len(self), dtype=bool)
+        mask[order[rank < last_n]] = True
+        return mask
+
+
+@dataclass(frozen=True, eq=False)
+class Split:
+    """Train and test ratings; the test set is expressed in the train set's id maps.
+
+    Unpacks like a pair: `train, test = ratings.split(...)`.
+    """
+
+    train: Ratings
+    test: Ratings
+    cold_users: int = 0
+    """Distinct users that appear only in the test set (predicted by fallback)."""
+    cold_items: int = 0
+    """Distinct items that appear only in the test set."""
+
+    @classmethod
+    def from_parts(cls, train: Ratings, test: Ratings) -> Split:
+        """Renumber `train` to the ids it holds and express `test` in its maps."""
+        train = train.compacted()
+        test_users = np.unique(test.user_index[test.user_index >= 0])
+        test_items = np.unique(test.item_index[test.item_index >= 0])
+        cold_users = int(np.sum(train.users.indexes(test.users.ids[test_users]) < 0))
+        cold_items = int(np.sum(train.items.indexes(test.items.ids[test_items]) < 0))
+        return cls(train, test.reindexed(train.users, train.items), cold_users, cold_items)
+
+    def __iter__(self):
+        return iter((self.train, self.test))
+
+    @property
+    def cold_ratings(self) -> int:
+        """Test ratings whose user or item the train set lacks."""
+        return int(np.sum((self.test.user_index < 0) | (self.test.item_index < 0)))
+
+
+def _translate(index: np.ndarray, new_of_old: np.ndarray) -> np.ndarray:
+    """Map old indexes to new ones through a lookup array, keeping -1 as -1."""
+    if len(new_of_old) == 0:
+        return np.full(len(index), UNKNOWN, dtype=np.int64)
+    return np.where(index >= 0, new_of_old[np.maximum(index, 0)], UNKNOWN)
+
+
+def _per_user_holdout(user_index: np.ndarray, fraction: float, rng) -> np.ndarray:
+    """Mark round(fraction * n_u) random ratings of each user (at least one kept for training)."""
+    n = len(user_index)
+    order = np.lexsort((rng.random(n), user_index))
+    sorted_users = user_index[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_users)) + 1]
+    counts = np.diff(np.r_[starts, n])
+    rank = np.arange(n) - np.repeat(starts, counts)
+    n_test = np.minimum(np.round(counts * fraction).astype(np.int64), counts - 1)
+    mask = np.zeros(n, dtype=bool)
+    mask[order[rank < np.repeat(n_test, counts)]] = True
+    return mask
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_ratings(
+    source: str | Path = BUNDLED,
+    *,
+    user_col: str | None = None,
+    item_col: str | None = None,
+    rating_col: str | None = None,
+    timestamp_col: str | None = None,
+) -> Ratings:
+    """Read ratings from a named source, a MovieLens directory or a table file.
+
+    Args:
+        source: `"movielens-small"` (bundled); `"synthetic:ratings=N,users=U,items=I,seed=S"`;
+            a MovieLens directory (100k, 1M/10M or 20M/25M/latest layout, found by its files);
+            a file of the 100k layout (`u.data`, `u1.base`, ...); or a CSV/TSV/Parquet file.
+        user_col, item_col, rating_col, timestamp_col: column names of a table file, when
+            they are not among the usual ones (`userId`, `user_id`, `movieId`, `rating`, ...).
+    """
+    text = str(source)
+    if text == BUNDLED:
+        return _load_bundled()
+    if text.startswith("synthetic:") or text == "synthetic":
+        return synthetic_ratings(**parse_synthetic(text))
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise DataError(
+            f"no such file or directory: {text!r}; give a path, '{BUNDLED}' or "
+            "'synthetic:ratings=N,users=U,items=I,seed=S'"
+        )
+    columns = (user_col, item_col, rating_col, timestamp_col)
+    if path.is_dir():
+        return _load_movielens_dir(path)
+    if _is_100k_file(path) and not any(columns):
+        return _load_100k_file(path)
+    if path.suffix == ".dat" and path.stem == "ratings" and not any(columns):
+        return _load_dat_dir(path.parent)
+    return _load_table(path, *columns)
+
+
+def _load_bundled() -> Ratings:
+    folder = resources.files("latentrec") / "datasets" / "ml-latest-small"
+    with resources.as_file(folder) as directory:
+        return _load_csv_layout(
+            directory / "ratings.csv.gz", directory / "movies.csv.gz", source=BUNDLED
+        )
+
+
+def _load_movielens_dir(path: Path) -> Ratings:
+    if (path / "u.data").exists():
+        return _load_100k_file(path / "u.data")
+    if (path / "ratings.dat").exists():
+        return _load_dat_dir(path)
+    for name in ("ratings.csv", "ratings.csv.gz", "ratings.parquet"):
+        if (path / name).exists():
+            movies = next(
+                (path / m for m in ("movies.csv", "movies.csv.gz") if (path / m).exists()), None
+            )
+            return _load_csv_layout(path / name, movies, source=str(path))
+    raise DataError(
+        f"{path} holds no MovieLens ratings file (u.data, ratings.dat or ratings.csv); "
+        "point at the directory that holds one, or at a rating file"
+    )
+
+
+_100K_NAME = re.compile(r"^u(\.data|[1-5]?\.(base|test)|[ab]\.(base|test))$")
+
+
+def _is_100k_file(path: Path) -> bool:
+    return bool(_100K_NAME.match(path.name))
+
+
+def _read_csv_arrow(path: Path, **options: Any) -> pa.Table:
+    read = pacsv.ReadOptions(**options.pop("read", {}))
+    parse = pacsv.ParseOptions(**options.pop("parse", {}))
+    convert = pacsv.ConvertOptions(**options.pop("convert", {}))
+    try:
+        return pacsv.read_csv(path, read_options=read, parse_options=parse, convert_options=convert)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError) as err:
+        raise DataError(
+            f"cannot read {path}: {_first_line(err)}; check that it is {_what(path)}"
+        ) from err
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def _what(path: Path) -> str:
+    if _is_100k_file(path):
+        return "a MovieLens 100k file: tab-separated 'user item rating timestamp' lines"
+    if path.suffix == ".dat":
+        return "a MovieLens 1M/10M file: 'user::item::rating::timestamp' lines"
+    return "a table with user, item and rating columns"
+
+
+def _load_100k_file(path: Path) -> Ratings:
+    names = ["user", "item", "rating", "timestamp"]
+    table = _read_csv_arrow(
+        path,
+        read={"column_names": names},
+        parse={"delimiter": "\t"},
+        convert={"column_types": {"user": pa.int64(), "item": pa.int64(), "rating": pa.float32()}},
+    )
+    titles = None
+    item_file = path.parent / "u.item"
+    if item_file.exists():
+        titles = _read_titles(item_file, "|", "latin-1")
+    return _from_columns(table, "user", "item", "rating", "timestamp", titles, str(path))
+
+
+def _load_dat_dir(path: Path) -> Ratings:
+    ratings_file = path / "ratings.dat"
+    # '::' is two one-character delimiters with an empty column between them
+    table = _read_csv_arrow(
+        ratings_file,
+        read={"column_names": ["user", "_a", "item", "_b", "rating", "_c", "timestamp"]},
+        parse={"delimiter": ":"},
+        convert={
+            "include_columns": ["user", "item", "rating", "timestamp"],
+            "column_types": {"user": pa.int64(), "item": pa.int64(), "rating": pa.float32()},
+        },
+    )
+    titles = None
+    if (path / "movies.dat").exists():
+        titles = _read_titles(path / "movies.dat", "::", None)
+    return _from_columns(table, "user", "item", "rating", "timestamp", titles, str(ratings_file))
+
+
+def _read_titles(path: Path, separator: str, encoding: str | None) -> dict[int, str]:
+    """Item id -> title from a MovieLens item file (`u.item` or `movies.dat`)."""
+    raw = path.read_bytes()
+    if encoding is None:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:  # the 1M release is latin-1, the 10M one UTF-8
+            text = raw.decode("latin-1")
+    else:
+        text = raw.decode(encoding)
+    titles: dict[int, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = line.split(separator)
+        if len(parts) < 2:
+            raise DataError(
+                f"{path}, line {number}: expected 'id{separator}title...', got {line!r}"
+            )
+        try:
+            titles[int(parts[0])] = parts[1].strip()
+        except ValueError as err:
+            raise DataError(f"{path}, line {number}: item id {parts[0]!r} is not a number") from err
+    return titles
+
+
+def _load_csv_layout(ratings_file: Path, movies_file: Path | None, source: str) -> Ratings:
+    ratings = _load_table(ratings_file, None, None, None, None)
+    if movies_file is not None:
+        movies = _read_csv_arrow(
+            movies_file, convert={"include_columns": ["movieId", "title"]}
+        ).to_pandas()
+        titles = dict(
+            zip(movies["movieId"].to_numpy().tolist(), movies["title"].tolist(), strict=True)
+        )
+        ratings = Ratings(**{**_fields(ratings), "titles": titles, "source": source})
+    return Ratings(**{**_fields(ratings), "source": source})
+
+
+def _fields(ratings: Ratings) -> dict[str, Any]:
+    return {name: getattr(ratings, name) for name in Ratings.__dataclass_fields__}
+
+
+def _load_table(
+    path: Path,
+    user_col: str | None,
+    item_col: str | None,
+    rating_col: str | None,
+    timestamp_col: str | None,
+) -> Ratings:
+    suffixes = [s.lower() for s in path.suffixes]
+    if ".parquet" in suffixes or ".pq" in suffixes:
+        try:
+            table = pq.read_table(path)
+        except (pa.ArrowInvalid, OSError) as err:
+            raise DataError(f"cannot read {path} as Parquet: {_first_line(err)}") from err
+    else:
+        delimiter = "\t" if ".tsv" in suffixes or ".tab" in suffixes else _sniff_delimiter(path)
+        table = _read_csv_arrow(path, parse={"delimiter": delimiter})
+    names = table.column_names
+    user = _pick_column(names, user_col, USER_COLUMNS, "user", path)
+    item = _pick_column(names, item_col, ITEM_COLUMNS, "item", path)
+    rating = _pick_column(names, rating_col, RATING_COLUMNS, "rating", path)
+    timestamp = timestamp_col or next((c for c in TIMESTAMP_COLUMNS if c in names), None)
+    if timestamp is not None and timestamp not in names:
+        raise DataError(f"{path} has no column {timestamp!r}; its columns are {names}")
+    return _from_columns(table, user, item, rating, timestamp, None, str(path))
+
+
+def _sniff_delimiter(path: Path) -> str:
+    import gzip
+
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rt", encoding="utf-8", errors="replace") as handle:
+            first = handle.readline()
+    except OSError as err:
+        raise DataError(f"cannot read {path}: {err}") from err
+    counts = {d: first.count(d) for d in (",", "\t", ";", "|")}
+    best = max(counts, key=counts.__getitem__)
+    return best if counts[best] else ","
+
+
+def _pick_column(
+    names: list[str], chosen: str | None, usual: tuple[str, ...], what: str, path: Path
+) -> str:
+    if chosen is not None:
+        if chosen not in names:
+            raise DataError(f"{path} has no column {chosen!r}; its columns are {names}")
+        return chosen
+    for name in usual:
+        if name in names:
+            return name
+    raise DataError(
+        f"{path} has no {what} column (looked for {', '.join(usual)}); its columns are "
+        f"{names}; name it with --{what}-col"
+    )
+
+
+def _from_columns(
+    table: pa.Table,
+    user: str,
+    item: str,
+    rating: str,
+    timestamp: str | None,
+    titles: Mapping[Any, str] | None,
+    source: str,
+) -> Ratings:
+    if table.num_rows == 0:
+        raise DataError(f"{source} holds no ratings")
+    ratings = _numeric(table.column(rating), rating, source).astype(np.float32)
+    bad = ~np.isfinite(ratings)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DataError(f"{source}: rating on data row {row + 1} is missing or not a number")
+    users, user_index = IdMap.from_values(_ids(table.column(user), user, source))
+    items, item_index = IdMap.from_values(_ids(table.column(item), item, source))
+    stamps = None
+    if timestamp is not None:
+        stamps = _numeric(table.column(timestamp), timestamp, source).astype(np.int64)
+    return Ratings(user_index, item_index, ratings, users, items, stamps, titles, source)
+
+
+def _numeric(column: pa.ChunkedArray, name: str, source: str) -> np.ndarray:
+    if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
+        if column.null_count:
+            raise DataError(f"{source}: column {name!r} has {column.null_count} empty values")
+        return column.to_numpy()
+    sample = next((v for v in column.to_pylist() if v is not None), None)
+    try:
+        float(sample)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise DataError(
+            f"{source}: column {name!r} must hold numbers, found {sample!r}; "
+            "check the delimiter and the column options"
+        ) from None
+    values = pd.to_numeric(column.to_pandas(), errors="coerce")
+    first_bad = values.isna().to_numpy().nonzero()[0]
+    if len(first_bad):
+        raise DataError(
+            f"{source}: column {name!r} has {column.to_pylist()[first_bad[0]]!r} on data row "
+            f"{first_bad[0] + 1}, which is not a number"
+        )
+    return values.to_numpy()
+
+
+def _ids(column: pa.ChunkedArray, name: str, source: str) -> np.ndarray:
+    if column.null_count:
+        raise DataError(f"{source}: column {name!r} has {column.null_count} empty ids")
+    if pa.types.is_integer(column.type):
+        return column.to_numpy().astype(np.int64)
+    if pa.types.is_floating(column.type):
+        values = column.to_numpy()
+        if np.all(values == np.round(values)):
+            return values.astype(np.int64)
+    return np.asarray(column.cast(pa.string()).to_pylist(), dtype=object)
+
+
+# ----------------------------------------------------------------------------- synthetic
+
+
+@dataclass(frozen=True)
+class SyntheticSpec:
+    """Parameters of the synthetic source; `load_ratings("synthetic:ratings=1000000")`."""
+
+    ratings: int = 100_000
+    users: int = 1_000
+    items: int = 500
+    seed: int = 0
+    factors: int = 8
+    noise: float = 0.5
+    skew: float = 1.0
+
+
+def parse_synthetic(text: str) -> dict[str, Any]:
+    """`synthetic:ratings=N,users=U,...` -> keyword arguments of `synthetic_ratings`."""
+    spec = text.partition(":")[2]
+    allowed = SyntheticSpec.__dataclass_fields__
+    result: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or key not in allowed:
+            raise DataError(
+                f"bad synthetic option {part!r}: use key=value with keys {', '.join(allowed)}"
+            )
+        kind = allowed[key].type
+        try:
+            number = float(value.replace("_", ""))
+            result[key] = number if kind == "float" else int(number)
+        except ValueError:
+            raise DataError(f"synthetic option {key} must be a number, got {value!r}") from None
+    return result
+
+
+def synthetic_ratings(**options: Any) -> Ratings:
+    """Ratings in 0.5..5 from a low-rank model with biases and noise, with skewed popularity.
+
+    User and item ids are drawn from Zipf-like distributions (weight of rank k is 1/k**skew),
+    so a few popular items get most ratings, as in real catalogues. A (user, item) pair can
+    repeat, as a re-rating would. Deterministic for a seed.
+    """
+    spec = SyntheticSpec(**options)
+    for name in ("ratings", "users", "items", "factors"):
+        if getattr(spec, name) < 1:
+            raise DataError(
+                f"synthetic option {name} must be at least 1, got {getattr(spec, name)}"
+            )
+    rng = np.random.default_rng(spec.seed)
+    user_index = _zipf_draw(rng, spec.users, spec.ratings, spec.skew)
+    item_index = _zipf_draw(rng, spec.items, spec.ratings, spec.skew)
+    scale = 1.0 / np.sqrt(spec.factors)
+    user_factors = rng.normal(0, 1, (spec.users, spec.factors)).astype(np.float32) * scale
+    item_factors = rng.normal(0, 1, (spec.items, spec.factors)).astype(np.float32) * scale
+    user_bias = rng.normal(0, 0.4, spec.users).astype(np.float32)
+    item_bias = rng.normal(0, 0.5, spec.items).astype(np.float32)
+    rating = np.empty(spec.ratings, dtype=np.float32)
+    chunk = 1_000_000  # bounds the temporary (chunk x factors) arrays
+    for start in range(0, spec.ratings, chunk):
+        u = user_index[start : start + chunk]
+        i = item_index[start : start + chunk]
+        value = np.einsum("ij,ij->i", user_factors[u], item_factors[i])
+        value += 3.5 + user_bias[u] + item_bias[i]
+        value += rng.normal(0, spec.noise, len(u)).astype(np.float32)
+        rating[start : start + chunk] = np.clip(np.round(value * 2) / 2, 0.5, 5.0)
+    # ids are ranks shuffled, so popularity does not follow the id order
+    user_ids = rng.permutation(spec.users).astype(np.int64) + 1
+    item_ids = rng.permutation(spec.items).astype(np.int64) + 1
+    users, user_codes = IdMap.from_values(user_ids[user_index])
+    items, item_codes = IdMap.from_values(item_ids[item_index])
+    return Ratings(
+        user_codes, item_codes, rating, users, items, source=f"synthetic:{_spec_text(spec)}"
+    )
+
+
+def _zipf_draw(rng: np.random.Generator, n: int, size: int, skew: float) -> np.ndarray:
+    weights = 1.0 / np.arange(1, n + 1) ** skew
+    cdf = np.cumsum(weights)
+    cdf /= cdf[-1]
+    return np.minimum(np.searchsorted(cdf, rng.random(size)), n - 1).astype(np.int64)
+
+
+def _spec_text(spec: SyntheticSpec) -> str:
+    return ",".join(f"{k}={getattr(spec, k)}" for k in SyntheticSpec.__dataclass_fields__)

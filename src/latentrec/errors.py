@@ -1,0 +1,26 @@
+"""The exceptions latentrec raises. Library code raises them; only the CLI prints them."""
+
+from __future__ import annotations
+
+
+class LatentrecError(Exception):
+    """Base class of every error latentrec raises on purpose (bad input, unknown ids, ...)."""
+
+
+class DataError(LatentrecError, ValueError):
+    """Rating data that cannot be read or used: a missing file, a malformed line, a bad column."""
+
+
+class ConfigError(LatentrecError, ValueError):
+    """A configuration value out of its allowed range; the message names the field."""
+
+
+class UnknownIdError(LatentrecError, KeyError):
+    """A raw user or item id the model does not know."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class ModelFileError(LatentrecError):
+    """A model directory that is missing, damaged or not written by latentrec."""

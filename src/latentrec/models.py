@@ -1,0 +1,254 @@
+"""The two models: DotProductBias and EmbeddingNN, and how to build one from its config.
+
+Both split into embedding tables (looked up by user or item index) and an `interact` step on
+the looked-up rows. Training uses that split to touch only the rows a batch needs; inference
+simply calls the model on index tensors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from latentrec.errors import ConfigError
+
+MODEL_KINDS = ("dot", "nn")
+
+
+def embedding_size(n: int) -> int:
+    """The usual rule of thumb for an embedding width: `min(600, round(1.6 * n ** 0.56))`."""
+    return min(600, round(1.6 * n**0.56))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a model's architecture (saved beside its weights).
+
+    Args:
+        kind: `"dot"` (DotProductBias) or `"nn"` (EmbeddingNN).
+        n_factors: width of the dot model's factors.
+        user_size, item_size: the nn model's embedding widths; 0 means the rule of thumb.
+        layers: hidden widths of the nn model.
+        dropout: dropout after each hidden layer of the nn model.
+        y_range: predictions are `low + (high - low) * sigmoid(x)`.
+        global_mean: the prediction when neither user nor item is known.
+    """
+
+    kind: str = "dot"
+    n_users: int = 1
+    n_items: int = 1
+    n_factors: int = 50
+    user_size: int = 0
+    item_size: int = 0
+    layers: tuple[int, ...] = (100, 50)
+    dropout: float = 0.0
+    emb_dropout: float = 0.0
+    y_range: tuple[float, float] = (0.0, 5.5)
+    global_mean: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in MODEL_KINDS:
+            raise ConfigError(f"model must be one of {', '.join(MODEL_KINDS)}, got {self.kind!r}")
+        for name in ("n_users", "n_items", "n_factors"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive whole number, got {value!r}")
+        for name in ("user_size", "item_size"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be 0 (rule of thumb) or positive")
+        object.__setattr__(self, "layers", tuple(int(w) for w in self.layers))
+        if any(w < 1 for w in self.layers):
+            raise ConfigError(f"layers must be positive widths, got {list(self.layers)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        low, high = (float(v) for v in self.y_range)
+        if not low < high:
+            raise ConfigError(f"y_range must be (low, high) with low < high, got {self.y_range}")
+        object.__setattr__(self, "y_range", (low, high))
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["layers"] = list(self.layers)
+        data["y_range"] = list(self.y_range)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ModelConfig:
+        known = set(cls.__dataclass_fields__)
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"unknown model config fields {sorted(unknown)}")
+        values = dict(data)
+        values["layers"] = tuple(values.get("layers", ()))
+        values["y_range"] = tuple(values.get("y_range", (0.0, 5.5)))
+        return cls(**values)
+
+
+def sigmoid_range(x: Tensor, low: float, high: float) -> Tensor:
+    return torch.sigmoid(x) * (high - low) + low
+
+
+class LatentModel(nn.Module):
+    """Embedding tables looked up by user or item index, then an interaction of the rows.
+
+    Subclasses name their tables in `user_tables` / `item_tables` (attributes that are
+    `nn.Embedding`) and define `interact`. An index of -1 means an id the model has never seen:
+    its rows are the mean of the table (an average user or item), and when both sides are
+    unknown the prediction is the training mean.
+    """
+
+    user_tables: tuple[str, ...] = ()
+    item_tables: tuple[str, ...] = ()
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.register_buffer("global_mean", torch.tensor(float(config.global_mean)))
+
+    def interact(self, user_rows: list[Tensor], item_rows: list[Tensor]) -> Tensor:
+        raise NotImplementedError
+
+    def tables(self) -> dict[str, nn.Embedding]:
+        return {name: getattr(self, name) for name in (*self.user_tables, *self.item_tables)}
+
+    def forward(self, user_index: Tensor, item_index: Tensor) -> Tensor:
+        user_rows = [_lookup(getattr(self, n).weight, user_index) for n in self.user_tables]
+        item_rows = [_lookup(getattr(self, n).weight, item_index) for n in self.item_tables]
+        prediction = self.interact(user_rows, item_rows)
+        both_unknown = (user_index < 0) & (item_index < 0)
+        if both_unknown.any():
+            prediction = torch.where(both_unknown, self.global_mean.to(prediction), prediction)
+        return prediction
+
+    @property
+    def n_users(self) -> int:
+        return self.config.n_users
+
+    @property
+    def n_items(self) -> int:
+        return self.config.n_items
+
+
+def _lookup(weight: Tensor, index: Tensor) -> Tensor:
+    rows = weight.index_select(0, index.clamp(min=0))
+    unknown = index < 0
+    if unknown.any():
+        rows = torch.where(unknown[:, None], weight.mean(0, keepdim=True), rows)
+    return rows
+
+
+class DotProductBias(LatentModel):
+    """Dot product of user and item factors plus a user and an item bias, squashed to y_range."""
+
+    user_tables = ("user_factors", "user_bias")
+    item_tables = ("item_factors", "item_bias")
+
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        n_factors: int = 50,
+        y_range: tuple[float, float] = (0.0, 5.5),
+        global_mean: float = 0.0,
+    ) -> None:
+        config = ModelConfig(
+            kind="dot",
+            n_users=n_users,
+            n_items=n_items,
+            n_factors=n_factors,
+            y_range=y_range,
+            global_mean=global_mean,
+        )
+        super().__init__(config)
+        self.user_factors = nn.Embedding(n_users, n_factors)
+        self.item_factors = nn.Embedding(n_items, n_factors)
+        self.user_bias = nn.Embedding(n_users, 1)
+        self.item_bias = nn.Embedding(n_items, 1)
+        for table in (self.user_factors, self.item_factors):
+            nn.init.trunc_normal_(table.weight, std=0.01)
+        for table in (self.user_bias, self.item_bias):
+            nn.init.zeros_(table.weight)
+
+    def interact(self, user_rows: list[Tensor], item_rows: list[Tensor]) -> Tensor:
+        p_u, b_u = user_rows
+        q_i, b_i = item_rows
+        x = (p_u * q_i).sum(1) + b_u[:, 0] + b_i[:, 0]
+        return sigmoid_range(x, *self.config.y_range)
+
+    def item_vectors(self) -> Tensor:
+        return self.item_factors.weight
+
+
+class EmbeddingNN(LatentModel):
+    """User and item embeddings concatenated, then Linear -> ReLU blocks, squashed to y_range."""
+
+    user_tables = ("user_embedding",)
+    item_tables = ("item_embedding",)
+
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        emb_sizes: tuple[int, int] | None = None,
+        layers: tuple[int, ...] | list[int] = (100, 50),
+        dropout: float = 0.0,
+        y_range: tuple[float, float] = (0.0, 5.5),
+        global_mean: float = 0.0,
+        emb_dropout: float = 0.0,
+    ) -> None:
+        user_size, item_size = emb_sizes or (0, 0)
+        config = ModelConfig(
+            kind="nn",
+            n_users=n_users,
+            n_items=n_items,
+            user_size=user_size or embedding_size(n_users),
+            item_size=item_size or embedding_size(n_items),
+            layers=tuple(layers),
+            dropout=dropout,
+            emb_dropout=emb_dropout,
+            y_range=y_range,
+            global_mean=global_mean,
+        )
+        super().__init__(config)
+        self.emb_dropout = nn.Dropout(emb_dropout)
+        self.user_embedding = nn.Embedding(n_users, config.user_size)
+        self.item_embedding = nn.Embedding(n_items, config.item_size)
+        for table in (self.user_embedding, self.item_embedding):
+            nn.init.trunc_normal_(table.weight, std=0.01)
+        blocks: list[nn.Module] = []
+        width = config.user_size + config.item_size
+        for hidden in config.layers:
+            blocks += [nn.Linear(width, hidden), nn.ReLU()]
+            if config.dropout:
+                blocks.append(nn.Dropout(config.dropout))
+            width = hidden
+        blocks.append(nn.Linear(width, 1))
+        self.layers = nn.Sequential(*blocks)
+
+    def interact(self, user_rows: list[Tensor], item_rows: list[Tensor]) -> Tensor:
+        x = self.emb_dropout(torch.cat([user_rows[0], item_rows[0]], dim=1))
+        return sigmoid_range(self.layers(x)[:, 0], *self.config.y_range)
+
+    def item_vectors(self) -> Tensor:
+        return self.item_embedding.weight
+
+
+def build_model(config: ModelConfig) -> LatentModel:
+    """A freshly initialised model of the configured architecture."""
+    if config.kind == "dot":
+        return DotProductBias(
+            config.n_users, config.n_items, config.n_factors, config.y_range, config.global_mean
+        )
+    return EmbeddingNN(
+        config.n_users,
+        config.n_items,
+        (config.user_size, config.item_size),
+        config.layers,
+        config.dropout,
+        config.y_range,
+        config.global_mean,
+        config.emb_dropout,
+    )

@@ -1,0 +1,138 @@
+"""The command line end to end, and the one-line errors a user gets instead of tracebacks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from latentrec.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def trained_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "model"
+    result = invoke("train", "--epochs", "2", "--out", out, "--json")
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_train_prints_table_and_json(trained_dir: Path):
+    result = invoke("train", "--epochs", "2", "--json", "--batch-size", "2048")
+    assert result.exit_code == 0, result.output
+    assert "test RMSE" in result.output and "epoch" in result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    for key in (
+        "rmse",
+        "mae",
+        "epochs",
+        "train_seconds",
+        "ratings_per_second",
+        "n_train",
+        "n_test",
+        "model_dir",
+    ):
+        assert key in summary
+    assert summary["epochs"] == 2 and summary["n_train"] + summary["n_test"] == 100_836
+    assert summary["model_dir"] is None
+    assert 0.7 < summary["rmse"] < 1.2
+
+
+def test_recommend_and_similar_with_titles(trained_dir: Path):
+    result = invoke("recommend", trained_dir, "--user", "1", "-k", "5", "--json")
+    assert result.exit_code == 0, result.output
+    items = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(items) == 5 and {"item_id", "title", "score"} <= set(items[0])
+    assert all(item["title"] for item in items)
+    result = invoke("similar", trained_dir, "--item", "1", "-k", "3", "--json")
+    assert result.exit_code == 0, result.output
+    assert "Toy Story" in result.output
+    assert len(json.loads(result.stdout.strip().splitlines()[-1])) == 3
+
+
+def test_evaluate_a_saved_model(trained_dir: Path, ml25m_dir: Path):
+    result = invoke("evaluate", trained_dir, "--data", ml25m_dir, "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["n"] == 7 and summary["rmse"] > 0
+
+
+def test_train_nn_on_a_csv_with_a_separate_test_file(tmp_path: Path):
+    train = tmp_path / "train.csv"
+    test = tmp_path / "test.csv"
+    rows = [f"{u},{i},{1 + (u * i) % 5}" for u in range(30) for i in range(20)]
+    train.write_text("user,item,rating\n" + "\n".join(rows) + "\n")
+    test.write_text("user,item,rating\n1,2,3\n999,1,4\n")
+    result = invoke(
+        "train",
+        "--data",
+        train,
+        "--test",
+        test,
+        "--model",
+        "nn",
+        "--layers",
+        "8",
+        "--epochs",
+        "1",
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    assert "1 users and 0 items appear only in the test set" in result.output
+    assert json.loads(result.stdout.strip().splitlines()[-1])["n_test"] == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["train", "--data", "/no/such.csv"], "no such file"),
+        (["train", "--model", "svd"], "model must be one of"),
+        (["train", "--epochs", "0"], "epochs must be"),
+        (["train", "--layers", "a,b", "--model", "nn"], "--layers must be"),
+        (["train", "--factors", "8", "--model", "nn"], "--factors applies"),
+        (["train", "--split", "time", "--last-n", "0"], "last_n"),
+        (["train", "--device", "tpu"], "device must be"),
+        (["recommend", "/no/model", "--user", "1"], "no model directory"),
+    ],
+)
+def test_user_errors_are_one_line_without_traceback(args, needle):
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    assert needle in result.output
+    assert "Traceback" not in result.output
+
+
+def test_unknown_user_and_item(trained_dir: Path):
+    result = invoke("recommend", trained_dir, "--user", "424242")
+    assert result.exit_code == 2
+    assert "unknown user id 424242" in result.output and "610 users" in result.output
+    result = invoke("similar", trained_dir, "--item", "abc")
+    assert result.exit_code == 2 and "unknown item id" in result.output
+
+
+def test_malformed_line_names_the_file(tmp_path: Path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("userId,movieId,rating\n1,2,4\n1,3,x\n")
+    result = invoke("train", "--data", bad)
+    assert result.exit_code == 2
+    assert "'x'" in result.output and "Traceback" not in result.output
+
+
+def test_failed_training_keeps_the_earlier_model(trained_dir: Path):
+    before = (trained_dir / "model.safetensors").read_bytes()
+    result = invoke("train", "--out", trained_dir, "--lr", "-1")
+    assert result.exit_code == 2
+    assert (trained_dir / "model.safetensors").read_bytes() == before
+
+
+def test_version():
+    result = invoke("--version")
+    assert result.exit_code == 0 and "latentrec" in result.output

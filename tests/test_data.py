@@ -1,0 +1,250 @@
+"""Reading every source layout, the splits, and the errors bad input gets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from latentrec import DataError, load_ratings
+from latentrec.data import IdMap, Split, parse_synthetic
+
+from .conftest import ROWS
+
+
+def _as_set(ratings):
+    return set(
+        zip(
+            ratings.user_ids.tolist(),
+            ratings.item_ids.tolist(),
+            ratings.rating.tolist(),
+            strict=False,
+        )
+    )
+
+
+EXPECTED = {(u, i, r) for u, i, r, _ in ROWS}
+
+
+def test_bundled_movielens_small_is_complete():
+    ratings = load_ratings("movielens-small")
+    assert len(ratings) == 100_836
+    assert ratings.n_users == 610
+    assert ratings.title(1) == "Toy Story (1995)"
+    assert ratings.timestamp is not None
+    assert ratings.rating_range == (0.5, 5.0)
+
+
+def test_bundled_data_ships_its_licence():
+    from importlib import resources
+
+    readme = resources.files("latentrec") / "datasets" / "ml-latest-small" / "README.txt"
+    assert "GroupLens" in readme.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("layout", ["ml100k_dir", "ml1m_dir", "ml25m_dir"])
+def test_movielens_directories_are_detected_by_their_files(layout, request):
+    ratings = load_ratings(request.getfixturevalue(layout))
+    assert _as_set(ratings) == EXPECTED
+    assert ratings.title(30) == "Amélie (2001)"
+    assert sorted(ratings.timestamp.tolist()) == sorted(t for *_, t in ROWS)
+
+
+def test_100k_split_file_takes_titles_from_u_item(ml100k_dir: Path):
+    ratings = load_ratings(ml100k_dir / "u1.base")
+    assert _as_set(ratings) == EXPECTED
+    assert ratings.title(10) == "Toy Story (1995)"
+
+
+def test_ratings_dat_file_directly(ml1m_dir: Path):
+    assert _as_set(load_ratings(ml1m_dir / "ratings.dat")) == EXPECTED
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".parquet"])
+def test_table_files_with_usual_column_names(tmp_path: Path, suffix: str):
+    frame = pd.DataFrame(ROWS, columns=["user_id", "item_id", "rating", "timestamp"])
+    path = tmp_path / f"ratings{suffix}"
+    if suffix == ".parquet":
+        frame.to_parquet(path)
+    else:
+        frame.to_csv(path, sep="\t" if suffix == ".tsv" else ",", index=False)
+    assert _as_set(load_ratings(path)) == EXPECTED
+
+
+def test_table_file_with_named_columns_and_string_ids(tmp_path: Path):
+    path = tmp_path / "stars.csv"
+    path.write_text("who,what,stars\nann,book-1,4\nbob,book-2,2.5\nann,book-2,3\n")
+    ratings = load_ratings(path, user_col="who", item_col="what", rating_col="stars")
+    assert _as_set(ratings) == {
+        ("ann", "book-1", 4.0),
+        ("bob", "book-2", 2.5),
+        ("ann", "book-2", 3.0),
+    }
+    assert ratings.users.index_of("bob") == 1
+    assert ratings.users.index_of("nobody") == -1
+
+
+def test_idmap_coerces_typed_ids():
+    ids = IdMap(np.array([1, 5, 9]))
+    assert ids.index_of("5") == 1
+    assert ids.index_of(" 9 ") == 2
+    assert ids.index_of("x") == -1
+    assert ids.indexes(["1", 9, 7]).tolist() == [0, 2, -1]
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        ("userId,movieId,rating\n1,2,4\n1,3,abc\n", "'abc'"),
+        ("userId,movieId\n1,2\n", "no rating column"),
+        ("a,b,c\n1,2,3\n", "no user column"),
+        ("userId,movieId,rating\n1,2,4\n1,3\n", "cannot read"),
+        ("userId,movieId,rating\n", "no ratings"),
+    ],
+)
+def test_bad_tables_raise_data_error_naming_the_problem(tmp_path: Path, content, needle):
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    with pytest.raises(DataError, match=needle):
+        load_ratings(path)
+
+
+def test_missing_file_says_what_to_give():
+    with pytest.raises(DataError, match="no such file"):
+        load_ratings("/no/such/ratings.csv")
+
+
+def test_malformed_100k_line_is_reported(tmp_path: Path):
+    path = tmp_path / "u.data"
+    path.write_text("1\t2\t3\t4\n1\t2\n")
+    with pytest.raises(DataError, match=r"u\.data"):
+        load_ratings(path)
+
+
+def test_named_column_that_does_not_exist(tmp_path: Path):
+    path = tmp_path / "r.csv"
+    path.write_text("user,item,rating\n1,2,3\n")
+    with pytest.raises(DataError, match="no column 'score'"):
+        load_ratings(path, rating_col="score")
+
+
+def test_directory_without_ratings(tmp_path: Path):
+    with pytest.raises(DataError, match="no MovieLens ratings file"):
+        load_ratings(tmp_path)
+
+
+def test_synthetic_source_is_deterministic_and_skewed():
+    spec = "synthetic:ratings=20000,users=500,items=300,seed=3"
+    first, second = load_ratings(spec), load_ratings(spec)
+    assert len(first) == 20_000
+    np.testing.assert_array_equal(first.rating, second.rating)
+    assert first.rating.min() >= 0.5 and first.rating.max() <= 5.0
+    counts = np.sort(np.bincount(first.item_index))[::-1]
+    top_tenth = counts[: len(counts) // 10].sum() / counts.sum()
+    assert top_tenth > 0.3  # popular items get far more than their 10% share
+    assert load_ratings("synthetic:ratings=20000,users=500,items=300,seed=4").rating.tolist() != (
+        first.rating.tolist()
+    )
+
+
+@pytest.mark.parametrize("spec", ["synthetic:ratings", "synthetic:colour=3", "synthetic:ratings=x"])
+def test_bad_synthetic_spec(spec):
+    with pytest.raises(DataError, match="synthetic option"):
+        parse_synthetic(spec)
+
+
+def test_random_split_is_a_seeded_numpy_permutation():
+    ratings = load_ratings("movielens-small")
+    train, test = ratings.split(test_fraction=0.1, seed=42)
+    order = np.random.default_rng(42).permutation(len(ratings))
+    n_test = round(len(ratings) * 0.1)
+    expected = ratings.take(np.sort(order[:n_test]))
+    assert len(test) == n_test and len(train) == len(ratings) - n_test
+    assert test.rating.tolist() == expected.rating.tolist()
+    known = test.user_index >= 0
+    assert (test.user_ids[known] == expected.user_ids[known]).all()
+
+
+def test_split_reports_items_seen_only_in_test():
+    split = load_ratings("movielens-small").split(0.1, seed=42)
+    assert isinstance(split, Split)
+    unknown_items = np.unique(split.test.item_index[split.test.item_index < 0])
+    assert split.cold_items > 0
+    assert unknown_items.tolist() == [-1]
+    assert split.cold_ratings == int((split.test.item_index < 0).sum())
+    assert split.train.n_items == len(np.unique(split.train.item_index))
+
+
+def test_per_user_holdout_keeps_every_user_in_train():
+    ratings = load_ratings("movielens-small")
+    train, test = ratings.split(test_fraction=0.2, seed=1, by="user")
+    assert train.n_users == ratings.n_users
+    per_user = np.bincount(test.user_index, minlength=train.n_users)
+    total = np.bincount(ratings.user_index)
+    assert np.all(np.abs(per_user - np.round(total * 0.2)) <= 1)
+
+
+def test_time_split_last_n_takes_each_users_newest(ml25m_dir: Path):
+    train, test = load_ratings(ml25m_dir).split(by="time", last_n=1)
+    assert sorted(test.timestamp.tolist()) == [250, 300, 400]  # newest of users 1, 2, 3
+    assert len(train) == len(ROWS) - 3
+
+
+def test_time_split_global_cutoff(ml25m_dir: Path):
+    train, test = load_ratings(ml25m_dir).split(by="time", cutoff=250)
+    assert sorted(test.timestamp.tolist()) == [250, 300, 400]
+    assert sorted(train.timestamp.tolist()) == [50, 100, 150, 200]
+
+
+def test_split_option_errors():
+    ratings = load_ratings("movielens-small")
+    with pytest.raises(DataError, match="test_fraction"):
+        ratings.split(test_fraction=1.5)
+    with pytest.raises(DataError, match="unknown split"):
+        ratings.split(by="alphabet")
+    with pytest.raises(DataError, match="exactly one"):
+        ratings.split(by="time")
+
+
+def test_separate_test_file_maps_into_train_ids(ml25m_dir: Path, tmp_path: Path):
+    test_file = tmp_path / "test.csv"
+    test_file.write_text("userId,movieId,rating\n1,40,2.0\n99,10,3.0\n")
+    split = Split.from_parts(load_ratings(ml25m_dir), load_ratings(test_file))
+    assert split.cold_users == 1 and split.cold_items == 0
+    assert split.test.user_index.tolist()[1] == -1
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 30), st.integers(0, 30), st.floats(0.5, 5.0)),
+        min_size=2,
+        max_size=80,
+    ),
+    st.floats(0.05, 0.95),
+    st.integers(0, 2**32 - 1),
+)
+def test_random_split_partitions_rows(rows, fraction, seed):
+    frame = pd.DataFrame(rows, columns=["user", "item", "rating"])
+    from latentrec.data import IdMap as Map
+    from latentrec.data import Ratings
+
+    users, user_index = Map.from_values(frame["user"].to_numpy())
+    items, item_index = Map.from_values(frame["item"].to_numpy())
+    ratings = Ratings(user_index, item_index, frame["rating"].to_numpy(np.float32), users, items)
+    n_test = round(len(rows) * fraction)
+    if n_test in (0, len(rows)):
+        with pytest.raises(DataError):
+            ratings.split(fraction, seed=seed)
+        return
+    train, test = ratings.split(fraction, seed=seed)
+    assert len(train) + len(test) == len(rows)
+    assert sorted(train.rating.tolist() + test.rating.tolist()) == sorted(
+        frame["rating"].to_numpy(np.float32).tolist()
+    )
+    # every test row either maps to a train id or is flagged unknown (-1), never out of range
+    assert test.user_index.max() < train.n_users and test.item_index.max() < train.n_items

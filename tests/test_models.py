@@ -1,0 +1,82 @@
+"""Model architectures, configs and the fallback for ids the model has never seen."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from latentrec import ConfigError, DotProductBias, EmbeddingNN, ModelConfig, build_model
+from latentrec.models import embedding_size
+
+
+def test_embedding_size_rule_of_thumb():
+    assert embedding_size(610) == round(1.6 * 610**0.56)
+    assert embedding_size(10**9) == 600
+
+
+def test_nn_uses_rule_of_thumb_unless_sizes_are_given():
+    net = EmbeddingNN(610, 9000)
+    assert net.user_embedding.weight.shape == (610, embedding_size(610))
+    assert net.item_embedding.weight.shape == (9000, embedding_size(9000))
+    sized = EmbeddingNN(610, 9000, emb_sizes=(8, 12), layers=[7])
+    assert sized.user_embedding.weight.shape[1] == 8
+    linears = [m for m in sized.layers if isinstance(m, torch.nn.Linear)]
+    assert [m.out_features for m in linears] == [7, 1]
+    assert linears[0].in_features == 20
+
+
+@pytest.mark.parametrize("make", [lambda: DotProductBias(5, 7, 4), lambda: EmbeddingNN(5, 7)])
+def test_predictions_lie_in_y_range(make):
+    net = make()
+    with torch.no_grad():
+        for table in net.tables().values():
+            table.weight.normal_(0, 5)
+        out = net(torch.tensor([0, 1, 4]), torch.tensor([0, 6, 3]))
+    assert out.shape == (3,)
+    assert out.min() >= 0.0 and out.max() <= 5.5
+
+
+def test_dot_model_is_sigmoid_of_dot_plus_biases():
+    net = DotProductBias(2, 2, n_factors=3, y_range=(1.0, 5.0))
+    with torch.no_grad():
+        net.user_factors.weight.copy_(torch.tensor([[1.0, 0, 2], [0, 0, 0]]))
+        net.item_factors.weight.copy_(torch.tensor([[0.5, 1, 1], [0, 0, 0]]))
+        net.user_bias.weight.fill_(0.25)
+        net.item_bias.weight.fill_(-0.5)
+        out = net(torch.tensor([0]), torch.tensor([0]))
+    expected = 1.0 + 4.0 * torch.sigmoid(torch.tensor(0.5 + 2.0 + 0.25 - 0.5))
+    assert torch.allclose(out, expected.reshape(1))
+
+
+def test_unknown_ids_fall_back_to_average_rows_and_global_mean():
+    net = DotProductBias(3, 3, n_factors=2, global_mean=3.3)
+    with torch.no_grad():
+        net.item_bias.weight.copy_(torch.tensor([[1.0], [2.0], [3.0]]))
+        both = net(torch.tensor([-1]), torch.tensor([-1]))
+        user_only = net(torch.tensor([-1]), torch.tensor([2]))
+        mean_user = DotProductBias(3, 3, n_factors=2)
+        mean_user.load_state_dict(net.state_dict())
+    assert both.item() == pytest.approx(3.3)
+    assert 0.0 < user_only.item() < 5.5  # an average user, never an index error
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "needle"),
+    [
+        ("kind", "svd", "model must be one of"),
+        ("n_factors", 0, "n_factors"),
+        ("layers", (10, -1), "layers"),
+        ("dropout", 1.0, "dropout"),
+        ("y_range", (5, 1), "y_range"),
+    ],
+)
+def test_config_validation_names_the_field(field, value, needle):
+    with pytest.raises(ConfigError, match=needle):
+        ModelConfig(**{field: value})
+
+
+def test_config_json_round_trip_rebuilds_the_same_architecture():
+    config = EmbeddingNN(10, 20, layers=[16, 8], dropout=0.1).config
+    again = ModelConfig.from_json(config.to_json())
+    assert again == config
+    assert isinstance(build_model(again), EmbeddingNN)

@@ -1,0 +1,107 @@
+"""Model directories: round trips, atomic replacement, and damaged or foreign directories."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from latentrec import ModelFileError, fit, load, save
+from latentrec.training import predict_index
+
+
+@pytest.fixture(scope="module", params=["dot", "nn"])
+def trained(request, board):
+    net, _ = fit(board, request.param, epochs=2, progress=False)
+    return net, board[0]
+
+
+def test_round_trip_gives_identical_predictions(trained, tmp_path: Path):
+    net, train = trained
+    save(net, tmp_path / "model", train, info={"note": "x"})
+    saved = load(tmp_path / "model")
+    users = torch.tensor([0, 1, 5, -1, 3])
+    items = torch.tensor([2, -1, 0, 4, -1])
+    assert torch.equal(predict_index(net, users, items), predict_index(saved.model, users, items))
+    assert saved.ratings.users.ids.tolist() == train.users.ids.tolist()
+    assert saved.ratings.title(500) == "Item 0"
+    assert sorted(
+        zip(saved.ratings.user_index.tolist(), saved.ratings.item_index.tolist(), strict=False)
+    ) == (sorted(zip(train.user_index.tolist(), train.item_index.tolist(), strict=False)))
+    assert saved.info == {"note": "x"}
+
+
+def test_directory_holds_no_pickle(trained, tmp_path: Path):
+    net, train = trained
+    folder = save(net, tmp_path / "m", train)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        ["config.json", "ids.json", "model.safetensors", "train.safetensors"]
+    )
+
+
+def test_failed_save_leaves_the_previous_model_intact(trained, tmp_path: Path, monkeypatch):
+    net, train = trained
+    target = tmp_path / "model"
+    save(net, target, train, info={"version": 1})
+    before = {p.name: p.read_bytes() for p in target.iterdir()}
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("latentrec.storage.save_file", broken)
+    with pytest.raises(OSError, match="disk full"):
+        save(net, target, train, info={"version": 2})
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no temporary left behind
+
+
+def test_save_replaces_an_existing_model(trained, tmp_path: Path):
+    net, train = trained
+    save(net, tmp_path / "m", train, info={"version": 1})
+    save(net, tmp_path / "m", train, info={"version": 2})
+    assert load(tmp_path / "m").info == {"version": 2}
+
+
+def test_save_refuses_to_overwrite_a_foreign_directory(trained, tmp_path: Path):
+    net, train = trained
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "thesis.txt").write_text("precious")
+    with pytest.raises(ModelFileError, match="not a latentrec model directory"):
+        save(net, tmp_path / "docs", train)
+    assert (tmp_path / "docs" / "thesis.txt").read_text() == "precious"
+
+
+@pytest.mark.parametrize(
+    ("damage", "needle"),
+    [
+        (lambda d: (d / "model.safetensors").unlink(), "missing model.safetensors"),
+        (lambda d: (d / "model.safetensors").write_bytes(b"garbage"), "damaged"),
+        (lambda d: (d / "config.json").write_text("{not json"), "damaged"),
+        (lambda d: (d / "config.json").write_text(json.dumps({"format": "x"})), "not written by"),
+        (lambda d: (d / "ids.json").write_text(json.dumps({"users": [1], "items": [2]})), "lists"),
+    ],
+)
+def test_damaged_directories_raise_model_file_error(trained, tmp_path: Path, damage, needle):
+    net, train = trained
+    folder = save(net, tmp_path / "m", train)
+    damage(folder)
+    with pytest.raises(ModelFileError, match=needle):
+        load(folder)
+
+
+def test_missing_directory(tmp_path: Path):
+    with pytest.raises(ModelFileError, match="no model directory"):
+        load(tmp_path / "nothing")
+
+
+def test_weights_that_do_not_fit_the_config(trained, tmp_path: Path):
+    net, train = trained
+    folder = save(net, tmp_path / "m", train)
+    config = json.loads((folder / "config.json").read_text())
+    config["model"]["layers"] = [3]
+    config["model"]["n_factors"] = 7
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelFileError, match="does not fit its config"):
+        load(folder)

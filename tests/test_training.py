@@ -1,0 +1,132 @@
+"""fit(): it learns, it is reproducible, and a step touches only the rows of its batch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from latentrec import ConfigError, DataError, TrainConfig, evaluate, fit
+from latentrec.training import RowSparseAdamW
+
+BOARD_OPTIONS = {"epochs": 30, "batch_size": 64, "lr": 0.05, "wd": 0.01, "progress": False}
+
+
+@pytest.mark.parametrize("model", ["dot", "nn"])
+def test_both_models_learn_the_checkerboard(board, model):
+    train, test = board
+    options = dict(BOARD_OPTIONS, n_factors=4) if model == "dot" else BOARD_OPTIONS
+    net, history = fit((train, test), model, **options)
+    scores = evaluate(net, test)
+    # a model that learned nothing predicts ~3 everywhere: RMSE ~2 on this 1-or-5 board
+    assert scores["rmse"] < 0.6, scores
+    assert history.rmse == pytest.approx(scores["rmse"], rel=1e-5)
+
+
+def test_history_records_every_epoch(board):
+    net, history = fit(board, "dot", epochs=3, batch_size=32, progress=False)
+    assert [e.epoch for e in history.epochs] == [1, 2, 3]
+    assert all(e.seconds > 0 and e.test_rmse is not None for e in history.epochs)
+    assert history.n_train == len(board[0]) and history.n_test == len(board[1])
+    assert history.ratings_per_second > 0
+    assert not net.training
+
+
+def test_same_seed_same_model_other_seed_other_model(board):
+    first, _ = fit(board[0], "dot", epochs=2, seed=7, progress=False)
+    second, _ = fit(board[0], "dot", epochs=2, seed=7, progress=False)
+    third, _ = fit(board[0], "dot", epochs=2, seed=8, progress=False)
+    for name, value in first.state_dict().items():
+        assert torch.equal(value, second.state_dict()[name])
+    assert not torch.equal(first.user_factors.weight, third.user_factors.weight)
+
+
+def test_a_step_changes_only_rows_in_its_batch(board):
+    """The optimiser's cost follows the batch: rows of unseen users stay bit-identical."""
+    train, _ = board
+    rows = np.flatnonzero(train.user_index < 3)  # only users 0, 1, 2 are rated
+    subset = train.take(rows)
+    torch.manual_seed(0)
+    net, _ = fit(subset, "dot", epochs=1, batch_size=len(subset), progress=False)
+    fresh = _initial_weights(subset)
+    changed = (net.user_factors.weight != fresh.user_factors.weight).any(dim=1)
+    assert changed[:3].all()
+    assert not changed[3:].any()
+
+
+def _initial_weights(ratings):
+    from latentrec.models import build_model
+    from latentrec.training import make_configs
+
+    config, train_config = make_configs(ratings, "dot", {})
+    torch.manual_seed(train_config.seed)
+    return build_model(config)
+
+
+def test_row_sparse_adamw_matches_dense_adamw_on_touched_rows():
+    torch.manual_seed(0)
+    weight = torch.randn(6, 3)
+    sparse_param = torch.nn.Parameter(weight.clone())
+    dense_param = torch.nn.Parameter(weight.clone())
+    rows = torch.tensor([1, 4])
+    grad_rows = torch.randn(2, 3)
+    sparse_param.grad = torch.sparse_coo_tensor(
+        rows[None], grad_rows, (6, 3), check_invariants=True
+    )
+    dense_grad = torch.zeros(6, 3)
+    dense_grad[rows] = grad_rows
+    dense_param.grad = dense_grad
+    options = {"lr": 0.1, "betas": (0.9, 0.99), "eps": 1e-5, "weight_decay": 0.3}
+    RowSparseAdamW([sparse_param], **options).step()
+    torch.optim.AdamW([dense_param], **options).step()
+    assert torch.allclose(sparse_param[rows], dense_param[rows], atol=1e-6)
+    untouched = torch.tensor([0, 2, 3, 5])
+    assert torch.equal(sparse_param[untouched], weight[untouched])
+
+
+def test_accumulation_sets_steps_from_effective_batch(board):
+    config = TrainConfig(batch_size=32, effective_batch_size=100)
+    assert config.accumulate == 4
+    _net, history = fit(board, "dot", batch_size=32, accumulate=4, epochs=2, progress=False)
+    assert history.train_config.samples_per_step == 128
+    assert np.isfinite(history.rmse)
+
+
+@pytest.mark.parametrize(
+    ("options", "needle"),
+    [
+        ({"epochs": 0}, "epochs"),
+        ({"batch_size": -5}, "batch_size"),
+        ({"lr": -1.0}, "lr"),
+        ({"device": "tpu"}, "device"),
+        ({"n_factor": 3}, "unknown option"),
+        ({"effective_batch_size": 10, "batch_size": 64}, "effective_batch_size"),
+    ],
+)
+def test_bad_options_fail_early_naming_the_field(board, options, needle):
+    with pytest.raises(ConfigError, match=needle):
+        fit(board, "dot", progress=False, **options)
+
+
+def test_unknown_model_kind(board):
+    with pytest.raises(ConfigError, match="model must be one of"):
+        fit(board, "svd")
+
+
+def test_fit_rejects_things_that_are_not_ratings():
+    with pytest.raises(DataError, match="fit needs Ratings"):
+        fit([1, 2, 3])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_training_on_cuda(board):
+    net, history = fit(board, "dot", device="cuda", epochs=2, progress=False)
+    assert history.device.startswith("cuda")
+    assert next(net.parameters()).is_cuda
+
+
+def test_asking_for_cuda_without_it_is_a_clear_error(board):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is present")
+    with pytest.raises(ConfigError, match="CUDA is not available"):
+        fit(board, "dot", device="cuda", progress=False)
