@@ -124,6 +124,10 @@ def train(
     model: Annotated[str, typer.Option(help="dot (DotProductBias) or nn (EmbeddingNN).")] = "dot",
     factors: Annotated[int | None, typer.Option(help="Factors of the dot model.")] = None,
     layers: Annotated[str | None, typer.Option(help="Hidden widths of the nn model.")] = None,
+    dropout: Annotated[float | None, typer.Option(help="nn: dropout after hidden layers.")] = None,
+    emb_dropout: Annotated[
+        float | None, typer.Option(help="nn: dropout on the embeddings.")
+    ] = None,
     epochs: Annotated[int | None, typer.Option(help="Passes over the data.")] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate (one-cycle).")] = None,
     wd: Annotated[float | None, typer.Option(help="Weight decay.")] = None,
@@ -149,6 +153,8 @@ def train(
     given = {
         "n_factors": factors,
         "layers": _layers(layers) if layers else None,
+        "dropout": dropout,
+        "emb_dropout": emb_dropout,
         "epochs": epochs,
         "lr": lr,
         "wd": wd,
@@ -160,8 +166,8 @@ def train(
         raise ConfigError(
             "--factors applies to the dot model; the nn model sizes embeddings itself"
         )
-    if model != "nn" and layers is not None:
-        raise ConfigError("--layers applies to the nn model only")
+    if model != "nn" and (layers, dropout, emb_dropout) != (None, None, None):
+        raise ConfigError("--layers, --dropout and --emb-dropout apply to the nn model only")
     net, history = fit(parts, model, **options)
     model_dir = None
     if out is not None:

@@ -33,6 +33,7 @@ class ModelConfig:
         user_size, item_size: the nn model's embedding widths; 0 means the rule of thumb.
         layers: hidden widths of the nn model.
         dropout: dropout after each hidden layer of the nn model.
+        emb_dropout: dropout on the nn model's concatenated embeddings (its main regulariser).
         y_range: predictions are `low + (high - low) * sigmoid(x)`.
         global_mean: the prediction when neither user nor item is known.
     """
@@ -62,8 +63,9 @@ class ModelConfig:
         object.__setattr__(self, "layers", tuple(int(w) for w in self.layers))
         if any(w < 1 for w in self.layers):
             raise ConfigError(f"layers must be positive widths, got {list(self.layers)}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        for name in ("dropout", "emb_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         low, high = (float(v) for v in self.y_range)
         if not low < high:
             raise ConfigError(f"y_range must be (low, high) with low < high, got {self.y_range}")
