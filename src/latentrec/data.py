@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -491,19 +491,11 @@ def _read_titles(path: Path, separator: str, encoding: str | None) -> dict[int, 
 
 def _load_csv_layout(ratings_file: Path, movies_file: Path | None, source: str) -> Ratings:
     ratings = _load_table(ratings_file, None, None, None, None)
+    titles = None
     if movies_file is not None:
-        movies = _read_csv_arrow(
-            movies_file, convert={"include_columns": ["movieId", "title"]}
-        ).to_pandas()
-        titles = dict(
-            zip(movies["movieId"].to_numpy().tolist(), movies["title"].tolist(), strict=True)
-        )
-        ratings = Ratings(**{**_fields(ratings), "titles": titles, "source": source})
-    return Ratings(**{**_fields(ratings), "source": source})
-
-
-def _fields(ratings: Ratings) -> dict[str, Any]:
-    return {name: getattr(ratings, name) for name in Ratings.__dataclass_fields__}
+        movies = _read_csv_arrow(movies_file, convert={"include_columns": ["movieId", "title"]})
+        titles = dict(zip(movies["movieId"].to_pylist(), movies["title"].to_pylist(), strict=True))
+    return replace(ratings, titles=titles, source=source)
 
 
 def _load_table(

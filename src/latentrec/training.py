@@ -166,33 +166,35 @@ class RowSparseAdamW(torch.optim.Optimizer):
                 state = self.state[p]
                 if not state:
                     state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(p)
-                    state["exp_avg_sq"] = torch.zeros_like(p)
+                    # first and second moments in one tensor: one gather, one scatter per step
+                    state["moments"] = torch.zeros((2, *p.shape), dtype=p.dtype, device=p.device)
                 state["step"] += 1
                 correction1 = 1 - beta1 ** state["step"]
                 correction2 = 1 - beta2 ** state["step"]
                 args = (lr, beta1, beta2, eps, wd, correction1, correction2)
                 if p.grad.is_sparse:
-                    _sparse_update(p, p.grad, state["exp_avg"], state["exp_avg_sq"], *args)
+                    _sparse_update(p, p.grad, state["moments"], *args)
                 else:
-                    _dense_update(p, p.grad, state["exp_avg"], state["exp_avg_sq"], *args)
+                    _dense_update(p, p.grad, state["moments"], *args)
 
 
-def _dense_update(p, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, wd, c1, c2) -> None:
+def _dense_update(p, grad, moments, lr, beta1, beta2, eps, wd, c1, c2) -> None:
+    exp_avg, exp_avg_sq = moments
     exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
     exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
     denominator = exp_avg_sq.div(c2).sqrt_().add_(eps)
     p.mul_(1 - lr * wd).addcdiv_(exp_avg, denominator, value=-lr / c1)
 
 
-def _sparse_update(p, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, wd, c1, c2) -> None:
+def _sparse_update(p, grad, moments, lr, beta1, beta2, eps, wd, c1, c2) -> None:
     if not grad.is_coalesced():  # several micro-batches added up: sum rows that repeat
         grad = grad.coalesce()
     rows, values = grad._indices()[0], grad._values()
-    m = exp_avg.index_select(0, rows).mul_(beta1).add_(values, alpha=1 - beta1)
-    v = exp_avg_sq.index_select(0, rows).mul_(beta2).addcmul_(values, values, value=1 - beta2)
-    exp_avg.index_copy_(0, rows, m)
-    exp_avg_sq.index_copy_(0, rows, v)
+    row_moments = moments.index_select(1, rows)
+    m, v = row_moments
+    m.mul_(beta1).add_(values, alpha=1 - beta1)
+    v.mul_(beta2).addcmul_(values, values, value=1 - beta2)
+    moments.index_copy_(1, rows, row_moments)
     weights = p.index_select(0, rows).mul_(1 - lr * wd)
     weights.addcdiv_(m, v.div_(c2).sqrt_().add_(eps), value=-lr / c1)
     p.index_copy_(0, rows, weights)
@@ -362,7 +364,9 @@ class _Trainer:
 
     def _micro_step(self, rows: Tensor, group_size: int) -> Tensor:
         """Forward and backward of one micro-batch; its loss weighs group_size in the step."""
-        users, items, target = self.users[rows], self.items[rows], self.ratings[rows]
+        users = self.users.index_select(0, rows)
+        items = self.items.index_select(0, rows)
+        target = self.ratings.index_select(0, rows)
         user_rows, user_leaves = _gather(self.net, self.net.user_tables, users)
         item_rows, item_leaves = _gather(self.net, self.net.item_tables, items)
         prediction = self.net.interact(user_rows, item_rows)
