@@ -60,8 +60,13 @@ def test_100k_split_file_takes_titles_from_u_item(ml100k_dir: Path):
     assert ratings.title(10) == "Toy Story (1995)"
 
 
-def test_ratings_dat_file_directly(ml1m_dir: Path):
-    assert _as_set(load_ratings(ml1m_dir / "ratings.dat")) == EXPECTED
+@pytest.mark.parametrize(
+    ("layout", "name"), [("ml1m_dir", "ratings.dat"), ("ml25m_dir", "ratings.csv")]
+)
+def test_movielens_ratings_file_directly_takes_titles_beside_it(layout, name, request):
+    ratings = load_ratings(request.getfixturevalue(layout) / name)
+    assert _as_set(ratings) == EXPECTED
+    assert ratings.title(40) == "Se7en (1995)"
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".tsv", ".parquet"])

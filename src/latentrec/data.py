@@ -369,8 +369,10 @@ def load_ratings(
         return _load_movielens_dir(path)
     if _is_100k_file(path) and not any(columns):
         return _load_100k_file(path)
-    if path.suffix == ".dat" and path.stem == "ratings" and not any(columns):
+    if path.name == "ratings.dat" and not any(columns):
         return _load_dat_dir(path.parent)
+    if path.name in ("ratings.csv", "ratings.csv.gz") and not any(columns):
+        return _load_csv_layout(path, _movies_beside(path.parent), source=str(path))
     return _load_table(path, *columns)
 
 
@@ -389,13 +391,16 @@ def _load_movielens_dir(path: Path) -> Ratings:
         return _load_dat_dir(path)
     for name in ("ratings.csv", "ratings.csv.gz", "ratings.parquet"):
         if (path / name).exists():
-            movies = next(
-                (path / m for m in ("movies.csv", "movies.csv.gz") if (path / m).exists()), None
-            )
-            return _load_csv_layout(path / name, movies, source=str(path))
+            return _load_csv_layout(path / name, _movies_beside(path), source=str(path))
     raise DataError(
         f"{path} holds no MovieLens ratings file (u.data, ratings.dat or ratings.csv); "
         "point at the directory that holds one, or at a rating file"
+    )
+
+
+def _movies_beside(folder: Path) -> Path | None:
+    return next(
+        (folder / m for m in ("movies.csv", "movies.csv.gz") if (folder / m).exists()), None
     )
 
 
