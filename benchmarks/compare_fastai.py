@@ -14,7 +14,6 @@ import argparse
 import importlib.metadata
 import json
 import os
-import platform
 import shlex
 import statistics
 import subprocess
@@ -24,6 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _report import machine, write
 
 import latentrec
 
@@ -208,32 +208,19 @@ def main(argv: list[str] | None = None) -> None:
     print(table)
 
     fastai_info = next((r["result"] for r in runs if SYSTEMS[r["system"]][0] == "fastai"), {})
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    report = {
-        "command": shlex.join([sys.executable, *sys.argv]),
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
+    report = machine() | {
         "torch": importlib.metadata.version("torch"),
         "latentrec": latentrec.__version__,
         "fastai": fastai_info.get("fastai_version"),
         "fastai_torch": fastai_info.get("torch_version"),
-        "summary": rows,
-        "table": table,
-        "runs": runs,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    base = args.out / f"compare_fastai-{stamp}"
-    base.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    header = (
-        f"# latentrec vs fastai collab_learner ({stamp})\n\n"
-        f"`{report['command']}`\n\n"
+    report["context"] = (
         f"cpu_count {report['cpu_count']}, Python {report['python']}, "
         f"torch {report['torch']} (fastai venv: torch {report['fastai_torch']}, "
-        f"fastai {report['fastai']}), latentrec {report['latentrec']}\n\n"
+        f"fastai {report['fastai']}), latentrec {report['latentrec']}"
     )
-    base.with_suffix(".md").write_text(header + table + "\n")
-    print(f"\nwrote {base}.json and {base}.md", file=sys.stderr)
+    report |= {"summary": rows, "table": table, "runs": runs}
+    write(args.out, "compare_fastai", report, "latentrec vs fastai collab_learner", table)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import shlex
 import statistics
@@ -22,6 +20,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _report import machine, write
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -145,29 +145,14 @@ def main(argv: list[str] | None = None) -> None:
 
     table = markdown(runs, args.batch_sizes)
     print(table)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    command = shlex.join([sys.executable, *sys.argv])
     data = f"synthetic:ratings={args.ratings},users={args.users},items={args.items},seed=1"
-    report = {
-        "command": command,
-        "data": data,
-        "factors": args.factors,
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "table": table,
-        "runs": runs,
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    base = args.out / f"train_speed-{stamp}"
-    base.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    header = (
-        f"# latentrec training speed ({stamp})\n\n`{command}`\n\n"
+    report = machine() | {"data": data, "factors": args.factors}
+    report["context"] = (
         f"{data}, {args.factors} factors, cpu_count {report['cpu_count']}, "
-        f"Python {report['python']}\n\n"
+        f"Python {report['python']}"
     )
-    base.with_suffix(".md").write_text(header + table + "\n")
-    print(f"\nwrote {base}.json and {base}.md", file=sys.stderr)
+    report |= {"table": table, "runs": runs}
+    write(args.out, "train_speed", report, "latentrec training speed", table)
 
 
 if __name__ == "__main__":
