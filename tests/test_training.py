@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from latentrec import ConfigError, DataError, TrainConfig, evaluate, fit
-from latentrec.training import RowSparseAdamW
 
 BOARD_OPTIONS = {"epochs": 30, "batch_size": 64, "lr": 0.05, "wd": 0.01, "progress": False}
 
@@ -61,27 +60,6 @@ def _initial_weights(ratings):
     config, train_config = make_configs(ratings, "dot", {})
     torch.manual_seed(train_config.seed)
     return build_model(config)
-
-
-def test_row_sparse_adamw_matches_dense_adamw_on_touched_rows():
-    torch.manual_seed(0)
-    weight = torch.randn(6, 3)
-    sparse_param = torch.nn.Parameter(weight.clone())
-    dense_param = torch.nn.Parameter(weight.clone())
-    rows = torch.tensor([1, 4])
-    grad_rows = torch.randn(2, 3)
-    sparse_param.grad = torch.sparse_coo_tensor(
-        rows[None], grad_rows, (6, 3), check_invariants=True
-    )
-    dense_grad = torch.zeros(6, 3)
-    dense_grad[rows] = grad_rows
-    dense_param.grad = dense_grad
-    options = {"lr": 0.1, "betas": (0.9, 0.99), "eps": 1e-5, "weight_decay": 0.3}
-    RowSparseAdamW([sparse_param], **options).step()
-    torch.optim.AdamW([dense_param], **options).step()
-    assert torch.allclose(sparse_param[rows], dense_param[rows], atol=1e-6)
-    untouched = torch.tensor([0, 2, 3, 5])
-    assert torch.equal(sparse_param[untouched], weight[untouched])
 
 
 def test_accumulation_sets_steps_from_effective_batch(board):

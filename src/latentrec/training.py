@@ -1,9 +1,7 @@
-"""fit(): batches cut from index tensors, row-sparse AdamW, one-cycle schedule, accumulation.
+"""fit(): epochs of optimiser steps over index tensors, a one-cycle schedule, History.
 
-The cost of a step grows with the batch, not with the embedding tables: each micro-batch looks
-up only the distinct rows it needs (as leaf tensors), autograd gives their gradients, and the
-optimiser updates just those rows (lazy AdamW: moments and weight decay of a row move when the
-row is in a batch). Dense layers (the nn model's) get ordinary AdamW.
+Batches are cut from index tensors held in memory (no per-sample Dataset). The step itself
+(row-sparse AdamW, exact gradient accumulation) is `latentrec.optim`.
 """
 
 from __future__ import annotations
@@ -25,8 +23,10 @@ from latentrec.data import Ratings, Split
 from latentrec.errors import ConfigError, DataError
 from latentrec.metrics import mae, rmse
 from latentrec.models import MODEL_KINDS, LatentModel, ModelConfig, build_model
+from latentrec.optim import StepRunner, make_optimizer
 
 PREDICT_CHUNK = 1 << 16
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,7 @@ class TrainConfig:
     eps: float = 1e-5
     pct_start: float = 0.25
     evaluate_every_epoch: bool = True
+    dtype: str = "float32"
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "accumulate"):
@@ -80,8 +81,14 @@ class TrainConfig:
             raise ConfigError(f"wd must be zero or positive, got {self.wd!r}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if not 0.0 < self.pct_start < 1.0:
             raise ConfigError(f"pct_start must be between 0 and 1, got {self.pct_start}")
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
 
     @property
     def samples_per_step(self) -> int:
@@ -90,7 +97,7 @@ class TrainConfig:
 
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "dot": {"n_factors": 50},
-    "nn": {"layers": (100, 50), "dropout": 0.0, "emb_dropout": 0.5},
+    "nn": {"layers": (100, 50), "dropout": 0.0, "emb_dropout": 0.6},
 }
 # measured on the bundled data (90/10 split, seed 42); see README.md for the figures
 TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -134,70 +141,6 @@ class History:
     @property
     def mae(self) -> float | None:
         return self.epochs[-1].test_mae if self.epochs else None
-
-
-class RowSparseAdamW(torch.optim.Optimizer):
-    """AdamW that updates only the rows present in a sparse gradient; dense grads as usual.
-
-    Sparse gradients (embedding tables) follow lazy Adam: the moments and the decoupled weight
-    decay of a row change only on steps whose batch holds that row, so a step costs O(rows in
-    the batch), not O(table).
-    """
-
-    def __init__(
-        self,
-        params,
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.99),
-        eps: float = 1e-5,
-        weight_decay: float = 0.0,
-    ) -> None:
-        defaults = {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay}
-        super().__init__(params, defaults)
-
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> None:  # type: ignore[override]
-        for group in self.param_groups:
-            lr, (beta1, beta2) = group["lr"], group["betas"]
-            eps, wd = group["eps"], group["weight_decay"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    # first and second moments in one tensor: one gather, one scatter per step
-                    state["moments"] = torch.zeros((2, *p.shape), dtype=p.dtype, device=p.device)
-                state["step"] += 1
-                correction1 = 1 - beta1 ** state["step"]
-                correction2 = 1 - beta2 ** state["step"]
-                args = (lr, beta1, beta2, eps, wd, correction1, correction2)
-                if p.grad.is_sparse:
-                    _sparse_update(p, p.grad, state["moments"], *args)
-                else:
-                    _dense_update(p, p.grad, state["moments"], *args)
-
-
-def _dense_update(p, grad, moments, lr, beta1, beta2, eps, wd, c1, c2) -> None:
-    exp_avg, exp_avg_sq = moments
-    exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
-    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-    denominator = exp_avg_sq.div(c2).sqrt_().add_(eps)
-    p.mul_(1 - lr * wd).addcdiv_(exp_avg, denominator, value=-lr / c1)
-
-
-def _sparse_update(p, grad, moments, lr, beta1, beta2, eps, wd, c1, c2) -> None:
-    if not grad.is_coalesced():  # several micro-batches added up: sum rows that repeat
-        grad = grad.coalesce()
-    rows, values = grad._indices()[0], grad._values()
-    row_moments = moments.index_select(1, rows)
-    m, v = row_moments
-    m.mul_(beta1).add_(values, alpha=1 - beta1)
-    v.mul_(beta2).addcmul_(values, values, value=1 - beta2)
-    moments.index_copy_(1, rows, row_moments)
-    weights = p.index_select(0, rows).mul_(1 - lr * wd)
-    weights.addcdiv_(m, v.div_(c2).sqrt_().add_(eps), value=-lr / c1)
-    p.index_copy_(0, rows, weights)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -263,14 +206,16 @@ def fit(
     model_config, config = make_configs(train, model, options)
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
-    net = build_model(model_config).to(device)
+    net = build_model(model_config).to(device=device, dtype=config.torch_dtype)
     history = History(model_config, config, len(train), len(test) if test else 0, str(device))
     history.cold_users, history.cold_items = cold
     # Rarely seen rows' optimiser state decays into denormal floats, which the CPU handles
     # dozens of times slower; flushing them to zero changes no result that matters.
     torch.set_flush_denormal(True)
     trainer = _Trainer(net, train, config, device)
-    test_tensors = _tensors(test, device) if test is not None and len(test) else None
+    test_tensors = None
+    if test is not None and len(test):
+        test_tensors = _tensors(test, device, config.torch_dtype)
     with _Progress(config, config.epochs * trainer.steps_per_epoch) as progress:
         for epoch in range(config.epochs):
             started = time.perf_counter()
@@ -304,42 +249,65 @@ def _unpack(data) -> tuple[Ratings, Ratings | None, tuple[int, int]]:
     raise DataError(f"fit needs Ratings or a (train, test) split, got {type(data).__name__}")
 
 
-def _tensors(ratings: Ratings, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+def _tensors(
+    ratings: Ratings, device: torch.device, dtype: torch.dtype = torch.float32
+) -> tuple[Tensor, Tensor, Tensor]:
     return (
         torch.as_tensor(ratings.user_index, dtype=torch.int64).to(device),
         torch.as_tensor(ratings.item_index, dtype=torch.int64).to(device),
-        torch.as_tensor(ratings.rating, dtype=torch.float32).to(device),
+        torch.as_tensor(ratings.rating).to(device=device, dtype=dtype),
     )
 
 
+class OneCycle:
+    """The one-cycle schedule: the learning rate rises from lr/25 to lr over the first
+    `pct_start` of the steps and falls to lr/1e5 by the last, both along half cosines; Adam's
+    beta1 moves the other way, from 0.95 down to 0.85 and back. Robust to a handful of steps."""
+
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, lr: float, total_steps: int, pct_start: float
+    ) -> None:
+        self.optimizer, self.lr, self.pct_start = optimizer, lr, pct_start
+        self.total_steps = max(total_steps, 1)
+        self.steps_done = 0
+        self._apply()
+
+    def step(self) -> None:
+        """Advance by one optimiser step."""
+        self.steps_done += 1
+        self._apply()
+
+    def _apply(self) -> None:
+        position = min(self.steps_done, self.total_steps - 1) / max(self.total_steps - 1, 1)
+        if position < self.pct_start:
+            fraction = position / self.pct_start
+            lr, beta1 = _cosine(self.lr / 25, self.lr, fraction), _cosine(0.95, 0.85, fraction)
+        else:
+            fraction = (position - self.pct_start) / (1 - self.pct_start)
+            lr, beta1 = _cosine(self.lr, self.lr / 1e5, fraction), _cosine(0.85, 0.95, fraction)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+            group["betas"] = (beta1, group["betas"][1])
+
+
+def _cosine(start: float, end: float, fraction: float) -> float:
+    return end + (start - end) / 2 * (1 + math.cos(math.pi * fraction))
+
+
 class _Trainer:
-    """Holds the training tensors and optimiser state; runs epochs of grouped micro-batches."""
+    """Holds the training tensors, optimiser and schedule; runs epochs of optimiser steps."""
 
     def __init__(
         self, net: LatentModel, train: Ratings, config: TrainConfig, device: torch.device
     ) -> None:
         self.net, self.config, self.device = net, config, device
-        self.users, self.items, self.ratings = _tensors(train, device)
+        users, items, ratings = _tensors(train, device, config.torch_dtype)
         self.n = len(train)
         self.steps_per_epoch = math.ceil(self.n / config.samples_per_step)
-        table_weights = {id(t.weight) for t in net.tables().values()}
-        self.sparse_params = [t.weight for t in net.tables().values()]
-        dense = [p for p in net.parameters() if id(p) not in table_weights]
-        groups: list[dict[str, Any]] = [{"params": self.sparse_params}]
-        if dense:
-            groups.append({"params": dense})
-        self.optimizer = RowSparseAdamW(
-            groups, lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=config.wd
-        )
-        self.schedule = torch.optim.lr_scheduler.OneCycleLR(
-            self.optimizer,
-            max_lr=config.lr,
-            total_steps=config.epochs * self.steps_per_epoch,
-            pct_start=config.pct_start,
-            base_momentum=0.85,
-            max_momentum=0.95,
-            div_factor=25.0,
-            final_div_factor=1e5,
+        self.optimizer = make_optimizer(net, config.lr, config.betas, config.eps, config.wd)
+        self.runner = StepRunner(net, users, items, ratings, config.batch_size, self.optimizer)
+        self.schedule = OneCycle(
+            self.optimizer, config.lr, config.epochs * self.steps_per_epoch, config.pct_start
         )
         self.generator = torch.Generator(device="cpu").manual_seed(config.seed)
 
@@ -347,49 +315,15 @@ class _Trainer:
         """One pass in a fresh shuffled order; returns the mean training loss."""
         self.net.train()
         order = torch.randperm(self.n, generator=self.generator).to(self.device)
-        loss_sum = torch.zeros((), device=self.device)
+        loss_sum = torch.zeros((), dtype=self.config.torch_dtype, device=self.device)
         seen = 0
         for step, group in enumerate(order.split(self.config.samples_per_step)):
-            # micro-batches are consecutive slices of the group: (B, N) sees what (B*N, 1) sees
-            for micro in group.split(self.config.batch_size):
-                loss_sum += self._micro_step(micro, len(group))
-            self.optimizer.step()
-            self.schedule.step()
-            for p in self.net.parameters():
-                p.grad = None
+            loss_sum += self.runner.step(group)
+            self.schedule.step()  # once per optimiser step, not per micro-batch
             seen += len(group)
             if step % 32 == 31 or seen == self.n:  # a host sync every 32 steps, not every step
                 progress.update(epoch * self.steps_per_epoch + step + 1, loss_sum.item() / seen)
         return loss_sum.item() / self.n
-
-    def _micro_step(self, rows: Tensor, group_size: int) -> Tensor:
-        """Forward and backward of one micro-batch; its loss weighs group_size in the step."""
-        users = self.users.index_select(0, rows)
-        items = self.items.index_select(0, rows)
-        target = self.ratings.index_select(0, rows)
-        user_rows, user_leaves = _gather(self.net, self.net.user_tables, users)
-        item_rows, item_leaves = _gather(self.net, self.net.item_tables, items)
-        prediction = self.net.interact(user_rows, item_rows)
-        loss = torch.nn.functional.mse_loss(prediction, target, reduction="sum")
-        (loss / group_size).backward()
-        for name, (index, leaf) in {**user_leaves, **item_leaves}.items():
-            weight = getattr(self.net, name).weight
-            grad = torch.sparse_coo_tensor(
-                index[None], leaf.grad, weight.shape, is_coalesced=True, check_invariants=False
-            )
-            weight.grad = grad if weight.grad is None else weight.grad + grad
-        return loss.detach()
-
-
-def _gather(net: LatentModel, names: tuple[str, ...], index: Tensor):
-    """Each table's distinct rows for this batch as a leaf tensor, expanded to the batch."""
-    distinct, inverse = torch.unique(index, return_inverse=True)
-    rows, leaves = [], {}
-    for name in names:
-        leaf = getattr(net, name).weight.detach().index_select(0, distinct).requires_grad_()
-        leaves[name] = (distinct, leaf)
-        rows.append(leaf.index_select(0, inverse))
-    return rows, leaves
 
 
 @torch.no_grad()

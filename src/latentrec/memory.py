@@ -1,0 +1,469 @@
+"""Measuring memory: a report of what is in use now, and the peak of one training step.
+
+`report()` does what the classic notebook helper did (list the GPU processes, collect garbage,
+empty the CUDA cache) and adds allocated/reserved/peak bytes on CUDA and current/peak RSS on
+the CPU. `measure_step()` runs one full optimiser step (every micro-batch of an accumulation
+group, then the update) in a fresh subprocess and reports its peak beside the analytic parts:
+parameters, gradients, optimiser state and the rest (activations and workspace). `plan()` picks
+the largest micro-batch whose step fits a memory budget.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from latentrec.data import Ratings
+from latentrec.errors import ConfigError, LatentrecError
+from latentrec.models import ModelConfig, build_model
+from latentrec.optim import StepRunner, make_optimizer
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "t": 1000**4,
+    "tb": 1000**4,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
+}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_size(text: str | int) -> int:
+    """`"2GiB"` -> 2147483648, `"512MB"` -> 512000000, `4096` -> 4096 bytes."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        if text < 1:
+            raise ConfigError(f"a memory size must be positive, got {text}")
+        return text
+    match = _SIZE.match(str(text))
+    unit = match.group(2).lower() if match else None
+    if match is None or unit not in _UNITS:
+        raise ConfigError(
+            f"cannot read the memory size {text!r}: write a number and a unit such as "
+            "512MiB, 2GiB or 1.5GB"
+        )
+    size = int(float(match.group(1)) * _UNITS[unit])
+    if size < 1:
+        raise ConfigError(f"a memory size must be positive, got {text!r}")
+    return size
+
+
+def format_bytes(size: float) -> str:
+    """`1536` -> `"1.5 KiB"`."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(size) < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+# ----------------------------------------------------------------------------- report
+
+
+@dataclass(frozen=True)
+class MemoryReport:
+    """Memory in use now. CUDA fields are None without CUDA."""
+
+    rss_bytes: int
+    peak_rss_bytes: int
+    cuda_allocated_bytes: int | None = None
+    cuda_reserved_bytes: int | None = None
+    cuda_peak_bytes: int | None = None
+    gpu_processes: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def report() -> MemoryReport:
+    """Collect garbage, empty the CUDA cache, and say what memory is in use."""
+    gc.collect()
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.empty_cache()
+    rss, peak = _rss()
+    return MemoryReport(
+        rss_bytes=rss,
+        peak_rss_bytes=peak,
+        cuda_allocated_bytes=torch.cuda.memory_allocated() if cuda else None,
+        cuda_reserved_bytes=torch.cuda.memory_reserved() if cuda else None,
+        cuda_peak_bytes=torch.cuda.max_memory_allocated() if cuda else None,
+        gpu_processes=_gpu_processes() if cuda else [],
+    )
+
+
+def _rss() -> tuple[int, int]:
+    """Current and peak resident set size of this process, in bytes."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:  # not Linux: the peak is all the standard library offers
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        peak *= 1 if sys.platform == "darwin" else 1024
+        return peak, peak
+    fields = dict(re.findall(r"^(VmRSS|VmHWM):\s+(\d+) kB", status, re.MULTILINE))
+    return int(fields["VmRSS"]) * 1024, int(fields["VmHWM"]) * 1024
+
+
+def _reset_peak_rss() -> bool:
+    """Reset this process's peak RSS to its current RSS (Linux >= 4.0); False if impossible."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def _gpu_processes() -> list[dict[str, Any]]:
+    """The processes using the GPUs, from NVML when installed, else from nvidia-smi."""
+    try:
+        import pynvml  # optional: the nvidia-ml-py package
+    except ImportError:
+        return _gpu_processes_smi()
+    try:
+        pynvml.nvmlInit()
+        processes = []
+        for device in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(device)
+            for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
+                processes.append(
+                    {"gpu": device, "pid": proc.pid, "used_bytes": proc.usedGpuMemory}
+                )
+        return processes
+    except pynvml.NVMLError:
+        return _gpu_processes_smi()
+
+
+def _gpu_processes_smi() -> list[dict[str, Any]]:
+    if shutil.which("nvidia-smi") is None:
+        return []
+    query = "--query-compute-apps=gpu_uuid,pid,process_name,used_memory"
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", query, "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    processes = []
+    for line in out.strip().splitlines():
+        gpu, pid, name, used = (part.strip() for part in line.split(","))
+        processes.append(
+            {"gpu": gpu, "pid": int(pid), "name": name, "used_bytes": int(used) * 1024**2}
+        )
+    return processes
+
+
+# ----------------------------------------------------------------------------- one step
+
+
+@dataclass(frozen=True)
+class StepConfig:
+    """One training step to measure: a model, a micro-batch size and an accumulation."""
+
+    model: ModelConfig
+    batch_size: int
+    accumulate: int = 1
+    device: str = "cpu"
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "accumulate"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
+
+    @property
+    def effective_batch_size(self) -> int:
+        return self.batch_size * self.accumulate
+
+
+@dataclass(frozen=True)
+class MemoryUse:
+    """The peak memory of one training step, measured, and its analytic parts.
+
+    `peak_bytes` = parameters + optimiser state + what the step itself allocates (gradients,
+    activations, workspace), measured. `other_bytes` is that step allocation less the analytic
+    gradient bytes: activations and workspace. Excludes the Python and torch runtime and the
+    rating data, which do not depend on the configuration.
+    """
+
+    model: str
+    n_factors: int | None
+    layers: tuple[int, ...] | None
+    batch_size: int
+    accumulate: int
+    device: str
+    peak_bytes: int
+    parameter_bytes: int
+    gradient_bytes: int
+    optimizer_bytes: int
+    other_bytes: int
+    step_bytes: int
+    method: str
+
+    @property
+    def effective_batch_size(self) -> int:
+        return self.batch_size * self.accumulate
+
+    @property
+    def non_parameter_bytes(self) -> int:
+        """What the step needs beyond the weights and optimiser state it keeps."""
+        return self.step_bytes
+
+    @property
+    def bytes_per_sample(self) -> float:
+        """Step memory per row of a micro-batch."""
+        return self.step_bytes / self.batch_size
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["layers"] = list(self.layers) if self.layers else None
+        data["effective_batch_size"] = self.effective_batch_size
+        data["bytes_per_sample"] = self.bytes_per_sample
+        return data
+
+
+def sample_rows(ratings: Ratings, size: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """`size` rows of the ratings (a seeded sample; with replacement if there are fewer)."""
+    rng = np.random.default_rng(seed)
+    if size <= len(ratings):
+        rows = rng.permutation(len(ratings))[:size]
+    else:
+        rows = rng.integers(0, len(ratings), size)
+    return {
+        "user_index": ratings.user_index[rows],
+        "item_index": ratings.item_index[rows],
+        "rating": ratings.rating[rows].astype(np.float32),
+    }
+
+
+def measure_step(config: StepConfig, rows: dict[str, np.ndarray]) -> MemoryUse:
+    """Peak memory of one training step, measured in a fresh subprocess.
+
+    Args:
+        rows: at least `config.effective_batch_size` training rows (`sample_rows`), whose
+            indexes lie within the model's tables.
+
+    On CUDA the peak comes from `torch.cuda.max_memory_allocated`; on the CPU it is the peak RSS
+    above a baseline taken in the subprocess just before the step (after a warm-up step, so
+    the optimiser state and the allocator's pools already exist).
+    """
+    needed = config.effective_batch_size
+    if len(rows["rating"]) < needed:
+        raise ConfigError(f"measuring a step of {needed} rows needs that many rows of data")
+    with tempfile.TemporaryDirectory(prefix="latentrec-memory-") as folder:
+        data_file = Path(folder) / "rows.npz"
+        np.savez(data_file, **{k: v[:needed] for k, v in rows.items()})
+        request = {
+            "model": config.model.to_json(),
+            "batch_size": config.batch_size,
+            "accumulate": config.accumulate,
+            "device": config.device,
+            "dtype": config.dtype,
+            "rows": str(data_file),
+        }
+        result = subprocess.run(
+            [sys.executable, "-m", "latentrec.memory"],
+            input=json.dumps(request),
+            env=_child_environment(),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise LatentrecError(f"measuring a step of {config} failed: {last}")
+    measured = json.loads(result.stdout.strip().splitlines()[-1])
+    return _memory_use(config, measured)
+
+
+def _child_environment() -> dict[str, str]:
+    # glibc serves large blocks from mmap only above a threshold it raises as blocks are freed;
+    # fixing it makes every large tensor its own mapping, returned to the system when freed,
+    # so RSS follows what is live instead of what the heap happens to retain
+    return os.environ | {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
+
+
+def _memory_use(config: StepConfig, measured: dict[str, Any]) -> MemoryUse:
+    model = config.model
+    step = max(int(measured["step_bytes"]), 0)
+    return MemoryUse(
+        model=model.kind,
+        n_factors=model.n_factors if model.kind == "dot" else None,
+        layers=model.layers if model.kind == "nn" else None,
+        batch_size=config.batch_size,
+        accumulate=config.accumulate,
+        device=measured["device"],
+        peak_bytes=measured["parameter_bytes"] + measured["optimizer_bytes"] + step,
+        parameter_bytes=measured["parameter_bytes"],
+        gradient_bytes=measured["gradient_bytes"],
+        optimizer_bytes=measured["optimizer_bytes"],
+        other_bytes=max(step - measured["gradient_bytes"], 0),
+        step_bytes=step,
+        method=measured["method"],
+    )
+
+
+def _child() -> None:
+    """Subprocess side of measure_step: build, warm up, then measure one step."""
+    request = json.loads(sys.stdin.read())
+    config = ModelConfig.from_json(request["model"])
+    device = torch.device(request["device"])
+    dtype = {"float32": torch.float32, "float64": torch.float64}[request["dtype"]]
+    with np.load(request["rows"], allow_pickle=False) as rows:
+        users = torch.from_numpy(rows["user_index"]).to(device)
+        items = torch.from_numpy(rows["item_index"]).to(device)
+        ratings = torch.from_numpy(rows["rating"]).to(device=device, dtype=dtype)
+    torch.manual_seed(0)
+    net = build_model(config).to(device=device, dtype=dtype).train()
+    optimizer = make_optimizer(net, 1e-3, (0.9, 0.99), 1e-5, 0.01)
+    runner = StepRunner(net, users, items, ratings, request["batch_size"], optimizer)
+    group = torch.arange(len(users), device=device)
+    runner.step(group)  # warm-up: optimiser state and allocator pools now exist
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        baseline = torch.cuda.memory_allocated(device)
+        runner.step(group)
+        torch.cuda.synchronize(device)
+        step_bytes, method = torch.cuda.max_memory_allocated(device) - baseline, "cuda"
+    else:
+        exact = _reset_peak_rss()
+        baseline = _rss()[0]
+        runner.step(group)
+        step_bytes = _rss()[1] - baseline
+        method = "rss" if exact else "rss-approximate"
+    parameter_bytes = sum(p.numel() * p.element_size() for p in net.parameters())
+    result = {
+        "device": str(device),
+        "method": method,
+        "step_bytes": step_bytes,
+        "parameter_bytes": parameter_bytes,
+        "optimizer_bytes": 2 * parameter_bytes,  # Adam's two moments of every parameter
+        "gradient_bytes": _gradient_bytes(net, users, items),
+    }
+    print(json.dumps(result))
+
+
+def _gradient_bytes(net, users: torch.Tensor, items: torch.Tensor) -> int:
+    """Bytes of the gradients one step holds: the sparse table gradients hold the rows the
+    group touched (values and int64 indexes); dense layers hold one copy."""
+    total = 0
+    tables = net.tables()
+    for index, names in ((users, net.user_tables), (items, net.item_tables)):
+        touched = len(torch.unique(index))
+        for name in names:
+            weight = tables[name].weight
+            total += touched * (weight.shape[1] * weight.element_size() + 8)
+    table_ids = {id(t.weight) for t in tables.values()}
+    total += sum(
+        p.numel() * p.element_size() for p in net.parameters() if id(p) not in table_ids
+    )
+    return total
+
+
+# ----------------------------------------------------------------------------- planner
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the memory planner chose, the measurement behind it, and why."""
+
+    batch_size: int
+    accumulate: int
+    memory: MemoryUse
+    budget_bytes: int
+    reason: str
+
+    @property
+    def effective_batch_size(self) -> int:
+        return self.batch_size * self.accumulate
+
+
+def plan(
+    model: ModelConfig,
+    rows: dict[str, np.ndarray],
+    budget: int | str,
+    effective_batch_size: int,
+    device: str = "cpu",
+    dtype: str = "float32",
+    max_batch_size: int | None = None,
+) -> Plan:
+    """The largest micro-batch whose measured step fits `budget`, and the accumulation that
+    reaches `effective_batch_size` with it.
+
+    Two probe steps give a line (fixed bytes + bytes per row); the candidate it predicts is then
+    measured for real, with the accumulation it needs, and shrunk until it fits.
+    """
+    budget_bytes = parse_size(budget)
+    if effective_batch_size < 1:
+        raise ConfigError(f"effective_batch_size must be >= 1, got {effective_batch_size}")
+    ceiling = min(effective_batch_size, max_batch_size or effective_batch_size)
+    small = measure_step(StepConfig(model, 1, 1, device, dtype), rows)
+    large_size = min(ceiling, 1024)
+    large = small
+    if large_size > 1:
+        large = measure_step(StepConfig(model, large_size, 1, device, dtype), rows)
+    per_row = max((large.peak_bytes - small.peak_bytes) / max(large_size - 1, 1), 1.0)
+    fixed = small.peak_bytes - per_row
+    minimum = small.peak_bytes
+    if budget_bytes < minimum:
+        raise ConfigError(
+            f"a memory budget of {format_bytes(budget_bytes)} is below what one sample needs "
+            f"({format_bytes(minimum)}: {format_bytes(small.parameter_bytes)} of parameters, "
+            f"{format_bytes(small.optimizer_bytes)} of optimiser state and the step itself); "
+            f"give at least {math.ceil(minimum / 2**20)}MiB"
+        )
+    candidate = int(min(ceiling, max(1, (budget_bytes - fixed) // per_row)))
+    for _ in range(6):
+        accumulate = math.ceil(effective_batch_size / candidate)
+        batch_size = math.ceil(effective_batch_size / accumulate)  # even micro-batches
+        measured = measure_step(StepConfig(model, batch_size, accumulate, device, dtype), rows)
+        if measured.peak_bytes <= budget_bytes or batch_size == 1:
+            break
+        shrink = budget_bytes / measured.peak_bytes
+        candidate = max(1, min(batch_size - 1, int(batch_size * shrink * 0.95)))
+    if measured.peak_bytes > budget_bytes:
+        raise ConfigError(
+            f"no micro-batch fits a budget of {format_bytes(budget_bytes)}: even batch size 1 "
+            f"with accumulate {accumulate} peaks at {format_bytes(measured.peak_bytes)}"
+        )
+    reason = (
+        f"a step costs about {format_bytes(fixed)} fixed (parameters, optimiser state) plus "
+        f"{format_bytes(per_row)} per row of a micro-batch; micro-batch {batch_size} x "
+        f"accumulate {accumulate} reaches the effective batch of {effective_batch_size} and "
+        f"measured {format_bytes(measured.peak_bytes)} of the {format_bytes(budget_bytes)} budget"
+    )
+    return Plan(batch_size, accumulate, measured, budget_bytes, reason)
+
+
+if __name__ == "__main__":
+    _child()
