@@ -136,3 +136,74 @@ def test_failed_training_keeps_the_earlier_model(trained_dir: Path):
 def test_version():
     result = invoke("--version")
     assert result.exit_code == 0 and "latentrec" in result.output
+
+
+def test_accumulation_gives_the_large_batch_result():
+    """128 x 8 and 1024 x 1 take the same steps: their test RMSEs agree."""
+    results = []
+    for batch, accumulate in ((128, 8), (1024, 1)):
+        result = invoke(
+            "train",
+            "--epochs",
+            "2",
+            "--seed",
+            "42",
+            "--batch-size",
+            batch,
+            "--accumulate",
+            accumulate,
+            "--json",
+        )
+        assert result.exit_code == 0, result.output
+        results.append(json.loads(result.stdout.strip().splitlines()[-1]))
+    assert results[0]["effective_batch_size"] == results[1]["effective_batch_size"] == 1024
+    assert abs(results[0]["rmse"] - results[1]["rmse"]) < 0.0005
+
+
+def test_memory_now():
+    result = invoke("memory", "--now", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout.strip().splitlines()[-1])["rss_bytes"] > 0
+
+
+def test_memory_table_json_and_plot(tmp_path: Path):
+    plot = tmp_path / "memory.png"
+    result = invoke(
+        "memory",
+        "--model",
+        "dot",
+        "--factors",
+        "8",
+        "--batch-size",
+        "64,4096",
+        "--plot",
+        plot,
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout.strip().splitlines()[-1])
+    assert [row["batch_size"] for row in rows] == [64, 4096]
+    for key in ("model", "batch_size", "accumulate", "effective_batch_size", "peak_bytes"):
+        assert key in rows[0]
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["memory", "--batch-size", "0"], "whole numbers >= 1"),
+        (["memory", "--accumulate", "x"], "comma-separated whole numbers"),
+        (["memory", "--model", "svd"], "--model takes dot and nn"),
+        (["memory", "--plot", "chart.jpg", "--batch-size", "8"], "PNG"),
+        (["train", "--memory-budget", "2 gigs"], "cannot read the memory size '2 gigs'"),
+        (["train", "--accumulate", "0"], "accumulate must be"),
+        (["train", "--batch-size", "64", "--effective-batch-size", "32"], "effective_batch_size"),
+        (["train", "--memory-budget", "1KiB", "--effective-batch-size", "1024"], "give at least"),
+    ],
+)
+def test_memory_user_errors(args, needle, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    assert needle in result.output
+    assert "Traceback" not in result.output

@@ -12,14 +12,15 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from latentrec import __version__
+from latentrec import __version__, memory
 from latentrec.data import BUNDLED, Split, load_ratings
 from latentrec.errors import ConfigError, LatentrecError
 from latentrec.recommend import Recommendation, Recommender
 from latentrec.storage import load, save
-from latentrec.training import History, evaluate, fit
+from latentrec.training import History, evaluate, fit, make_configs, resolve_device
 
 app = typer.Typer(
     help="Learn latent factors from ratings and recommend (MovieLens sample bundled).",
@@ -133,6 +134,13 @@ def train(
     wd: Annotated[float | None, typer.Option(help="Weight decay.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Ratings per micro-batch.")] = None,
     accumulate: Annotated[int | None, typer.Option(help="Micro-batches per step.")] = None,
+    effective_batch_size: Annotated[
+        int | None, typer.Option(help="Ratings per optimiser step (sets --accumulate).")
+    ] = None,
+    memory_budget: Annotated[
+        str | None,
+        typer.Option(help="Memory one step may use (e.g. 2GiB): picks batch and accumulate."),
+    ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     out: Annotated[Path | None, typer.Option(help="Save the model to this directory.")] = None,
     user_col: UserCol = None,
@@ -160,6 +168,8 @@ def train(
         "wd": wd,
         "batch_size": batch_size,
         "accumulate": accumulate,
+        "effective_batch_size": effective_batch_size,
+        "memory_budget": memory_budget,
     }
     options.update({k: v for k, v in given.items() if v is not None})
     if model != "dot" and factors is not None:
@@ -168,7 +178,14 @@ def train(
         )
     if model != "nn" and (layers, dropout, emb_dropout) != (None, None, None):
         raise ConfigError("--layers, --dropout and --emb-dropout apply to the nn model only")
+    if memory_budget is not None:
+        errors.print(f"measuring training steps to fit a budget of {memory_budget}...")
     net, history = fit(parts, model, **options)
+    if history.plan is not None:
+        console.print(
+            f"memory plan: micro-batch {history.plan.batch_size} x accumulate "
+            f"{history.plan.accumulate}: {history.plan.reason}"
+        )
     model_dir = None
     if out is not None:
         model_dir = save(net, out, parts.train, info=_info(history))
@@ -198,6 +215,7 @@ def _info(history: History) -> dict[str, Any]:
         "device": history.device,
         "batch_size": history.train_config.batch_size,
         "accumulate": history.train_config.accumulate,
+        "effective_batch_size": history.train_config.samples_per_step,
         "lr": history.train_config.lr,
         "wd": history.train_config.wd,
         "seed": history.train_config.seed,
@@ -296,6 +314,129 @@ def similar(
     items = recommender.similar_items(item, k=k)
     name = recommender.title(index) or item
     _print_items(f"{k} items most similar to {name}", items, "cosine", as_json)
+
+
+def _numbers(text: str, option: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"{option} takes comma-separated whole numbers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise ConfigError(f"{option} takes whole numbers >= 1, got {text!r}")
+    return values
+
+
+@app.command(name="memory")
+@user_errors
+def memory_command(
+    now: Annotated[bool, typer.Option("--now", help="Report memory in use now and exit.")] = False,
+    model: Annotated[str, typer.Option(help="Models to compare: dot, nn or dot,nn.")] = "dot,nn",
+    factors: Annotated[str, typer.Option(help="Dot model factor counts, e.g. 50,200.")] = "50",
+    layers: Annotated[
+        list[str] | None,
+        typer.Option(help="nn hidden widths, e.g. 1000,500; repeat for several."),
+    ] = None,
+    batch_size: Annotated[str, typer.Option(help="Micro-batch sizes.")] = "64,1024,8192",
+    accumulate: Annotated[str, typer.Option(help="Accumulation counts.")] = "1",
+    data: DataOption = BUNDLED,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    plot: Annotated[Path | None, typer.Option(help="Draw the table as a PNG bar chart.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Peak memory of one training step per model, batch size and accumulation."""
+    if now:
+        _print_report(memory.report(), as_json)
+        return
+    if plot is not None:
+        memory.plot_path(plot)
+    variants: list[tuple[str, dict[str, Any]]] = []
+    for kind in (part.strip() for part in model.split(",") if part.strip()):
+        if kind == "dot":
+            variants += [("dot", {"n_factors": n}) for n in _numbers(factors, "--factors")]
+        elif kind == "nn":
+            variants += [("nn", {"layers": _layers(spec)}) for spec in (layers or ["100,50"])]
+        else:
+            raise ConfigError(f"--model takes dot and nn, got {kind!r}")
+    shapes = [
+        (b, n)
+        for b in _numbers(batch_size, "--batch-size")
+        for n in _numbers(accumulate, "--accumulate")
+    ]
+    target = str(resolve_device(device))
+    ratings = load_ratings(data)
+    rows = memory.sample_rows(ratings, max(b * n for b, n in shapes))
+    configs = [
+        memory.StepConfig(make_configs(ratings, kind, options)[0], b, n, target)
+        for kind, options in variants
+        for b, n in shapes
+    ]
+    uses = []
+    with Progress(
+        TextColumn("measuring"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=errors,
+        transient=True,
+    ) as progress:
+        for step in progress.track(configs):
+            uses.append(memory.measure_step(step, rows))
+    _print_memory_table(uses, ratings.source)
+    if plot is not None:
+        console.print(f"plot written to {memory.plot(uses, plot)}")
+    if as_json:
+        print(json.dumps([use.to_json() for use in uses]))
+
+
+def _print_report(report: memory.MemoryReport, as_json: bool) -> None:
+    table = Table(title="memory in use now")
+    table.add_column("what")
+    table.add_column("bytes", justify="right")
+    for name, value in report.to_json().items():
+        if name != "gpu_processes":
+            table.add_row(name, "n/a" if value is None else memory.format_bytes(value))
+    console.print(table)
+    for process in report.gpu_processes:
+        console.print(f"GPU process {process}")
+    if as_json:
+        print(json.dumps(report.to_json()))
+
+
+def _print_memory_table(uses: list[memory.MemoryUse], source: str) -> None:
+    table = Table(title=f"peak memory of one training step ({source}, {uses[0].device})")
+    columns = (
+        "model",
+        "batch",
+        "accum",
+        "peak",
+        "params",
+        "Adam",
+        "grads",
+        "other",
+        "/row",
+        "ratio",
+    )
+    for column in columns:
+        table.add_column(column, justify="left" if column == "model" else "right")
+    size = memory.format_bytes
+    for use in uses:
+        shape = f"{use.n_factors}f" if use.model == "dot" else ",".join(map(str, use.layers or ()))
+        table.add_row(
+            f"{use.model} {shape}",
+            str(use.batch_size),
+            str(use.accumulate),
+            size(use.peak_bytes),
+            size(use.parameter_bytes),
+            size(use.optimizer_bytes),
+            size(use.gradient_bytes),
+            size(use.other_bytes),
+            size(use.bytes_per_sample),
+            f"{use.peak_bytes / uses[0].peak_bytes:.2f}",
+        )
+    console.print(table)
+    console.print(
+        "peak = params + Adam state + what the step allocates (grads + other: activations and "
+        "workspace); /row = step allocation per micro-batch row; ratio = peak / first row's peak"
+    )
 
 
 def run() -> None:

@@ -148,9 +148,7 @@ def _gpu_processes() -> list[dict[str, Any]]:
         for device in range(pynvml.nvmlDeviceGetCount()):
             handle = pynvml.nvmlDeviceGetHandleByIndex(device)
             for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
-                processes.append(
-                    {"gpu": device, "pid": proc.pid, "used_bytes": proc.usedGpuMemory}
-                )
+                processes.append({"gpu": device, "pid": proc.pid, "used_bytes": proc.usedGpuMemory})
         return processes
     except pynvml.NVMLError:
         return _gpu_processes_smi()
@@ -267,19 +265,20 @@ def measure_step(config: StepConfig, rows: dict[str, np.ndarray]) -> MemoryUse:
     """Peak memory of one training step, measured in a fresh subprocess.
 
     Args:
-        rows: at least `config.effective_batch_size` training rows (`sample_rows`), whose
-            indexes lie within the model's tables.
+        rows: training rows (`sample_rows`) whose indexes lie within the model's tables;
+            repeated when the step needs more.
 
     On CUDA the peak comes from `torch.cuda.max_memory_allocated`; on the CPU it is the peak RSS
     above a baseline taken in the subprocess just before the step (after a warm-up step, so
     the optimiser state and the allocator's pools already exist).
     """
     needed = config.effective_batch_size
-    if len(rows["rating"]) < needed:
-        raise ConfigError(f"measuring a step of {needed} rows needs that many rows of data")
+    if len(rows["rating"]) == 0:
+        raise ConfigError("measuring a step needs at least one row of data")
     with tempfile.TemporaryDirectory(prefix="latentrec-memory-") as folder:
         data_file = Path(folder) / "rows.npz"
-        np.savez(data_file, **{k: v[:needed] for k, v in rows.items()})
+        # np.resize repeats the rows when the step needs more than were sampled
+        np.savez(data_file, **{k: np.resize(v, needed) for k, v in rows.items()})
         request = {
             "model": config.model.to_json(),
             "batch_size": config.batch_size,
@@ -384,9 +383,7 @@ def _gradient_bytes(net, users: torch.Tensor, items: torch.Tensor) -> int:
             weight = tables[name].weight
             total += touched * (weight.shape[1] * weight.element_size() + 8)
     table_ids = {id(t.weight) for t in tables.values()}
-    total += sum(
-        p.numel() * p.element_size() for p in net.parameters() if id(p) not in table_ids
-    )
+    total += sum(p.numel() * p.element_size() for p in net.parameters() if id(p) not in table_ids)
     return total
 
 
@@ -443,12 +440,14 @@ def plan(
             f"give at least {math.ceil(minimum / 2**20)}MiB"
         )
     candidate = int(min(ceiling, max(1, (budget_bytes - fixed) // per_row)))
+    over: list[str] = []
     for _ in range(6):
         accumulate = math.ceil(effective_batch_size / candidate)
         batch_size = math.ceil(effective_batch_size / accumulate)  # even micro-batches
         measured = measure_step(StepConfig(model, batch_size, accumulate, device, dtype), rows)
         if measured.peak_bytes <= budget_bytes or batch_size == 1:
             break
+        over.append(f"{batch_size} x {accumulate} measured {format_bytes(measured.peak_bytes)}")
         shrink = budget_bytes / measured.peak_bytes
         candidate = max(1, min(batch_size - 1, int(batch_size * shrink * 0.95)))
     if measured.peak_bytes > budget_bytes:
@@ -461,8 +460,58 @@ def plan(
         f"{format_bytes(per_row)} per row of a micro-batch; micro-batch {batch_size} x "
         f"accumulate {accumulate} reaches the effective batch of {effective_batch_size} and "
         f"measured {format_bytes(measured.peak_bytes)} of the {format_bytes(budget_bytes)} budget"
+        + (f" ({'; '.join(over)}: over budget)" if over else "")
     )
     return Plan(batch_size, accumulate, measured, budget_bytes, reason)
+
+
+def plot(uses: list[MemoryUse], path: str | Path, title: str = "Peak memory of one step") -> Path:
+    """A stacked bar chart of each configuration's memory, written atomically as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    target = plot_path(path)
+    labels = [_label(use) for use in uses]
+    parts = {
+        "parameters": [u.parameter_bytes for u in uses],
+        "optimiser state": [u.optimizer_bytes for u in uses],
+        "gradients": [min(u.gradient_bytes, u.step_bytes) for u in uses],
+        "activations and workspace": [u.other_bytes for u in uses],
+    }
+    figure, axes = plt.subplots(figsize=(max(6.0, 1.1 * len(uses) + 2), 4.8))
+    bottom = np.zeros(len(uses))
+    for name, values in parts.items():
+        mib = np.array(values, dtype=float) / 2**20
+        axes.bar(labels, mib, bottom=bottom, label=name)
+        bottom += mib
+    for x, use in enumerate(uses):
+        axes.annotate(format_bytes(use.peak_bytes), (x, bottom[x]), ha="center", va="bottom")
+    axes.set_ylabel("MiB")
+    axes.set_title(f"{title} ({uses[0].device})" if uses else title)
+    axes.legend()
+    plt.setp(axes.get_xticklabels(), rotation=30, ha="right")
+    figure.tight_layout()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".png", delete=False) as handle:
+        figure.savefig(handle, format="png", dpi=120)
+    plt.close(figure)
+    Path(handle.name).replace(target)
+    return target
+
+
+def plot_path(path: str | Path) -> Path:
+    """The plot's path, checked before any measuring starts."""
+    target = Path(path).expanduser()
+    if target.suffix.lower() != ".png":
+        raise ConfigError(f"the plot is written as PNG; give a file ending in .png, not {target}")
+    return target
+
+
+def _label(use: MemoryUse) -> str:
+    shape = f"f{use.n_factors}" if use.model == "dot" else ",".join(map(str, use.layers or ()))
+    return f"{use.model} {shape}\n{use.batch_size}x{use.accumulate}"
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -21,6 +21,7 @@ from torch import Tensor
 
 from latentrec.data import Ratings, Split
 from latentrec.errors import ConfigError, DataError
+from latentrec.memory import Plan, parse_size, plan, sample_rows
 from latentrec.metrics import mae, rmse
 from latentrec.models import MODEL_KINDS, LatentModel, ModelConfig, build_model
 from latentrec.optim import StepRunner, make_optimizer
@@ -42,6 +43,10 @@ class TrainConfig:
         effective_batch_size: ratings per optimiser step; sets `accumulate` to
             ceil(effective_batch_size / batch_size) when given.
         seed: seeds initialisation and shuffling.
+        memory_budget: bytes ("2GiB", "512MB" or an int) one training step may use; fit then
+            measures steps and picks the largest micro-batch that fits, with the accumulation
+            that reaches `effective_batch_size` (see `latentrec.memory.plan`).
+        dtype: "float32" or "float64" for the model and the arithmetic.
         device: "auto" (CUDA when present), "cpu" or "cuda".
         progress: draw a progress bar on stderr; None means only on a terminal.
     """
@@ -60,6 +65,7 @@ class TrainConfig:
     pct_start: float = 0.25
     evaluate_every_epoch: bool = True
     dtype: str = "float32"
+    memory_budget: int | str | None = None
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "accumulate"):
@@ -67,7 +73,12 @@ class TrainConfig:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
         if self.effective_batch_size is not None:
-            if self.effective_batch_size < self.batch_size:
+            if self.effective_batch_size < 1:
+                raise ConfigError(
+                    f"effective_batch_size must be >= 1, got {self.effective_batch_size}"
+                )
+            # with a memory budget the planner picks batch_size; until then it is a placeholder
+            if self.effective_batch_size < self.batch_size and self.memory_budget is None:
                 raise ConfigError(
                     f"effective_batch_size ({self.effective_batch_size}) must be at least "
                     f"batch_size ({self.batch_size})"
@@ -81,6 +92,8 @@ class TrainConfig:
             raise ConfigError(f"wd must be zero or positive, got {self.wd!r}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.memory_budget is not None:
+            parse_size(self.memory_budget)  # fails early on "2 gigs"
         if self.dtype not in DTYPES:
             raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if not 0.0 < self.pct_start < 1.0:
@@ -128,6 +141,7 @@ class History:
     train_seconds: float = 0.0
     cold_users: int = 0
     cold_items: int = 0
+    plan: Plan | None = None
 
     @property
     def ratings_per_second(self) -> float:
@@ -205,10 +219,20 @@ def fit(
         raise DataError("there are no training ratings to fit")
     model_config, config = make_configs(train, model, options)
     device = resolve_device(config.device)
+    memory_plan = None
+    if config.memory_budget is not None:
+        memory_plan = _plan_batches(train, model_config, config, device)
+        config = replace(
+            config,
+            batch_size=memory_plan.batch_size,
+            accumulate=memory_plan.accumulate,
+            effective_batch_size=None,
+        )
     torch.manual_seed(config.seed)
     net = build_model(model_config).to(device=device, dtype=config.torch_dtype)
     history = History(model_config, config, len(train), len(test) if test else 0, str(device))
     history.cold_users, history.cold_items = cold
+    history.plan = memory_plan
     # Rarely seen rows' optimiser state decays into denormal floats, which the CPU handles
     # dozens of times slower; flushing them to zero changes no result that matters.
     torch.set_flush_denormal(True)
@@ -234,6 +258,15 @@ def fit(
                 on_epoch(stats)
     net.eval()
     return net, history
+
+
+def _plan_batches(
+    train: Ratings, model_config: ModelConfig, config: TrainConfig, device: torch.device
+) -> Plan:
+    """Measure steps and pick the micro-batch and accumulation for the memory budget."""
+    effective = config.effective_batch_size or config.samples_per_step
+    rows = sample_rows(train, effective, seed=config.seed)
+    return plan(model_config, rows, config.memory_budget, effective, str(device), config.dtype)
 
 
 def _unpack(data) -> tuple[Ratings, Ratings | None, tuple[int, int]]:
