@@ -306,7 +306,7 @@ def _child_environment() -> dict[str, str]:
     # glibc serves large blocks from mmap only above a threshold it raises as blocks are freed;
     # fixing it makes every large tensor its own mapping, returned to the system when freed,
     # so RSS follows what is live instead of what the heap happens to retain
-    return os.environ | {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
+    return os.environ | {"MALLOC_MMAP_THRESHOLD_": "16384", "MALLOC_TRIM_THRESHOLD_": "16384"}
 
 
 def _memory_use(config: StepConfig, measured: dict[str, Any]) -> MemoryUse:
