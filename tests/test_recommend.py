@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from latentrec import ConfigError, Recommender, UnknownIdError, fit, save
@@ -34,8 +35,10 @@ def test_exclude_seen_false_may_return_rated_items(recommender):
     assert len(everything) == 24
 
 
-def test_k_larger_than_unseen_items_returns_what_there_is(recommender):
-    assert len(recommender.recommend(100, k=1000)) == 6  # 3 of each parity held out
+def test_k_larger_than_the_candidates_says_how_many_there_are(recommender):
+    assert len(recommender.recommend(100, k=6)) == 6  # 3 of each parity held out
+    with pytest.raises(ConfigError, match="only 6 candidate items remain"):
+        recommender.recommend(100, k=7)
 
 
 def test_similar_items_share_the_pattern(recommender):
@@ -46,7 +49,9 @@ def test_similar_items_share_the_pattern(recommender):
 
 
 def test_unknown_ids_say_what_the_model_knows(recommender):
-    with pytest.raises(UnknownIdError, match=r"unknown user id 99999: the model knows 24 users"):
+    with pytest.raises(
+        UnknownIdError, match=r"unknown user id 99999: the model knows 24 users.*fold_in"
+    ):
         recommender.recommend(99999)
     with pytest.raises(UnknownIdError, match="unknown item id 'x'"):
         recommender.similar_items("x")
@@ -62,3 +67,112 @@ def test_from_dir_needs_no_original_data(recommender, board, tmp_path: Path):
     again = Recommender.from_dir(folder)
     assert again.recommend("100", k=5) == recommender.recommend(100, k=5)
     assert again.similar_items(501, k=3) == recommender.similar_items(501, k=3)
+
+
+def test_the_withheld_item_is_recommended_first(board):
+    """One user has rated every item but one they would love: it must come first."""
+    import numpy as np
+
+    from latentrec.data import Ratings
+
+    train, _ = board
+    keep = ~((train.user_index == 0) & (train.item_index == 4))
+    full = np.array([(0, i, 5.0 if i % 2 == 0 else 1.0) for i in range(24) if i != 4])
+    rows = Ratings(
+        np.r_[train.user_index[keep & (train.user_index != 0)], full[:, 0].astype(np.int64)],
+        np.r_[train.item_index[keep & (train.user_index != 0)], full[:, 1].astype(np.int64)],
+        np.r_[train.rating[keep & (train.user_index != 0)], full[:, 2].astype(np.float32)],
+        train.users,
+        train.items,
+        titles=train.titles,
+    )
+    net, _ = fit(
+        rows, "dot", epochs=30, batch_size=64, lr=0.05, wd=0.01, n_factors=4, progress=False
+    )
+    first = Recommender(net, rows).recommend(100, k=1)[0]
+    assert first.item_id == 504
+
+
+def test_batch_equals_one_by_one(recommender):
+    users = [100, 105, 117, 123, 101]
+    batch = recommender.recommend_batch(users, k=5)
+    for user, recs in zip(users, batch, strict=True):
+        single = recommender.recommend(user, k=5)
+        assert [r.item_id for r in recs] == [r.item_id for r in single]
+        assert [r.score for r in recs] == pytest.approx([r.score for r in single], abs=1e-6)
+
+
+def test_seen_items_never_come_back(recommender, board):
+    train, _ = board
+    for user, recs in zip(
+        range(100, 124), recommender.recommend_batch(list(range(100, 124)), k=6), strict=True
+    ):
+        seen = set(train.items.ids[recommender.seen(user)].tolist())
+        assert not seen & {r.item_id for r in recs}
+
+
+def test_candidates_restrict_the_choice(recommender):
+    recs = recommender.recommend(100, k=2, exclude_seen=False, candidates=[500, 502, 501, 503, 505])
+    assert {r.item_id for r in recs} <= {500, 502, 501, 503, 505}
+
+
+def test_predict_for_known_and_new_users(recommender):
+    predictions = recommender.predict(100, [500, 501])
+    assert predictions[0] > 4 and predictions[1] < 2
+    new = recommender.fold_in({500: 5.0, 502: 5.0, 501: 1.0, 503: 1.0})
+    again = recommender.predict(new, [504, 505])
+    assert again[0] > again[1]
+
+
+def test_fold_in_of_a_training_users_ratings_matches_their_trained_predictions(recommender, board):
+    train, _ = board
+    user = 103
+    start, end = recommender._seen_indptr[3], recommender._seen_indptr[4]
+    mine = {
+        int(train.items.ids[i]): float(r)
+        for i, r in zip(
+            recommender._seen_items[start:end], recommender._seen_ratings[start:end], strict=True
+        )
+    }
+    new = recommender.fold_in(mine)
+    items = list(range(500, 524))
+    assert np.abs(recommender.predict(new, items) - recommender.predict(user, items)).max() < 0.5
+    recs = recommender.recommend(new, k=3)
+    assert all((3 + r.item_id - 500) % 2 == 0 for r in recs)
+
+
+def test_fold_in_bad_input(recommender):
+    with pytest.warns(UserWarning, match="ignoring 1 item id"):
+        new = recommender.fold_in({500: 5.0, 99999: 4.0})
+    assert new.ignored == (99999,)
+    with (
+        pytest.raises(UnknownIdError, match="none of the 1 rated item ids"),
+        pytest.warns(UserWarning),
+    ):
+        recommender.fold_in({99999: 4.0})
+    with pytest.raises(ConfigError, match=r"outside the model's range 1..5"):
+        recommender.fold_in({500: 7.0})
+    with pytest.raises(ConfigError, match="at least one rating"):
+        recommender.fold_in({})
+
+
+def test_title_search_and_suggestions(recommender):
+    assert [m.item_id for m in recommender.find_items("item 1", limit=3)] == [501, 510, 511] or all(
+        m.exact for m in recommender.find_items("item 1", limit=3)
+    )
+    close = recommender.find_items("itme 7")
+    assert close and not close[0].exact
+
+
+def test_item_biases_and_factor_map(recommender):
+    top, bottom = recommender.item_biases(3)
+    assert len(top) == len(bottom) == 3
+    assert top[0].score >= top[-1].score >= bottom[-1].score >= bottom[0].score
+    points = recommender.factor_map(10)
+    assert len(points) == 10 and all(np.isfinite([p.x, p.y]).all() for p in points)
+
+
+def test_explain_names_liked_similar_items(recommender):
+    reasons = recommender.explain(100, 504)
+    assert reasons
+    assert all((r.item_id - 500) % 2 == 0 and r.rating == 5.0 for r in reasons)

@@ -6,6 +6,7 @@ import functools
 import json
 import math
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -17,8 +18,10 @@ from rich.table import Table
 
 from latentrec import __version__, memory
 from latentrec.data import BUNDLED, Split, load_ratings
-from latentrec.errors import ConfigError, LatentrecError
-from latentrec.recommend import Recommendation, Recommender
+from latentrec.errors import ConfigError, LatentrecError, UnknownIdError
+from latentrec.metrics import RANKING_METRICS
+from latentrec.models import DotProductBias
+from latentrec.recommend import Recommendation, Recommender, evaluate_ranking
 from latentrec.storage import load, save
 from latentrec.training import History, evaluate, fit, make_configs, resolve_device
 
@@ -259,20 +262,48 @@ def evaluate_command(
     user_col: UserCol = None,
     item_col: ItemCol = None,
     rating_col: RatingCol = None,
+    metrics: Annotated[
+        str, typer.Option(help="Comma-separated: rmse, mae, ndcg@10, recall@10, ...")
+    ] = "rmse,mae",
     as_json: JsonFlag = False,
 ) -> None:
-    """RMSE and MAE of a saved model on every rating of a data source."""
+    """Rating and ranking metrics of a saved model on every rating of a data source.
+
+    Ranking metrics (precision@k, recall@k, ndcg@k, hit_rate@k, map@k, coverage@k) treat each
+    user's ratings in the data as their relevant items; candidates are all training items
+    minus the user's own training items.
+    """
     saved = load(model_dir)
     ratings = load_ratings(data, user_col=user_col, item_col=item_col, rating_col=rating_col)
     known = ratings.reindexed(saved.ratings.users, saved.ratings.items)
-    result = evaluate(saved.model, known)
     cold = int(((known.user_index < 0) | (known.item_index < 0)).sum())
-    console.print(
-        f"RMSE [bold]{_fmt(result['rmse'])}[/]  MAE {_fmt(result['mae'])} on {len(known):,} "
-        f"ratings ({cold:,} with a user or item the model has not seen)"
-    )
+    result: dict[str, Any] = {"n": len(known), "cold_ratings": cold}
+    wanted = [m.strip().lower() for m in metrics.split(",") if m.strip()]
+    ranking_ks = set()
+    for name in wanted:
+        base, _, k = name.partition("@")
+        if name in ("rmse", "mae"):
+            continue
+        if base not in (*RANKING_METRICS, "coverage") or not k.isdigit() or int(k) < 1:
+            raise ConfigError(
+                f"unknown metric {name!r}: use rmse, mae, or precision@K, recall@K, ndcg@K, "
+                "hit_rate@K, map@K, coverage@K"
+            )
+        ranking_ks.add(int(k))
+    if {"rmse", "mae"} & set(wanted):
+        result |= {k: v for k, v in evaluate(saved.model, known).items() if k != "n"}
+    recommender = Recommender(saved.model, saved.ratings) if ranking_ks else None
+    for k in sorted(ranking_ks):
+        result |= evaluate_ranking(recommender, known, k)
+    table = Table(title=f"{model_dir} on {ratings.source}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name in wanted:
+        table.add_row(name, _fmt(result[name]))
+    console.print(table)
+    console.print(f"{len(known):,} ratings; {cold:,} with a user or item the model has not seen")
     if as_json:
-        print(json.dumps(result | {"cold_ratings": cold, "model_dir": str(model_dir)}))
+        print(json.dumps(result | {"model_dir": str(model_dir)}))
 
 
 def _print_items(title: str, items: list[Recommendation], score_name: str, as_json: bool) -> None:
@@ -286,34 +317,150 @@ def _print_items(title: str, items: list[Recommendation], score_name: str, as_js
         print(json.dumps([rec.to_json() for rec in items]))
 
 
+def _new_user_ratings(text: str) -> dict[str, float]:
+    """`"318:5,296:4.5"` -> {"318": 5.0, "296": 4.5}."""
+    ratings: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        item, sep, value = part.rpartition(":")
+        try:
+            if not sep or not item.strip():
+                raise ValueError
+            ratings[item.strip()] = float(value)
+        except ValueError:
+            raise ConfigError(
+                f"--new-user takes item:rating pairs like '318:5,296:4.5', got {part!r}"
+            ) from None
+    if not ratings:
+        raise ConfigError("--new-user needs at least one item:rating pair")
+    return ratings
+
+
+def _one_of(first: str | None, second: str | None, names: str) -> None:
+    if (first is None) == (second is None):
+        raise ConfigError(f"give exactly one of {names}")
+
+
 @app.command()
 @user_errors
 def recommend(
     model_dir: Annotated[Path, typer.Argument(help="A directory written by train --out.")],
-    user: Annotated[str, typer.Option(help="Raw user id, as in the data.")],
+    user: Annotated[str | None, typer.Option(help="Raw user id, as in the data.")] = None,
+    new_user: Annotated[
+        str | None, typer.Option(help="Ratings of a new user: '318:5,296:4.5,1:4' (fold-in).")
+    ] = None,
     k: K = 10,
     as_json: JsonFlag = False,
 ) -> None:
-    """Top-k items for a user, leaving out what they rated in training."""
+    """Top-k items for a user (or a new user's ratings), leaving out what they rated."""
+    _one_of(user, new_user, "--user or --new-user")
     recommender = Recommender.from_dir(model_dir)
-    items = recommender.recommend(user, k=k)
-    _print_items(f"top {k} for user {user}", items, "predicted", as_json)
+    if new_user is not None:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            target: Any = recommender.fold_in(_new_user_ratings(new_user))
+        for warning in caught:
+            errors.print(f"warning: {warning.message}")
+        label = f"a new user ({len(target.ratings)} ratings)"
+    else:
+        target, label = user, f"user {user}"
+    items = recommender.recommend(target, k=k)
+    _print_items(f"top {k} for {label}", items, "predicted", as_json)
 
 
 @app.command()
 @user_errors
 def similar(
     model_dir: Annotated[Path, typer.Argument(help="A directory written by train --out.")],
-    item: Annotated[str, typer.Option(help="Raw item id, as in the data.")],
+    item: Annotated[str | None, typer.Option(help="Raw item id, as in the data.")] = None,
+    title: Annotated[str | None, typer.Option(help="Part of a title, e.g. 'toy story'.")] = None,
     k: K = 10,
     as_json: JsonFlag = False,
 ) -> None:
     """Items whose learned factors are closest (cosine) to an item's."""
+    _one_of(item, title, "--item or --title")
     recommender = Recommender.from_dir(model_dir)
+    if title is not None:
+        item = _item_by_title(recommender, title)
     index = recommender.item_index(item)
     items = recommender.similar_items(item, k=k)
     name = recommender.title(index) or item
     _print_items(f"{k} items most similar to {name}", items, "cosine", as_json)
+
+
+def _item_by_title(recommender: Recommender, title: str) -> Any:
+    matches = recommender.find_items(title, limit=5)
+    if not matches or not matches[0].exact:
+        hint = "; close matches: " + "; ".join(m.title for m in matches) if matches else ""
+        raise UnknownIdError(f"no title contains {title!r}{hint}")
+    if len(matches) > 1:
+        errors.print(f"{len(matches)}+ titles match {title!r}; using {matches[0].title}")
+    return matches[0].item_id
+
+
+@app.command()
+@user_errors
+def explain(
+    model_dir: Annotated[Path, typer.Argument(help="A directory written by train --out.")],
+    user: Annotated[str | None, typer.Option(help="Explain a recommendation to this user.")] = None,
+    item: Annotated[str | None, typer.Option(help="... of this item.")] = None,
+    n: Annotated[int, typer.Option("-n", min=1, max=1000, help="Rows per table.")] = 10,
+    plot: Annotated[Path | None, typer.Option(help="Draw the 2-D item map as PNG.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Item biases (liked regardless of taste), a 2-D map of item factors, and why an item
+    is recommended to a user."""
+    if (user is None) != (item is None):
+        raise ConfigError("--user and --item go together")
+    recommender = Recommender.from_dir(model_dir)
+    result: dict[str, Any] = {}
+    if isinstance(recommender.model, DotProductBias):
+        top, bottom = recommender.item_biases(n)
+        _print_items("highest item biases: liked regardless of taste", top, "bias", False)
+        _print_items("lowest item biases", bottom, "bias", False)
+        result["top_biases"] = [r.to_json() for r in top]
+        result["bottom_biases"] = [r.to_json() for r in bottom]
+    points = recommender.factor_map(50)
+    result["map"] = [p._asdict() | {"item_id": p.item_id} for p in points]
+    if plot is not None:
+        console.print(f"item map written to {_plot_map(points, plot)}")
+    if user is not None:
+        reasons = recommender.explain(user, item, n)
+        table = Table(
+            title=f"why user {user} gets {recommender.title(recommender.item_index(item))}"
+        )
+        for column in ("item", "title", "rating", "weight"):
+            table.add_column(column, justify="left" if column == "title" else "right")
+        for reason in reasons:
+            table.add_row(
+                str(reason.item_id),
+                reason.title or "",
+                f"{reason.rating:g}",
+                f"{reason.weight:.3f}",
+            )
+        console.print(table)
+        result["because"] = [r._asdict() for r in reasons]
+    if as_json:
+        print(json.dumps(result, default=str))
+
+
+def _plot_map(points: list, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    target = memory.plot_path(path)
+    figure, axes = plt.subplots(figsize=(10, 8))
+    xs, ys = [p.x for p in points], [p.y for p in points]
+    axes.scatter(xs, ys, s=12, color="tab:blue")
+    for point in points:
+        axes.annotate((point.title or str(point.item_id))[:32], (point.x, point.y), fontsize=7)
+    axes.set_title(f"item factors of the {len(points)} most-rated items, first two components")
+    figure.tight_layout()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(target, dpi=120)
+    plt.close(figure)
+    return target
 
 
 def _numbers(text: str, option: str) -> list[int]:

@@ -113,6 +113,19 @@ class LatentModel(nn.Module):
     def interact(self, user_rows: list[Tensor], item_rows: list[Tensor]) -> Tensor:
         raise NotImplementedError
 
+    def score_matrix(self, user_rows: list[Tensor], item_rows: list[Tensor]) -> Tensor:
+        """Predictions for every (user, item) pair of C user rows and I item rows: (C, I)."""
+        n_users, n_items = user_rows[0].shape[0], item_rows[0].shape[0]
+        users = [rows.repeat_interleave(n_items, dim=0) for rows in user_rows]
+        items = [rows.repeat(n_users, 1) for rows in item_rows]
+        return self.interact(users, items).reshape(n_users, n_items)
+
+    def user_rows(self, user_index: Tensor) -> list[Tensor]:
+        return [getattr(self, name).weight.index_select(0, user_index) for name in self.user_tables]
+
+    def item_rows(self) -> list[Tensor]:
+        return [getattr(self, name).weight for name in self.item_tables]
+
     def tables(self) -> dict[str, nn.Embedding]:
         return {name: getattr(self, name) for name in (*self.user_tables, *self.item_tables)}
 
@@ -179,6 +192,11 @@ class DotProductBias(LatentModel):
         q_i, b_i = item_rows
         x = (p_u * q_i).sum(1) + b_u[:, 0] + b_i[:, 0]
         return sigmoid_range(x, *self.config.y_range)
+
+    def score_matrix(self, user_rows: list[Tensor], item_rows: list[Tensor]) -> Tensor:
+        p_u, b_u = user_rows
+        q_i, b_i = item_rows
+        return sigmoid_range(p_u @ q_i.T + b_u + b_i.T, *self.config.y_range)
 
     def item_vectors(self) -> Tensor:
         return self.item_factors.weight

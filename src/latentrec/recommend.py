@@ -1,18 +1,29 @@
-"""Recommender: top-k items for a user and similar items, raw ids in and out."""
+"""Recommender: top-k items, similar items, fold-in of new users, and reading the factors.
+
+Raw ids in and out. A user is a raw user id the model knows, or a `NewUser` made by `fold_in`
+from a handful of ratings (no retraining).
+"""
 
 from __future__ import annotations
 
+import difflib
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+from torch import Tensor
 
-from latentrec.data import Ratings
-from latentrec.errors import ConfigError, UnknownIdError
-from latentrec.models import LatentModel
+from latentrec.data import IdMap, Ratings
+from latentrec.errors import ConfigError, DataError, UnknownIdError
+from latentrec.metrics import ranking_metrics
+from latentrec.models import DotProductBias, LatentModel
 from latentrec.storage import load
-from latentrec.training import predict_index
+
+BATCH_CHUNK = 2048  # users scored at once by recommend_batch: a (chunk x items) matrix
 
 
 class Recommendation(NamedTuple):
@@ -26,6 +37,45 @@ class Recommendation(NamedTuple):
         return {"item_id": _plain(self.item_id), "title": self.title, "score": self.score}
 
 
+class ItemMatch(NamedTuple):
+    """A title search hit; `exact` is False for a close-match suggestion."""
+
+    item_id: Any
+    title: str
+    exact: bool
+
+
+class Reason(NamedTuple):
+    """A rated item that pushed a recommendation up: its rating and its weight in the push."""
+
+    item_id: Any
+    title: str | None
+    rating: float
+    weight: float
+
+
+class MapPoint(NamedTuple):
+    item_id: Any
+    title: str | None
+    x: float
+    y: float
+    n_ratings: int
+
+
+@dataclass(frozen=True, eq=False)
+class NewUser:
+    """A user folded in from ratings: their rows of the model's user tables, and what they
+    rated. Accepted wherever a user id is."""
+
+    rows: tuple[Tensor, ...]
+    rated_index: np.ndarray
+    ratings: Mapping[Any, float]
+    ignored: tuple[Any, ...] = field(default=())
+
+    def __repr__(self) -> str:
+        return f"NewUser({len(self.ratings)} ratings, {len(self.ignored)} ignored)"
+
+
 def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
@@ -36,7 +86,7 @@ class Recommender:
     Args:
         model: a trained `DotProductBias` or `EmbeddingNN`.
         ratings: its training ratings (their id maps are the model's), used to leave out
-            what each user has already rated and to give titles.
+            what each user has already rated, for titles, and for the fold-in prior.
     """
 
     def __init__(self, model: LatentModel, ratings: Ratings) -> None:
@@ -51,8 +101,10 @@ class Recommender:
         counts = np.bincount(ratings.user_index, minlength=ratings.n_users)
         self._seen_indptr = np.r_[0, np.cumsum(counts)]
         self._seen_items = ratings.item_index[order]
+        self._seen_ratings = ratings.rating[order]
+        self._item_counts = np.bincount(ratings.item_index, minlength=ratings.n_items)
         self._device = next(model.parameters()).device
-        self._all_items = torch.arange(ratings.n_items, device=self._device)
+        self._prior: _Prior | None = None
 
     @classmethod
     def from_dir(cls, directory: str | Path) -> Recommender:
@@ -61,19 +113,22 @@ class Recommender:
         return cls(saved.model, saved.ratings)
 
     @property
-    def users(self):
+    def users(self) -> IdMap:
         return self.ratings.users
 
     @property
-    def items(self):
+    def items(self) -> IdMap:
         return self.ratings.items
+
+    # ------------------------------------------------------------------ ids
 
     def user_index(self, user_id: Any) -> int:
         index = self.users.index_of(user_id)
         if index < 0:
             known = self.users.describe("user")
             raise UnknownIdError(
-                f"unknown user id {self.users.coerce(user_id)!r}: the model knows {known}"
+                f"unknown user id {self.users.coerce(user_id)!r}: the model knows {known}; "
+                "use fold_in() with their ratings for a new user"
             )
         return index
 
@@ -86,51 +141,384 @@ class Recommender:
             )
         return index
 
-    def seen(self, user_id: Any) -> np.ndarray:
-        """Indexes of the items this user rated in training."""
-        index = self.user_index(user_id)
+    def seen(self, user: Any) -> np.ndarray:
+        """Indexes of the items this user rated (in training, or in their fold-in)."""
+        if isinstance(user, NewUser):
+            return user.rated_index
+        index = self.user_index(user)
         return self._seen_items[self._seen_indptr[index] : self._seen_indptr[index + 1]]
 
     def title(self, item_index: int) -> str | None:
         return self.ratings.title(self.items.ids[item_index])
 
-    def recommend(
-        self, user_id: Any, k: int = 10, exclude_seen: bool = True
-    ) -> list[Recommendation]:
-        """The k items with the highest predicted rating for a known user.
+    def _user_rows(self, user: Any) -> list[Tensor]:
+        if isinstance(user, NewUser):
+            return [row.to(self._device) for row in user.rows]
+        index = torch.tensor([self.user_index(user)], device=self._device)
+        return self.model.user_rows(index)
 
-        Items the user rated in training are left out unless `exclude_seen=False`.
+    # ------------------------------------------------------------------ recommending
+
+    @torch.no_grad()
+    def predict(self, user: Any, item_ids: Iterable[Any]) -> np.ndarray:
+        """Predicted ratings of a user (id or NewUser) for the given items."""
+        items = torch.tensor([self.item_index(i) for i in item_ids], dtype=torch.int64)
+        if len(items) == 0:
+            return np.zeros(0)
+        item_rows = [
+            rows.index_select(0, items.to(self._device)) for rows in self.model.item_rows()
+        ]
+        scores = self.model.score_matrix(self._user_rows(user), item_rows)
+        return scores[0].double().cpu().numpy()
+
+    @torch.no_grad()
+    def recommend(
+        self,
+        user: Any,
+        k: int = 10,
+        exclude_seen: bool = True,
+        candidates: Iterable[Any] | None = None,
+    ) -> list[Recommendation]:
+        """The k items with the highest predicted rating for a user id or a `NewUser`.
+
+        Args:
+            exclude_seen: leave out what the user rated (in training or in the fold-in).
+            candidates: raw item ids to choose from; all items when None.
         """
         _check_k(k)
-        index = self.user_index(user_id)
-        users = torch.full_like(self._all_items, index)
-        scores = predict_index(self.model, users, self._all_items).cpu().numpy().astype(np.float64)
+        scores = self.model.score_matrix(self._user_rows(user), self.model.item_rows())
+        allowed = np.ones(self.items.__len__(), dtype=bool)
+        if candidates is not None:
+            allowed[:] = False
+            allowed[[self.item_index(i) for i in candidates]] = True
         if exclude_seen:
-            scores[self.seen(user_id)] = -np.inf
-        return self._top(scores, k)
+            allowed[self.seen(user)] = False
+        available = int(allowed.sum())
+        if k > available:
+            raise ConfigError(
+                f"k={k} but only {available} candidate items remain for this user; "
+                f"ask for at most {available}"
+            )
+        mask = torch.from_numpy(~allowed).to(self._device)[None]
+        return self._top(scores.masked_fill(mask, -torch.inf), k)[0]
 
+    @torch.no_grad()
+    def recommend_batch(
+        self, users: Sequence[Any], k: int = 10, exclude_seen: bool = True
+    ) -> list[list[Recommendation]]:
+        """`recommend` for many known users at once: a matrix product and top-k per chunk of
+        users. Gives the same lists as one-by-one calls."""
+        _check_k(k)
+        index = np.array([self.user_index(u) for u in users], dtype=np.int64)
+        results: list[list[Recommendation]] = []
+        for start in range(0, len(index), BATCH_CHUNK):
+            chunk = index[start : start + BATCH_CHUNK]
+            rows = self.model.user_rows(torch.from_numpy(chunk).to(self._device))
+            scores = self.model.score_matrix(rows, self.model.item_rows())
+            if exclude_seen:
+                self._mask_seen(scores, chunk, k)
+            results += self._top(scores, k)
+        return results
+
+    def _mask_seen(self, scores: Tensor, chunk: np.ndarray, k: int) -> None:
+        starts, ends = self._seen_indptr[chunk], self._seen_indptr[chunk + 1]
+        counts = ends - starts
+        short = np.flatnonzero(self.items.__len__() - counts < k)
+        if len(short):
+            user = self.users.ids[chunk[short[0]]]
+            raise ConfigError(
+                f"k={k} but user {user!r} has only {self.items.__len__() - counts[short[0]]} "
+                "unrated items; ask for fewer"
+            )
+        row = np.repeat(np.arange(len(chunk)), counts)
+        seen = np.concatenate([self._seen_items[s:e] for s, e in zip(starts, ends, strict=True)])
+        scores[torch.from_numpy(row), torch.from_numpy(seen)] = -torch.inf
+
+    def _top(self, scores: Tensor, k: int) -> list[list[Recommendation]]:
+        values, best = torch.topk(scores, k, dim=1)
+        values, best = values.double().cpu().numpy(), best.cpu().numpy()
+        ids = self.items.ids
+        return [
+            [
+                Recommendation(_plain(ids[i]), self.title(int(i)), float(v))
+                for i, v in zip(row_i, row_v, strict=True)
+            ]
+            for row_i, row_v in zip(best, values, strict=True)
+        ]
+
+    @torch.no_grad()
     def similar_items(self, item_id: Any, k: int = 10) -> list[Recommendation]:
-        """The k items whose factors (or embeddings) are closest in cosine to this item's."""
+        """The k items whose factors (dot) or embeddings (nn) are closest in cosine."""
         _check_k(k)
         index = self.item_index(item_id)
-        with torch.no_grad():
-            vectors = torch.nn.functional.normalize(self.model.item_vectors().float(), dim=1)
-            scores = (vectors @ vectors[index]).cpu().numpy().astype(np.float64)
-        scores[index] = -np.inf
-        return self._top(scores, k)
+        if k > len(self.items) - 1:
+            raise ConfigError(f"k={k} but there are only {len(self.items) - 1} other items")
+        vectors = torch.nn.functional.normalize(self.model.item_vectors().float(), dim=1)
+        scores = (vectors @ vectors[index])[None]
+        scores[0, index] = -torch.inf
+        return self._top(scores, k)[0]
 
-    def _top(self, scores: np.ndarray, k: int) -> list[Recommendation]:
-        k = min(k, int(np.isfinite(scores).sum()))
-        if k == 0:
-            return []
-        best = np.argpartition(-scores, k - 1)[:k]
-        best = best[np.lexsort((best, -scores[best]))]  # by score, ties by index: deterministic
+    def find_items(self, query: str, limit: int = 20) -> list[ItemMatch]:
+        """Items whose title contains `query` (case-insensitive), most-rated first; when none
+        does, close matches (`exact=False`) as suggestions."""
+        if not self.ratings.titles:
+            raise DataError("this model has no item titles to search")
+        needle = query.strip().lower()
+        if not needle:
+            raise ConfigError("the title search needs some text")
+        known = [(i, t) for i, t in self.ratings.titles.items() if self.items.index_of(i) >= 0]
+        hits = [(i, t) for i, t in known if needle in t.lower()]
+        if hits:
+            hits.sort(key=lambda pair: -self._item_counts[self.items.index_of(pair[0])])
+            return [ItemMatch(_plain(i), t, True) for i, t in hits[:limit]]
+        lowered = {t.lower(): (i, t) for i, t in known}
+        close = difflib.get_close_matches(needle, list(lowered), n=min(limit, 5), cutoff=0.5)
+        return [ItemMatch(_plain(lowered[c][0]), lowered[c][1], False) for c in close]
+
+    # ------------------------------------------------------------------ fold-in
+
+    def fold_in(self, ratings: Mapping[Any, float], steps: int = 60) -> NewUser:
+        """A user who is not in the model, learned from their ratings with every weight frozen.
+
+        The dot model solves for the user's factors and bias in closed form: ridge regression
+        on the logit scale of its sigmoid, with a Gaussian prior whose mean and variance are
+        those of the trained users' rows (the shrinkage training's weight decay produced).
+        The nn model takes `steps` Adam steps on a fresh user embedding that starts at the mean
+        user and is pulled back towards it.
+
+        Unknown item ids are ignored with a warning; ratings outside the range the model was
+        trained on are an error.
+        """
+        known, ignored = self._known_ratings(ratings)
+        item_index = np.array([self.items.index_of(i) for i in known], dtype=np.int64)
+        values = np.array(list(known.values()), dtype=np.float64)
+        if isinstance(self.model, DotProductBias):
+            rows = self._fold_in_dot(item_index, values)
+        else:
+            rows = self._fold_in_gradient(item_index, values, steps)
+        return NewUser(tuple(rows), np.unique(item_index), dict(known), tuple(ignored))
+
+    def _known_ratings(self, ratings: Mapping[Any, float]) -> tuple[dict[Any, float], list[Any]]:
+        if not ratings:
+            raise ConfigError("fold_in needs at least one rating: {item_id: rating, ...}")
+        low, high = self.ratings.rating_range
+        known: dict[Any, float] = {}
+        ignored = []
+        for item_id, value in ratings.items():
+            try:
+                rating = float(value)
+            except (TypeError, ValueError):
+                raise ConfigError(
+                    f"rating {value!r} for item {item_id!r} is not a number"
+                ) from None
+            if not (low <= rating <= high):
+                raise ConfigError(
+                    f"rating {rating:g} for item {item_id!r} is outside the model's range "
+                    f"{low:g}..{high:g}"
+                )
+            index = self.items.index_of(item_id)
+            if index < 0:
+                ignored.append(item_id)
+            else:
+                known[_plain(self.items.ids[index])] = rating
+        if ignored:
+            warnings.warn(
+                f"ignoring {len(ignored)} item id(s) the model does not know: "
+                + ", ".join(map(repr, ignored[:20])),
+                stacklevel=3,
+            )
+        if not known:
+            raise UnknownIdError(
+                f"none of the {len(ignored)} rated item ids is known to the model; "
+                f"it knows {self.items.describe('item')}"
+            )
+        return known, ignored
+
+    @torch.no_grad()
+    def _fold_in_dot(self, item_index: np.ndarray, values: np.ndarray) -> list[Tensor]:
+        prior = self._dot_prior()
+        net = self.model
+        low, high = net.config.y_range
+        q = net.item_factors.weight.double()[torch.from_numpy(item_index)]
+        b_i = net.item_bias.weight.double()[torch.from_numpy(item_index), 0]
+        scaled = ((torch.from_numpy(values) - low) / (high - low)).clamp(1e-4, 1 - 1e-4)
+        target = torch.logit(scaled) - b_i
+        design = torch.cat([q.cpu(), torch.ones(len(values), 1, dtype=torch.float64)], dim=1)
+        precision = torch.diag(1.0 / prior.variance)
+        lhs = design.T @ design / prior.noise + precision
+        rhs = design.T @ target.cpu() / prior.noise + precision @ prior.mean
+        solution = torch.linalg.solve(lhs, rhs)
+        dtype = net.user_factors.weight.dtype
+        factors = solution[:-1].to(self._device, dtype)[None]
+        bias = solution[-1:].to(self._device, dtype)[None]
+        return [factors, bias]
+
+    def _dot_prior(self) -> _Prior:
+        """Mean and variance of the trained users' [factors, bias], and the noise variance of
+        the logit-scale fit on (a sample of) the training ratings. Computed once."""
+        if self._prior is None:
+            net = self.model
+            with torch.no_grad():
+                rows = torch.cat([net.user_factors.weight, net.user_bias.weight], 1).double().cpu()
+                sample = np.random.default_rng(0).permutation(len(self.ratings))[:50_000]
+                users = torch.from_numpy(self.ratings.user_index[sample]).to(self._device)
+                items = torch.from_numpy(self.ratings.item_index[sample]).to(self._device)
+                low, high = net.config.y_range
+                x = torch.logit(((net(users, items) - low) / (high - low)).clamp(1e-4, 1 - 1e-4))
+                truth = torch.from_numpy(self.ratings.rating[sample]).to(x)
+                t = torch.logit(((truth - low) / (high - low)).clamp(1e-4, 1 - 1e-4))
+                noise = float(((t - x) ** 2).mean())
+            self._prior = _Prior(rows.mean(0), rows.var(0).clamp(min=1e-6), max(noise, 1e-3))
+        return self._prior
+
+    def _fold_in_gradient(
+        self, item_index: np.ndarray, values: np.ndarray, steps: int
+    ) -> list[Tensor]:
+        net = self.model
+        items = torch.from_numpy(item_index).to(self._device)
+        item_rows = [rows.detach().index_select(0, items) for rows in net.item_rows()]
+        target = torch.from_numpy(values).to(item_rows[0])
+        means = [getattr(net, n).weight.detach().mean(0, keepdim=True) for n in net.user_tables]
+        rows = [mean.clone().requires_grad_() for mean in means]
+        optimizer = torch.optim.Adam(rows, lr=0.05)
+        strength = 1.0 / len(values)  # the prior weighs like one rating
+        for _ in range(steps):
+            optimizer.zero_grad()
+            prediction = net.score_matrix(rows, item_rows)[0]
+            loss = torch.nn.functional.mse_loss(prediction, target)
+            loss = loss + strength * sum(
+                ((r - m) ** 2).sum() for r, m in zip(rows, means, strict=True)
+            )
+            loss.backward()
+            optimizer.step()
+        return [row.detach() for row in rows]
+
+    # ------------------------------------------------------------------ explaining
+
+    def item_biases(self, n: int = 10) -> tuple[list[Recommendation], list[Recommendation]]:
+        """The n items with the highest and the lowest learned bias: liked or disliked
+        regardless of taste (dot model). Score = the bias."""
+        if not isinstance(self.model, DotProductBias):
+            raise ConfigError("item biases are part of the dot model; this model is nn")
+        _check_k(n)
+        bias = self.model.item_bias.weight.detach()[:, 0].float().cpu()
+        n = min(n, len(bias))
+        top = self._top(bias[None], n)[0]
+        bottom = [r._replace(score=-r.score) for r in self._top(-bias[None], n)[0]]
+        return top, bottom
+
+    def factor_map(self, n: int = 50) -> list[MapPoint]:
+        """A 2-D map of the n most-rated items: their factors (or embeddings) projected on
+        the first two principal components."""
+        _check_k(n)
+        chosen = np.argsort(-self._item_counts, kind="stable")[: min(n, len(self.items))]
+        with torch.no_grad():
+            vectors = self.model.item_vectors().detach().double().cpu()[torch.from_numpy(chosen)]
+        centred = vectors - vectors.mean(0)
+        _, _, components = torch.linalg.svd(centred, full_matrices=False)
+        coordinates = (centred @ components[:2].T).numpy()
+        if coordinates.shape[1] < 2:
+            coordinates = np.pad(coordinates, ((0, 0), (0, 2 - coordinates.shape[1])))
         return [
-            Recommendation(_plain(self.items.ids[i]), self.title(int(i)), float(scores[i]))
-            for i in best
+            MapPoint(
+                _plain(self.items.ids[i]),
+                self.title(int(i)),
+                float(x),
+                float(y),
+                int(self._item_counts[i]),
+            )
+            for i, (x, y) in zip(chosen, coordinates[:, :2], strict=True)
         ]
+
+    def explain(self, user: Any, item_id: Any, n: int = 5) -> list[Reason]:
+        """The user's rated items that pushed `item_id` up most: those rated above the user's
+        mean whose vectors are closest (cosine) to the item's. Weight = cosine x (rating - mean),
+        kept where both are positive."""
+        index = self.item_index(item_id)
+        rated, values = self._rated(user)
+        if len(rated) == 0:
+            return []
+        with torch.no_grad():
+            vectors = torch.nn.functional.normalize(self.model.item_vectors().double(), dim=1)
+            cosine = (vectors[torch.from_numpy(rated)] @ vectors[index]).cpu().numpy()
+        above = values - values.mean()
+        # only liked items that resemble it: "because you rated ..." should read as praise
+        weights = np.where((above > 0) & (cosine > 0), cosine * above, 0.0)
+        order = np.argsort(-weights, kind="stable")
+        return [
+            Reason(
+                _plain(self.items.ids[rated[j]]),
+                self.title(int(rated[j])),
+                float(values[j]),
+                float(weights[j]),
+            )
+            for j in order[:n]
+            if weights[j] > 0 and rated[j] != index
+        ]
+
+    def _rated(self, user: Any) -> tuple[np.ndarray, np.ndarray]:
+        if isinstance(user, NewUser):
+            index = np.array([self.items.index_of(i) for i in user.ratings], dtype=np.int64)
+            return index, np.array(list(user.ratings.values()), dtype=np.float64)
+        position = self.user_index(user)
+        start, end = self._seen_indptr[position], self._seen_indptr[position + 1]
+        return self._seen_items[start:end], self._seen_ratings[start:end].astype(np.float64)
+
+
+class _Prior(NamedTuple):
+    mean: Tensor
+    variance: Tensor
+    noise: float
 
 
 def _check_k(k: int) -> None:
-    if not isinstance(k, (int, np.integer)) or k < 1:
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
         raise ConfigError(f"k must be a positive whole number, got {k!r}")
+
+
+def popular_batch(recommender: Recommender, users: Sequence[Any], k: int = 10) -> list[list[Any]]:
+    """The most-rated training items each user has not rated: the most-popular baseline,
+    as item indexes."""
+    _check_k(k)
+    order = np.argsort(-recommender._item_counts, kind="stable")
+    lists = []
+    for user in users:
+        seen = set(recommender.seen(user).tolist())
+        picked = []
+        for item in order:
+            if item not in seen:
+                picked.append(int(item))
+                if len(picked) == k:
+                    break
+        lists.append(picked)
+    return lists
+
+
+def evaluate_ranking(
+    recommender: Recommender, test: Ratings, k: int = 10, method: str = "model"
+) -> dict[str, float]:
+    """Ranking metrics at k over the test users the model knows: relevant items are each
+    user's test items; candidates are all training items minus the user's training items.
+
+    Args:
+        test: ratings in the model's id maps (`Ratings.reindexed`); unknown users are skipped.
+        method: "model" (the recommender) or "popular" (the most-popular baseline).
+    """
+    known = (test.user_index >= 0) & (test.item_index >= 0)
+    users = np.unique(test.user_index[known])
+    if len(users) == 0:
+        raise DataError("no test rating belongs to a user and an item the model knows")
+    relevant: dict[int, set[int]] = {int(u): set() for u in users}
+    for user, item in zip(test.user_index[known], test.item_index[known], strict=True):
+        relevant[int(user)].add(int(item))
+    user_ids = [recommender.users.ids[u] for u in users]
+    if method == "popular":
+        lists = popular_batch(recommender, user_ids, k)
+    elif method == "model":
+        lists = [
+            [recommender.items.index_of(r.item_id) for r in recs]
+            for recs in recommender.recommend_batch(user_ids, k)
+        ]
+    else:
+        raise ConfigError(f"method must be 'model' or 'popular', got {method!r}")
+    return ranking_metrics(lists, [relevant[int(u)] for u in users], k, len(recommender.items))
