@@ -127,13 +127,8 @@ def test_predict_for_known_and_new_users(recommender):
 def test_fold_in_of_a_training_users_ratings_matches_their_trained_predictions(recommender, board):
     train, _ = board
     user = 103
-    start, end = recommender._seen_indptr[3], recommender._seen_indptr[4]
-    mine = {
-        int(train.items.ids[i]): float(r)
-        for i, r in zip(
-            recommender._seen_items[start:end], recommender._seen_ratings[start:end], strict=True
-        )
-    }
+    items, values = recommender.rated(user)
+    mine = {int(train.items.ids[i]): float(r) for i, r in zip(items, values, strict=True)}
     new = recommender.fold_in(mine)
     items = list(range(500, 524))
     assert np.abs(recommender.predict(new, items) - recommender.predict(user, items)).max() < 0.5

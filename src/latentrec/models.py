@@ -120,6 +120,14 @@ class LatentModel(nn.Module):
         items = [rows.repeat(n_users, 1) for rows in item_rows]
         return self.interact(users, items).reshape(n_users, n_items)
 
+    def rank_matrix(self, user_rows: list[Tensor], item_rows: list[Tensor]) -> Tensor:
+        """Scores that order items as the predictions do, cheaper where a model can skip its
+        squashing; `to_prediction` turns selected scores into predicted ratings."""
+        return self.score_matrix(user_rows, item_rows)
+
+    def to_prediction(self, scores: Tensor) -> Tensor:
+        return scores
+
     def user_rows(self, user_index: Tensor) -> list[Tensor]:
         return [getattr(self, name).weight.index_select(0, user_index) for name in self.user_tables]
 
@@ -194,9 +202,16 @@ class DotProductBias(LatentModel):
         return sigmoid_range(x, *self.config.y_range)
 
     def score_matrix(self, user_rows: list[Tensor], item_rows: list[Tensor]) -> Tensor:
+        return self.to_prediction(self.rank_matrix(user_rows, item_rows))
+
+    def rank_matrix(self, user_rows: list[Tensor], item_rows: list[Tensor]) -> Tensor:
+        # the sigmoid is monotone: rank on its input and squash only the chosen few
         p_u, b_u = user_rows
         q_i, b_i = item_rows
-        return sigmoid_range(p_u @ q_i.T + b_u + b_i.T, *self.config.y_range)
+        return torch.addmm(b_i.T, p_u, q_i.T).add_(b_u)
+
+    def to_prediction(self, scores: Tensor) -> Tensor:
+        return sigmoid_range(scores, *self.config.y_range)
 
     def item_vectors(self) -> Tensor:
         return self.item_factors.weight

@@ -97,11 +97,17 @@ class Recommender:
             )
         self.model = model.eval()
         self.ratings = ratings
+        # what each user rated, as compressed rows: every rating (for explanations) ...
         order = np.argsort(ratings.user_index, kind="stable")
         counts = np.bincount(ratings.user_index, minlength=ratings.n_users)
-        self._seen_indptr = np.r_[0, np.cumsum(counts)]
-        self._seen_items = ratings.item_index[order]
-        self._seen_ratings = ratings.rating[order]
+        self._rated_indptr = np.r_[0, np.cumsum(counts)]
+        self._rated_items = ratings.item_index[order]
+        self._rated_values = ratings.rating[order]
+        # ... and each distinct item once (for leaving seen items out), sorted per user
+        keys = np.unique(ratings.user_index * ratings.n_items + ratings.item_index)
+        distinct = np.bincount(keys // ratings.n_items, minlength=ratings.n_users)
+        self._seen_indptr = np.r_[0, np.cumsum(distinct)]
+        self._seen_items = keys % ratings.n_items
         self._item_counts = np.bincount(ratings.item_index, minlength=ratings.n_items)
         self._device = next(model.parameters()).device
         self._prior: _Prior | None = None
@@ -186,7 +192,7 @@ class Recommender:
             candidates: raw item ids to choose from; all items when None.
         """
         _check_k(k)
-        scores = self.model.score_matrix(self._user_rows(user), self.model.item_rows())
+        scores = self.model.rank_matrix(self._user_rows(user), self.model.item_rows())
         allowed = np.ones(self.items.__len__(), dtype=bool)
         if candidates is not None:
             allowed[:] = False
@@ -214,7 +220,7 @@ class Recommender:
         for start in range(0, len(index), BATCH_CHUNK):
             chunk = index[start : start + BATCH_CHUNK]
             rows = self.model.user_rows(torch.from_numpy(chunk).to(self._device))
-            scores = self.model.score_matrix(rows, self.model.item_rows())
+            scores = self.model.rank_matrix(rows, self.model.item_rows())
             if exclude_seen:
                 self._mask_seen(scores, chunk, k)
             results += self._top(scores, k)
@@ -225,7 +231,7 @@ class Recommender:
         counts = ends - starts
         short = np.flatnonzero(self.items.__len__() - counts < k)
         if len(short):
-            user = self.users.ids[chunk[short[0]]]
+            user = _plain(self.users.ids[chunk[short[0]]])
             raise ConfigError(
                 f"k={k} but user {user!r} has only {self.items.__len__() - counts[short[0]]} "
                 "unrated items; ask for fewer"
@@ -234,8 +240,10 @@ class Recommender:
         seen = np.concatenate([self._seen_items[s:e] for s, e in zip(starts, ends, strict=True)])
         scores[torch.from_numpy(row), torch.from_numpy(seen)] = -torch.inf
 
-    def _top(self, scores: Tensor, k: int) -> list[list[Recommendation]]:
+    def _top(self, scores: Tensor, k: int, predict: bool = True) -> list[list[Recommendation]]:
         values, best = torch.topk(scores, k, dim=1)
+        if predict:
+            values = self.model.to_prediction(values)
         values, best = values.double().cpu().numpy(), best.cpu().numpy()
         ids = self.items.ids
         return [
@@ -256,7 +264,7 @@ class Recommender:
         vectors = torch.nn.functional.normalize(self.model.item_vectors().float(), dim=1)
         scores = (vectors @ vectors[index])[None]
         scores[0, index] = -torch.inf
-        return self._top(scores, k)[0]
+        return self._top(scores, k, predict=False)[0]
 
     def find_items(self, query: str, limit: int = 20) -> list[ItemMatch]:
         """Items whose title contains `query` (case-insensitive), most-rated first; when none
@@ -403,8 +411,8 @@ class Recommender:
         _check_k(n)
         bias = self.model.item_bias.weight.detach()[:, 0].float().cpu()
         n = min(n, len(bias))
-        top = self._top(bias[None], n)[0]
-        bottom = [r._replace(score=-r.score) for r in self._top(-bias[None], n)[0]]
+        top = self._top(bias[None], n, predict=False)[0]
+        bottom = [r._replace(score=-r.score) for r in self._top(-bias[None], n, predict=False)[0]]
         return top, bottom
 
     def factor_map(self, n: int = 50) -> list[MapPoint]:
@@ -435,7 +443,7 @@ class Recommender:
         mean whose vectors are closest (cosine) to the item's. Weight = cosine x (rating - mean),
         kept where both are positive."""
         index = self.item_index(item_id)
-        rated, values = self._rated(user)
+        rated, values = self.rated(user)
         if len(rated) == 0:
             return []
         with torch.no_grad():
@@ -456,13 +464,14 @@ class Recommender:
             if weights[j] > 0 and rated[j] != index
         ]
 
-    def _rated(self, user: Any) -> tuple[np.ndarray, np.ndarray]:
+    def rated(self, user: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Item indexes and ratings of everything this user rated."""
         if isinstance(user, NewUser):
             index = np.array([self.items.index_of(i) for i in user.ratings], dtype=np.int64)
             return index, np.array(list(user.ratings.values()), dtype=np.float64)
         position = self.user_index(user)
-        start, end = self._seen_indptr[position], self._seen_indptr[position + 1]
-        return self._seen_items[start:end], self._seen_ratings[start:end].astype(np.float64)
+        start, end = self._rated_indptr[position], self._rated_indptr[position + 1]
+        return self._rated_items[start:end], self._rated_values[start:end].astype(np.float64)
 
 
 class _Prior(NamedTuple):
