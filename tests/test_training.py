@@ -110,3 +110,13 @@ def test_asking_for_cuda_without_it_is_a_clear_error(board):
         pytest.skip("CUDA is present")
     with pytest.raises(ConfigError, match="CUDA is not available"):
         fit(board, "dot", device="cuda", progress=False)
+
+
+def test_negatives_are_reproducible_and_push_unrated_items_down(board):
+    first, _ = fit(board[0], "dot", epochs=3, negatives=2, seed=3, progress=False)
+    second, _ = fit(board[0], "dot", epochs=3, negatives=2, seed=3, progress=False)
+    plain, _ = fit(board[0], "dot", epochs=3, seed=3, progress=False)
+    assert torch.equal(first.item_bias.weight, second.item_bias.weight)
+    assert first.item_bias.weight.mean() < plain.item_bias.weight.mean()
+    with pytest.raises(ConfigError, match="negatives"):
+        fit(board[0], "dot", negatives=-1, progress=False)

@@ -144,6 +144,10 @@ def train(
         str | None,
         typer.Option(help="Memory one step may use (e.g. 2GiB): picks batch and accumulate."),
     ] = None,
+    negatives: Annotated[
+        int | None,
+        typer.Option(help="Sampled unrated items per rating: train for top-N ranking."),
+    ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     out: Annotated[Path | None, typer.Option(help="Save the model to this directory.")] = None,
     user_col: UserCol = None,
@@ -173,6 +177,7 @@ def train(
         "accumulate": accumulate,
         "effective_batch_size": effective_batch_size,
         "memory_budget": memory_budget,
+        "negatives": negatives,
     }
     options.update({k: v for k, v in given.items() if v is not None})
     if model != "dot" and factors is not None:

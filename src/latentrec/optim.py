@@ -118,9 +118,12 @@ class StepRunner:
         ratings: Tensor,
         batch_size: int,
         optimizer: torch.optim.Optimizer,
+        negatives: int = 0,
+        generator: torch.Generator | None = None,
     ) -> None:
         self.net, self.optimizer, self.batch_size = net, optimizer, batch_size
         self.users, self.items, self.ratings = users, items, ratings
+        self.negatives, self.generator = negatives, generator
 
     def step(self, group: Tensor) -> Tensor:
         """One optimiser step on the rows `group`; returns their summed loss (a tensor)."""
@@ -138,6 +141,8 @@ class StepRunner:
         users = self.users.index_select(0, rows)
         items = self.items.index_select(0, rows)
         target = self.ratings.index_select(0, rows)
+        if self.negatives:
+            users, items, target = self._with_negatives(users, items, target)
         user_rows, user_leaves = _gather(self.net, self.net.user_tables, users)
         item_rows, item_leaves = _gather(self.net, self.net.item_tables, items)
         prediction = self.net.interact(user_rows, item_rows)
@@ -153,6 +158,22 @@ class StepRunner:
             else:  # summing as we go keeps an accumulated gradient to the rows the group touched
                 weight.grad = (weight.grad + grad).coalesce()
         return loss.detach()
+
+    def _with_negatives(self, users: Tensor, items: Tensor, target: Tensor):
+        """Add `negatives` unrated-looking pairs per rating: the same users with items drawn
+        uniformly, whose target is the bottom of the rating range ("would not pick this")."""
+        count = len(users) * self.negatives
+        drawn = torch.randint(
+            0, self.net.n_items, (count,), generator=self.generator, device="cpu"
+        ).to(items.device)
+        low = torch.full(
+            (count,), self.net.config.y_range[0], dtype=target.dtype, device=target.device
+        )
+        return (
+            torch.cat([users, users.repeat(self.negatives)]),
+            torch.cat([items, drawn]),
+            torch.cat([target, low]),
+        )
 
 
 def _gather(net: LatentModel, names: tuple[str, ...], index: Tensor):
