@@ -207,3 +207,59 @@ def test_memory_user_errors(args, needle, tmp_path, monkeypatch):
     assert result.exit_code == 2, result.output
     assert needle in result.output
     assert "Traceback" not in result.output
+
+
+def test_recommend_for_a_new_user(trained_dir: Path):
+    result = invoke(
+        "recommend", trained_dir, "--new-user", "318:5,296:4.5,1:4,424242:3", "-k", "5", "--json"
+    )
+    assert result.exit_code == 0, result.output
+    assert "ignoring 1 item id" in result.output
+    items = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(items) == 5 and {318, 296, 1}.isdisjoint(item["item_id"] for item in items)
+
+
+def test_similar_by_title(trained_dir: Path):
+    result = invoke("similar", trained_dir, "--title", "toy story", "-k", "3", "--json")
+    assert result.exit_code == 0, result.output
+    assert "Toy Story (1995)" in result.output
+
+
+def test_explain_tables_and_map(trained_dir: Path, tmp_path: Path):
+    plot = tmp_path / "map.png"
+    result = invoke(
+        "explain", trained_dir, "--user", "1", "--item", "2959", "--plot", plot, "--json"
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(summary["top_biases"]) == 10 and len(summary["map"]) == 50
+    assert all(reason["rating"] > 3 for reason in summary["because"])
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_evaluate_ranking_metrics(trained_dir: Path):
+    result = invoke(
+        "evaluate", trained_dir, "--metrics", "rmse,ndcg@10,recall@10,precision@10", "--json"
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert 0 <= summary["ndcg@10"] <= 1 and summary["users"] == 610
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["recommend", "--new-user", "318=5"], "item:rating pairs"),
+        (["recommend", "--new-user", "318:9"], "outside the model's range"),
+        (["recommend", "--new-user", "999999:4"], "none of the 1 rated item ids"),
+        (["recommend", "--user", "1", "--new-user", "1:4"], "exactly one of"),
+        (["recommend", "--user", "1", "-k", "99999"], "-k"),
+        (["similar", "--title", "toy stroy"], "close matches: Toy Story"),
+        (["evaluate", "--metrics", "ndcg@x"], "unknown metric"),
+        (["explain", "--user", "1"], "go together"),
+    ],
+)
+def test_recommend_user_errors(trained_dir: Path, args, needle):
+    result = invoke(args[0], trained_dir, *args[1:])
+    assert result.exit_code == 2, result.output
+    assert needle in result.output and "Traceback" not in result.output
