@@ -9,7 +9,7 @@ from latentrec.errors import (
     UnknownIdError,
 )
 from latentrec.models import DotProductBias, EmbeddingNN, ModelConfig, build_model
-from latentrec.recommend import Recommendation, Recommender
+from latentrec.recommend import NewUser, Recommendation, Recommender, evaluate_ranking
 from latentrec.storage import SavedModel, load, save
 from latentrec.training import EpochStats, History, TrainConfig, evaluate, fit
 
@@ -26,6 +26,7 @@ __all__ = [
     "LatentrecError",
     "ModelConfig",
     "ModelFileError",
+    "NewUser",
     "Ratings",
     "Recommendation",
     "Recommender",
@@ -36,6 +37,7 @@ __all__ = [
     "__version__",
     "build_model",
     "evaluate",
+    "evaluate_ranking",
     "fit",
     "load",
     "load_ratings",
