@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # itself accepts any torch >= 2.4, so GPU users keep their own build.
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test lint format bench-quick clean
+.PHONY: install demo test lint format browser serve clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,8 +29,16 @@ format: install
 	$(BIN)/ruff format src tests benchmarks
 	$(BIN)/ruff check --fix src tests benchmarks
 
-test: install lint
+# the browser test drives Debian's Chromium; nothing downloads a browser of its own
+browser:
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+
+test: install lint browser
 	$(BIN)/pytest
+
+serve: install
+	test -d models/demo || $(BIN)/latentrec train --out models/demo
+	$(BIN)/latentrec serve models/demo
 
 clean:
 	rm -rf $(VENV) models .pytest_cache .ruff_cache

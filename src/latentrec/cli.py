@@ -591,6 +591,35 @@ def _print_memory_table(uses: list[memory.MemoryUse], source: str) -> None:
     )
 
 
+@app.command()
+@user_errors
+def serve(
+    model_dir: Annotated[Path, typer.Argument(help="A directory written by train --out.")],
+    host: Annotated[str, typer.Option(help="Address to bind; loopback unless told.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes.")] = 1,
+) -> None:
+    """Serve the model over HTTP: JSON API (docs at /docs) and a web page at /."""
+    # the web stack loads only for this command, keeping the others quick to start
+    import os
+
+    import uvicorn
+
+    from latentrec.serving import MODEL_DIR_VARIABLE
+
+    load(model_dir)  # a damaged directory fails here, with one line, not in every worker
+    os.environ[MODEL_DIR_VARIABLE] = str(model_dir.resolve())
+    console.print(f"serving {model_dir} at http://{host}:{port}/ (API docs at /docs)")
+    uvicorn.run(
+        "latentrec.serving:app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+    )
+
+
 def run() -> None:
     """Console-script entry point."""
     app()

@@ -119,6 +119,11 @@ class Recommender:
         return cls(saved.model, saved.ratings)
 
     @property
+    def item_counts(self) -> np.ndarray:
+        """Training ratings per item index."""
+        return self._item_counts
+
+    @property
     def users(self) -> IdMap:
         return self.ratings.users
 
