@@ -120,3 +120,10 @@ def test_negatives_are_reproducible_and_push_unrated_items_down(board):
     assert first.item_bias.weight.mean() < plain.item_bias.weight.mean()
     with pytest.raises(ConfigError, match="negatives"):
         fit(board[0], "dot", negatives=-1, progress=False)
+
+
+def test_fit_leaves_denormal_floats_as_it_found_them(board):
+    """Regression: flushing denormals while training must not outlive fit (it broke
+    Hypothesis's float generation in the same process)."""
+    fit(board[0], "dot", epochs=1, progress=False)
+    assert (torch.tensor([1e-40], dtype=torch.float32) * 1.0).item() != 0.0

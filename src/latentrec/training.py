@@ -6,10 +6,11 @@ Batches are cut from index tensors held in memory (no per-sample Dataset). The s
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -239,14 +240,14 @@ def fit(
     history = History(model_config, config, len(train), len(test) if test else 0, str(device))
     history.cold_users, history.cold_items = cold
     history.plan = memory_plan
-    # Rarely seen rows' optimiser state decays into denormal floats, which the CPU handles
-    # dozens of times slower; flushing them to zero changes no result that matters.
-    torch.set_flush_denormal(True)
     trainer = _Trainer(net, train, config, device)
     test_tensors = None
     if test is not None and len(test):
         test_tensors = _tensors(test, device, config.torch_dtype)
-    with _Progress(config, config.epochs * trainer.steps_per_epoch) as progress:
+    with (
+        _flushing_denormals(),
+        _Progress(config, config.epochs * trainer.steps_per_epoch) as progress,
+    ):
         for epoch in range(config.epochs):
             started = time.perf_counter()
             train_loss = trainer.run_epoch(epoch, progress)
@@ -264,6 +265,20 @@ def fit(
                 on_epoch(stats)
     net.eval()
     return net, history
+
+
+@contextlib.contextmanager
+def _flushing_denormals() -> Iterator[None]:
+    """Flush denormal floats to zero while training, and restore the default after.
+
+    Rarely seen rows' optimiser state decays into denormals, which the CPU handles dozens of
+    times slower; flushing them changes no result that matters. The setting is global to the
+    process, so it must not outlive fit (other code, Hypothesis among it, relies on IEEE)."""
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
 
 
 def _plan_batches(
