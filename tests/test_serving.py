@@ -127,4 +127,6 @@ def test_page_and_openapi(client):
     assert client.get("/static/app.js").status_code == 200
     spec = client.get("/openapi.json").json()
     assert "/users/{user_id}/recommendations" in spec["paths"]
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "cdn" not in docs.text.lower()  # works offline
+    assert "://" not in client.get("/").text  # the page loads nothing from elsewhere

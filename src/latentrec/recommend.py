@@ -111,12 +111,21 @@ class Recommender:
         self._item_counts = np.bincount(ratings.item_index, minlength=ratings.n_items)
         self._device = next(model.parameters()).device
         self._prior: _Prior | None = None
+        self._unit: Tensor | None = None
 
     @classmethod
     def from_dir(cls, directory: str | Path) -> Recommender:
         """A Recommender for a model directory written by `save` (no original data needed)."""
         saved = load(directory)
         return cls(saved.model, saved.ratings)
+
+    def _unit_vectors(self) -> Tensor:
+        """Item factors (or embeddings) scaled to length 1, computed once: cosine = dot."""
+        if self._unit is None:
+            with torch.no_grad():
+                vectors = self.model.item_vectors().detach().float()
+                self._unit = torch.nn.functional.normalize(vectors, dim=1)
+        return self._unit
 
     @property
     def item_counts(self) -> np.ndarray:
@@ -266,7 +275,7 @@ class Recommender:
         index = self.item_index(item_id)
         if k > len(self.items) - 1:
             raise ConfigError(f"k={k} but there are only {len(self.items) - 1} other items")
-        vectors = torch.nn.functional.normalize(self.model.item_vectors().float(), dim=1)
+        vectors = self._unit_vectors()
         scores = (vectors @ vectors[index])[None]
         scores[0, index] = -torch.inf
         return self._top(scores, k, predict=False)[0]
@@ -451,9 +460,8 @@ class Recommender:
         rated, values = self.rated(user)
         if len(rated) == 0:
             return []
-        with torch.no_grad():
-            vectors = torch.nn.functional.normalize(self.model.item_vectors().double(), dim=1)
-            cosine = (vectors[torch.from_numpy(rated)] @ vectors[index]).cpu().numpy()
+        vectors = self._unit_vectors()
+        cosine = (vectors[torch.from_numpy(rated)] @ vectors[index]).double().cpu().numpy()
         above = values - values.mean()
         # only liked items that resemble it: "because you rated ..." should read as praise
         weights = np.where((above > 0) & (cosine > 0), cosine * above, 0.0)

@@ -20,6 +20,7 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -78,7 +79,8 @@ def create_app(model_dir: str | Path) -> FastAPI:
     torch.set_num_threads(1)  # one core per worker process: workers scale, threads contend
     recommender = Recommender.from_dir(model_dir)
     low, high = recommender.ratings.rating_range
-    app = FastAPI(
+    # FastAPIOffline serves the interactive docs from files it installs, not from a CDN
+    app = FastAPIOffline(
         title="latentrec",
         summary="Recommendations from a trained latentrec model",
         version="1",
