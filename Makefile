@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # itself accepts any torch >= 2.4, so GPU users keep their own build.
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test lint format browser serve clean
+.PHONY: install demo test lint format browser serve bench bench-quick peers clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,17 @@ test: install lint browser
 serve: install
 	test -d models/demo || $(BIN)/latentrec train --out models/demo
 	$(BIN)/latentrec serve models/demo
+
+# side-by-side benchmarks; the peers (fastai, Surprise, cornac) live in benchmarks/.peers
+peers:
+	bash benchmarks/setup_peers.sh
+
+bench: install peers
+	$(BIN)/python benchmarks/compare.py --repeats 3 --cases dot,nn,mf,scale-1m,scale-5m,scale-25m
+	$(BIN)/python benchmarks/train_speed.py --ratings 5000000 --users 100000 --items 20000 --repeats 3
+
+bench-quick: install peers
+	$(BIN)/python benchmarks/compare.py --repeats 1 --cases dot1024,scale-1m
 
 clean:
 	rm -rf $(VENV) models .pytest_cache .ruff_cache

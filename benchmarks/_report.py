@@ -22,8 +22,9 @@ def machine() -> dict[str, Any]:
     }
 
 
-def write(out: Path, name: str, report: dict[str, Any], header: str, table: str) -> None:
-    """Write `out/name-YYYYMMDD-HHMMSS.json` (the report) and `.md` (header and table)."""
+def write(out: Path, name: str, report: dict[str, Any], header: str, table: str) -> str:
+    """Write `out/name-YYYYMMDD-HHMMSS.json` (the report) and `.md` (header and table);
+    return the stamp."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     base = out / f"{name}-{stamp}"
@@ -31,3 +32,4 @@ def write(out: Path, name: str, report: dict[str, Any], header: str, table: str)
     title = f"# {header} ({stamp})\n\n`{report['command']}`\n\n"
     base.with_suffix(".md").write_text(title + report.get("context", "") + "\n\n" + table + "\n")
     print(f"\nwrote {base}.json and {base}.md", file=sys.stderr)
+    return stamp

@@ -1,11 +1,14 @@
-"""Compare latentrec with fastai's collab_learner on the bundled MovieLens sample.
+"""Compare latentrec with fastai, Surprise and cornac on identical data and splits.
 
-Both systems train on the same 90/10 random split (the one `latentrec train` makes with its
-default seed) written to CSV, each run in its own subprocess so that wall time and peak RSS
-cover the whole command. Systems alternate within each round so load drift hits all alike.
+Every system trains on the same 90/10 random split (seed 42) written to CSV: of the bundled
+MovieLens sample (`latentrec train`'s default split), or of synthetic ratings for the scale
+cases. Each run is its own subprocess, so wall time and peak RSS cover the whole command;
+systems alternate within each round so load drift hits all alike. The peers run only in
+their own environment, benchmarks/.peers (`bash benchmarks/setup_peers.sh`).
 
 Run from the repository root:
-    .venv/bin/python benchmarks/compare_fastai.py --repeats 3 --cases dot,nn
+    .venv/bin/python benchmarks/compare.py --repeats 3 --cases dot,nn,mf
+    .venv/bin/python benchmarks/compare.py --repeats 3 --cases scale-1m,scale-5m
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ import latentrec
 REPO = Path(__file__).resolve().parent.parent
 PEERS_PYTHON = REPO / "benchmarks" / ".peers" / "bin" / "python"
 FASTAI_SCRIPT = REPO / "benchmarks" / "peers" / "fastai_collab.py"
+MF_SCRIPT = REPO / "benchmarks" / "peers" / "matrix_factorization.py"
+SCALE_FACTORS = "100"  # cornac's speed anchor is at 100 factors: compare at the same width
+ONE_EPOCH_DOT = ["--epochs", "1", "--batch-size", "4096", "--factors", SCALE_FACTORS]
 # fastai's usual collab settings; --flush-denormal makes it ~15x faster on CPU with bs 64,
 # so we compare against the faster fastai.
 FASTAI_COMMON = ["--epochs", "5", "--lr", "5e-3", "--wd", "0.1", "--flush-denormal"]
@@ -45,19 +51,50 @@ SYSTEMS = {
         "nn",
         ["--model", "nn", "--batch-size", "64", "--layers", "100,50"],
     ),
+    "surprise svd": ("mf", "dot", ["--system", "surprise-svd"]),
+    "surprise svd++": ("mf", "dot", ["--system", "surprise-svdpp"]),
+    "cornac mf": ("mf", "dot", ["--system", "cornac-mf", "--factors", "50"]),
+    # one epoch at scale, 100 factors each
+    "latentrec dot 1 epoch": ("latentrec", "dot", ONE_EPOCH_DOT),
+    "surprise svd 1 epoch": (
+        "mf",
+        "dot",
+        ["--system", "surprise-svd", "--epochs", "1", "--factors", SCALE_FACTORS],
+    ),
+    "cornac mf 1 epoch": (
+        "mf",
+        "dot",
+        ["--system", "cornac-mf", "--epochs", "1", "--factors", SCALE_FACTORS],
+    ),
+    "fastai dot bs4096 1 epoch": (
+        "fastai",
+        "dot",
+        ["--model", "dot", "--batch-size", "4096", "--factors", SCALE_FACTORS],
+    ),
+}
+SCALE = ["latentrec dot 1 epoch", "surprise svd 1 epoch", "cornac mf 1 epoch"]
+# data of each case: the bundled sample, or synthetic (ratings, users, items)
+DATA = {
+    "scale-1m": (1_000_000, 20_000, 5_000),
+    "scale-5m": (5_000_000, 100_000, 20_000),
+    "scale-25m": (25_000_000, 160_000, 60_000),
 }
 CASES = {
     "dot": ["latentrec dot", "fastai dot bs64", "fastai dot bs1024"],
     # The quick dot comparison: leaves out fastai bs 64, the slowest run.
     "dot1024": ["latentrec dot", "fastai dot bs1024"],
     "nn": ["latentrec nn", "fastai nn bs64"],
+    "mf": ["latentrec dot", "surprise svd", "surprise svd++", "cornac mf"],
+    "scale-1m": [*SCALE, "fastai dot bs4096 1 epoch"],
+    "scale-5m": SCALE,
+    "scale-25m": SCALE,
 }
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=3, help="rounds per case")
-    p.add_argument("--cases", default="dot,nn", help=f"comma-separated: {', '.join(CASES)}")
+    p.add_argument("--cases", default="dot,nn,mf", help=f"comma-separated: {', '.join(CASES)}")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = p.parse_args(argv)
     args.cases = [c.strip() for c in args.cases.split(",") if c.strip()]
@@ -69,13 +106,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def write_split(folder: Path) -> tuple[Path, Path]:
-    """Write latentrec's default random split of the bundled data as raw-id CSVs.
+def write_split(folder: Path, case: str = "dot") -> tuple[Path, Path]:
+    """Write a 90/10 random split (seed 42) of the case's data as raw-id CSVs.
 
     The split is redone on the raw frame because the test set of `Ratings.split` holds index
     -1 for ids unseen in training, which loses their raw ids.
     """
-    ratings = latentrec.load_ratings("movielens-small")
+    source = "movielens-small"
+    if case in DATA:
+        n, users, items = DATA[case]
+        source = f"synthetic:ratings={n},users={users},items={items},seed=1"
+    ratings = latentrec.load_ratings(source)
     frame = ratings.to_frame()[["user", "item", "rating"]]
     order = np.random.default_rng(42).permutation(len(frame))
     n_test = round(0.1 * len(frame))
@@ -88,7 +129,7 @@ def write_split(folder: Path) -> tuple[Path, Path]:
         and np.array_equal(train_df["item"].to_numpy(), reference.item_ids)
     ):
         raise SystemExit("the split no longer matches Ratings.split(0.1, seed=42)")
-    train_csv, test_csv = folder / "train.csv", folder / "test.csv"
+    train_csv, test_csv = folder / f"{case}-train.csv", folder / f"{case}-test.csv"
     train_df.to_csv(train_csv, index=False)
     test_df.to_csv(test_csv, index=False)
     return train_csv, test_csv
@@ -96,18 +137,23 @@ def write_split(folder: Path) -> tuple[Path, Path]:
 
 def command(name: str, train_csv: Path, test_csv: Path) -> list[str]:
     program, _, extra = SYSTEMS[name]
-    files = ["--train" if program == "fastai" else "--data", str(train_csv), "--test"]
+    files = ["--data" if program == "latentrec" else "--train", str(train_csv), "--test"]
     files.append(str(test_csv))
     if program == "latentrec":
         return [str(Path(sys.executable).with_name("latentrec")), "train", *files, "--json", *extra]
-    return [str(PEERS_PYTHON), str(FASTAI_SCRIPT), *files, *extra, *FASTAI_COMMON]
+    if program == "mf":
+        return [str(PEERS_PYTHON), str(MF_SCRIPT), *files, *extra]
+    epochs = ["--epochs", "1"] if "1 epoch" in name else []
+    return [str(PEERS_PYTHON), str(FASTAI_SCRIPT), *files, *extra, *FASTAI_COMMON, *epochs]
 
 
 def run_once(name: str, argv: list[str]) -> dict:
     """Run one command; return its JSON plus whole-command wall time and peak RSS."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=out, stderr=err, cwd=REPO)
+        # close_fds=False lets Python use posix_spawn: a forked copy of this (large) process
+        # would otherwise count towards the child's peak RSS
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, close_fds=False)
         # wait4 gives this child's own rusage; RUSAGE_CHILDREN would only give a running max.
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
@@ -118,7 +164,8 @@ def run_once(name: str, argv: list[str]) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"{name} failed (exit {proc.returncode}): {shlex.join(argv)}\n{stderr}")
     result = json.loads(stdout.strip().splitlines()[-1])
-    train_s = result["fit_seconds"] if SYSTEMS[name][0] == "fastai" else result["train_seconds"]
+    program = SYSTEMS[name][0]
+    train_s = result["train_seconds"] if program == "latentrec" else result["fit_seconds"]
     return {
         "system": name,
         "rmse": result["rmse"],
@@ -129,6 +176,16 @@ def run_once(name: str, argv: list[str]) -> dict:
         "n_train": result["n_train"],
         "result": result,
     }
+
+
+def _data_label(case: str) -> str:
+    if case not in DATA:
+        return "movielens-small"
+    return f"synthetic {DATA[case][0] / 1e6:g}M"
+
+
+def _system(label: str) -> str:
+    return label.split(" @ ")[0]
 
 
 def summarise(runs: list[dict], names: list[str]) -> list[dict]:
@@ -148,7 +205,9 @@ def summarise(runs: list[dict], names: list[str]) -> list[dict]:
         )
     by_name = {row["system"]: row for row in rows}
     for row in rows:
-        baseline = by_name.get(f"latentrec {SYSTEMS[row['system']][1]}")
+        name, data = row["system"].split(" @ ")
+        suffix = " 1 epoch" if name.endswith("1 epoch") else ""
+        baseline = by_name.get(f"latentrec {SYSTEMS[name][1]}{suffix} @ {data}")
         row["train_vs_latentrec"] = (
             row["train_seconds"] / baseline["train_seconds"] if baseline else None
         )
@@ -179,6 +238,7 @@ def markdown(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    os.chdir(REPO)  # children run here; Popen's cwd= would rule out posix_spawn
     if not PEERS_PYTHON.exists():
         print(f"fastai peer venv missing ({PEERS_PYTHON}); run: bash benchmarks/setup_peers.sh")
         sys.exit(2)
@@ -186,15 +246,17 @@ def main(argv: list[str] | None = None) -> None:
     runs: list[dict] = []
     names: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
-        train_csv, test_csv = write_split(Path(tmp))
         for case in args.cases:
-            # A system shared with an earlier case (latentrec dot) is not run again.
-            todo = [name for name in CASES[case] if name not in names]
-            names += todo
+            data = _data_label(case)
+            train_csv, test_csv = write_split(Path(tmp), case)
+            # a system already run on the same data by an earlier case is not run again
+            todo = [name for name in CASES[case] if f"{name} @ {data}" not in names]
+            names += [f"{name} @ {data}" for name in todo]
             for round_no in range(1, args.repeats + 1):
                 for name in todo:
                     argv_ = command(name, train_csv, test_csv)
                     run = run_once(name, argv_) | {"case": case, "round": round_no}
+                    run["system"] = f"{name} @ {data}"
                     run["command"] = shlex.join(argv_)
                     runs.append(run)
                     print(
@@ -207,7 +269,9 @@ def main(argv: list[str] | None = None) -> None:
     table = markdown(rows)
     print(table)
 
-    fastai_info = next((r["result"] for r in runs if SYSTEMS[r["system"]][0] == "fastai"), {})
+    fastai_info = next(
+        (r["result"] for r in runs if SYSTEMS[_system(r["system"])][0] == "fastai"), {}
+    )
     report = machine() | {
         "torch": importlib.metadata.version("torch"),
         "latentrec": latentrec.__version__,
@@ -220,7 +284,39 @@ def main(argv: list[str] | None = None) -> None:
         f"fastai {report['fastai']}), latentrec {report['latentrec']}"
     )
     report |= {"summary": rows, "table": table, "runs": runs}
-    write(args.out, "compare_fastai", report, "latentrec vs fastai collab_learner", table)
+    stamp = write(args.out, "compare", report, "latentrec vs fastai, Surprise and cornac", table)
+    small = [row for row in rows if row["system"].endswith("@ movielens-small")]
+    if len(small) > 1:
+        print(f"plot written to {plot(small, args.out / f'compare-{stamp}.png')}", file=sys.stderr)
+
+
+def plot(rows: list[dict], path: Path) -> Path:
+    """Training time (log scale) against test RMSE, one point per system."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(8, 5))
+    for row in rows:
+        name = _system(row["system"])
+        colour = "tab:red" if name.startswith("latentrec") else "tab:blue"
+        axes.scatter(row["train_seconds"], row["rmse"], color=colour)
+        axes.annotate(
+            name,
+            (row["train_seconds"], row["rmse"]),
+            fontsize=8,
+            xytext=(4, 4),
+            textcoords="offset points",
+        )
+    axes.set_xscale("log")
+    axes.set_xlabel("training seconds (median, log scale)")
+    axes.set_ylabel("test RMSE (median)")
+    axes.set_title("bundled MovieLens sample, 90/10 split, seed 42: lower left is better")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
 
 
 if __name__ == "__main__":
