@@ -147,17 +147,33 @@ def command(name: str, train_csv: Path, test_csv: Path) -> list[str]:
     return [str(PEERS_PYTHON), str(FASTAI_SCRIPT), *files, *extra, *FASTAI_COMMON, *epochs]
 
 
+def _watch_peak_rss(proc: subprocess.Popen) -> int:
+    """Wait for the child, polling its VmHWM (peak RSS of its own image) every 20 ms.
+
+    getrusage/wait4's ru_maxrss would include the forked copy of this process the child ran
+    in before exec; VmHWM starts afresh at exec."""
+    peak = 0
+    status = Path(f"/proc/{proc.pid}/status")
+    while proc.poll() is None:
+        try:
+            text = status.read_text()
+        except OSError:  # gone between poll() and the read
+            break
+        for line in text.splitlines():
+            if line.startswith("VmHWM:"):
+                peak = max(peak, int(line.split()[1]) * 1024)
+        time.sleep(0.02)
+    proc.wait()
+    return peak
+
+
 def run_once(name: str, argv: list[str]) -> dict:
     """Run one command; return its JSON plus whole-command wall time and peak RSS."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.perf_counter()
-        # close_fds=False lets Python use posix_spawn: a forked copy of this (large) process
-        # would otherwise count towards the child's peak RSS
-        proc = subprocess.Popen(argv, stdout=out, stderr=err, close_fds=False)
-        # wait4 gives this child's own rusage; RUSAGE_CHILDREN would only give a running max.
-        _, status, usage = os.wait4(proc.pid, 0)
+        proc = subprocess.Popen(argv, stdout=out, stderr=err)
+        peak = _watch_peak_rss(proc)
         wall = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read().decode(), err.read().decode()
@@ -172,7 +188,7 @@ def run_once(name: str, argv: list[str]) -> dict:
         "train_seconds": train_s,
         "wall_seconds": wall,
         "ratings_per_second": result["ratings_per_second"],
-        "peak_rss_bytes": usage.ru_maxrss * 1024,  # Linux reports KiB
+        "peak_rss_bytes": peak,
         "n_train": result["n_train"],
         "result": result,
     }
@@ -238,7 +254,7 @@ def markdown(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    os.chdir(REPO)  # children run here; Popen's cwd= would rule out posix_spawn
+    os.chdir(REPO)  # the children run from the repository root
     if not PEERS_PYTHON.exists():
         print(f"fastai peer venv missing ({PEERS_PYTHON}); run: bash benchmarks/setup_peers.sh")
         sys.exit(2)
