@@ -149,6 +149,10 @@ def train(
         typer.Option(help="Sampled unrated items per rating: train for top-N ranking."),
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    engine: Annotated[
+        str,
+        typer.Option(help="auto, fused (compiled CPU kernel, dot model) or autograd."),
+    ] = "auto",
     out: Annotated[Path | None, typer.Option(help="Save the model to this directory.")] = None,
     user_col: UserCol = None,
     item_col: ItemCol = None,
@@ -164,7 +168,7 @@ def train(
             f"({parts.cold_ratings} test ratings): they are predicted from the known side's "
             "average and biases"
         )
-    options: dict[str, Any] = {"seed": seed, "device": device, "progress": None}
+    options: dict[str, Any] = {"seed": seed, "device": device, "engine": engine, "progress": None}
     given = {
         "n_factors": factors,
         "layers": _layers(layers) if layers else None,
@@ -221,6 +225,7 @@ def _info(history: History) -> dict[str, Any]:
         "cold_users": history.cold_users,
         "cold_items": history.cold_items,
         "device": history.device,
+        "engine": history.engine,
         "batch_size": history.train_config.batch_size,
         "accumulate": history.train_config.accumulate,
         "effective_batch_size": history.train_config.samples_per_step,
@@ -245,7 +250,9 @@ def _fmt(value: float | None) -> str:
 
 
 def _print_history(history: History) -> None:
-    table = Table(title=f"{history.model_config.kind} model on {history.device}")
+    table = Table(
+        title=f"{history.model_config.kind} model on {history.device} ({history.engine} engine)"
+    )
     for column in ("epoch", "train loss", "test RMSE", "test MAE", "seconds"):
         table.add_column(column, justify="right")
     for e in history.epochs:

@@ -15,10 +15,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from latentrec.models import LatentModel
+from latentrec import fused
+from latentrec.models import DotProductBias, LatentModel
 
 
 class RowSparseAdamW(torch.optim.Optimizer):
@@ -40,6 +42,15 @@ class RowSparseAdamW(torch.optim.Optimizer):
         defaults = {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay}
         super().__init__(params, defaults)
 
+    def state_for(self, p: Tensor) -> dict[str, Any]:
+        """The state of parameter p (step count and moments), created on first use."""
+        state = self.state[p]
+        if not state:
+            state["step"] = 0
+            # first and second moments in one tensor: one gather, one scatter per step
+            state["moments"] = torch.zeros((2, *p.shape), dtype=p.dtype, device=p.device)
+        return state
+
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> None:  # type: ignore[override]
         for group in self.param_groups:
@@ -48,11 +59,7 @@ class RowSparseAdamW(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    # first and second moments in one tensor: one gather, one scatter per step
-                    state["moments"] = torch.zeros((2, *p.shape), dtype=p.dtype, device=p.device)
+                state = self.state_for(p)
                 state["step"] += 1
                 correction1 = 1 - beta1 ** state["step"]
                 correction2 = 1 - beta2 ** state["step"]
@@ -185,3 +192,111 @@ def _gather(net: LatentModel, names: tuple[str, ...], index: Tensor):
         leaves[name] = (distinct, leaf)
         rows.append(leaf.index_select(0, inverse))
     return rows, leaves
+
+
+class FusedDotRunner:
+    """Optimiser steps of a DotProductBias on the CPU in one compiled kernel (`fused.py`).
+
+    The same mathematics as `StepRunner` with `RowSparseAdamW` (each step's mean squared error,
+    lazy AdamW on the rows it touches), without materialising (batch x factors) tensors. A
+    step has no micro-batches: its scratch memory is O(step size x factors) whatever the step.
+
+    Args:
+        max_step: the most ratings one optimiser step will hold.
+    """
+
+    def __init__(
+        self,
+        net: DotProductBias,
+        users: Tensor,
+        items: Tensor,
+        ratings: Tensor,
+        max_step: int,
+        optimizer: RowSparseAdamW,
+    ) -> None:
+        self.optimizer = optimizer
+        self.params = [
+            net.user_factors.weight,
+            net.user_bias.weight,
+            net.item_factors.weight,
+            net.item_bias.weight,
+        ]
+        # numpy views share the tensors' memory: the kernel updates model and state in place
+        self.tables = tuple(p.detach().numpy() for p in self.params)
+        self.moments = tuple(optimizer.state_for(p)["moments"].numpy() for p in self.params)
+        # int32 indexes halve the memory traffic of the kernel's passes over a step
+        self.users = users.numpy().astype(np.int32)
+        self.items = items.numpy().astype(np.int32)
+        self.ratings = ratings.numpy()
+        low, high = net.config.y_range
+        group = optimizer.param_groups[0]
+        beta2, eps = group["betas"][1], group["eps"]
+        dtype = self.tables[0].dtype
+        self.constants = np.array([beta2, 1 - beta2, eps, low, high - low, 1.0], dtype=dtype)
+        self.span = high - low
+        lanes = fused.set_threads(torch.get_num_threads())
+        n_factors = net.config.n_factors
+        self.slots = (
+            np.full(net.n_users, -1, dtype=np.int64),
+            np.full(net.n_items, -1, dtype=np.int64),
+        )
+        self.owners = (
+            (np.arange(net.n_users) % lanes).astype(np.int32),
+            (np.arange(net.n_items) % lanes).astype(np.int32),
+        )
+        self.touched = tuple(np.zeros((lanes, max_step), dtype=np.int64) for _ in range(2))
+        self.counts = np.zeros((lanes, 2), dtype=np.int64)
+        self.grads = (
+            np.zeros(max_step, dtype=dtype),
+            np.zeros((max_step, n_factors), dtype=dtype),
+            np.zeros((max_step, 1), dtype=dtype),
+            np.zeros((max_step, n_factors), dtype=dtype),
+            np.zeros((max_step, 1), dtype=dtype),
+        )
+        self.run(np.zeros(0, dtype=np.int64), [], np.zeros((0, 6)))  # compile or load it now
+
+    def hyper(self, size: int) -> tuple[float, ...]:
+        """Count one optimiser step of `size` ratings; the kernel's per-step coefficients
+        from the learning rate and betas as the schedule now sets them."""
+        group = self.optimizer.param_groups[0]
+        step = 0
+        for p in self.params:
+            state = self.optimizer.state_for(p)
+            state["step"] += 1
+            step = state["step"]
+        lr, (beta1, beta2), wd = group["lr"], group["betas"], group["weight_decay"]
+        return (
+            1 - lr * wd,
+            lr / (1 - beta1**step),
+            beta1,
+            1 - beta1,
+            1 / (1 - beta2**step),
+            2 * self.span / size,
+        )
+
+    def run(self, order: np.ndarray, sizes: list[int], hyper: np.ndarray) -> float:
+        """Consecutive steps of `sizes` ratings, taken from `order` (positions into the
+        ratings), with the coefficients hyper[s] (from `hyper`); the summed squared error."""
+        # the step's ratings side by side: every pass then reads memory in order
+        users, items = self.users[order], self.items[order]
+        ratings = self.ratings[order]
+        bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        hyper = hyper.astype(self.constants.dtype)
+        with torch.no_grad():
+            return float(
+                fused.dot_steps(
+                    users,
+                    items,
+                    ratings,
+                    bounds,
+                    hyper,
+                    self.constants,
+                    *self.tables,
+                    self.moments,
+                    self.owners,
+                    self.slots,
+                    self.touched,
+                    self.counts,
+                    self.grads,
+                )
+            )
