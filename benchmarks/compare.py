@@ -56,6 +56,12 @@ SYSTEMS = {
     "cornac mf": ("mf", "dot", ["--system", "cornac-mf", "--factors", "50"]),
     # one epoch at scale, 100 factors each
     "latentrec dot 1 epoch": ("latentrec", "dot", ONE_EPOCH_DOT),
+    # the same epoch through PyTorch's autograd instead of the fused kernel
+    "latentrec dot autograd 1 epoch": (
+        "latentrec",
+        "dot",
+        [*ONE_EPOCH_DOT, "--engine", "autograd"],
+    ),
     "surprise svd 1 epoch": (
         "mf",
         "dot",
@@ -86,7 +92,7 @@ CASES = {
     "nn": ["latentrec nn", "fastai nn bs64"],
     "mf": ["latentrec dot", "surprise svd", "surprise svd++", "cornac mf"],
     "scale-1m": [*SCALE, "fastai dot bs4096 1 epoch"],
-    "scale-5m": SCALE,
+    "scale-5m": [*SCALE, "latentrec dot autograd 1 epoch"],
     "scale-25m": SCALE,
 }
 
