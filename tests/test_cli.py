@@ -263,3 +263,42 @@ def test_recommend_user_errors(trained_dir: Path, args, needle):
     result = invoke(args[0], trained_dir, *args[1:])
     assert result.exit_code == 2, result.output
     assert needle in result.output and "Traceback" not in result.output
+
+
+def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    out = tmp_path / "model"
+    args = ["train", "--epochs", "2", "--checkpoint-every", "60", "--json", "--out"]
+    whole = runner.invoke(app, [*args, str(tmp_path / "whole")])
+    assert whole.exit_code == 0, whole.output
+
+    def killed(*_args, **_kwargs):
+        raise KeyboardInterrupt  # after the last checkpoint, before the model is saved
+
+    monkeypatch.setattr("latentrec.cli.save", killed)
+    interrupted = runner.invoke(app, [*args, str(out)])
+    assert interrupted.exit_code == 130
+    assert not (out / "config.json").exists()
+    monkeypatch.undo()
+    resumed = runner.invoke(app, ["train", "--resume", str(out), "--json"])
+    assert resumed.exit_code == 0, resumed.output
+    assert "resuming from the checkpoint at step 120 (epoch 2, step 31 of 89)" in resumed.output
+    first = json.loads(whole.output.strip().splitlines()[-1])
+    second = json.loads(resumed.output.strip().splitlines()[-1])
+    assert second["resumed_from_step"] == 120
+    assert second["rmse"] == pytest.approx(first["rmse"], abs=1e-6)
+    assert (out / "config.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["train", "--checkpoint-every", "10"], "--checkpoint-every needs --out"),
+        (["train", "--resume", "nowhere"], "no checkpoint in nowhere"),
+        (["train", "--engine", "fused", "--model", "nn"], "only the dot model"),
+    ],
+)
+def test_checkpoint_and_engine_mistakes_end_in_one_line(args, needle):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert needle in result.output
+    assert "Traceback" not in result.output

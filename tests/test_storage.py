@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from latentrec import ModelFileError, fit, load, save
+from latentrec.storage import load_checkpoint, save_checkpoint
 from latentrec.training import predict_index
 
 
@@ -105,3 +106,45 @@ def test_weights_that_do_not_fit_the_config(trained, tmp_path: Path):
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelFileError, match="does not fit its config"):
         load(folder)
+
+
+def _tensors(value: float) -> dict[str, torch.Tensor]:
+    return {"weight": torch.full((3, 2), value)}
+
+
+def test_a_new_checkpoint_replaces_the_old_one_only_once_complete(tmp_path):
+    save_checkpoint(tmp_path, 5, _tensors(5.0), {"epoch": 0})
+    save_checkpoint(tmp_path, 10, _tensors(10.0), {"epoch": 1})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "step-000000010.json",
+        "step-000000010.safetensors",
+    ]
+    checkpoint = load_checkpoint(tmp_path)
+    assert checkpoint.step == 10 and checkpoint.meta["epoch"] == 1
+    assert torch.equal(checkpoint.tensors["weight"], _tensors(10.0)["weight"])
+
+
+def test_a_checkpoint_killed_while_writing_leaves_the_previous_one(tmp_path, monkeypatch):
+    save_checkpoint(tmp_path, 5, _tensors(5.0), {"epoch": 0})
+
+    def dies_half_way(tensors, path):
+        path.write_bytes(b"\x00" * 17)  # a torn file, then the process is gone
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("latentrec.storage._save_tensors", dies_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path, 10, _tensors(10.0), {"epoch": 1})
+    (tmp_path / ".step-000000010.safetensors.abc.tmp").write_bytes(b"torn")  # as SIGKILL leaves
+    assert load_checkpoint(tmp_path).step == 5
+    monkeypatch.undo()
+    save_checkpoint(tmp_path, 15, _tensors(15.0), {"epoch": 2})  # and the debris is cleared
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "step-000000015.json",
+        "step-000000015.safetensors",
+    ]
+
+
+def test_no_checkpoint_and_a_foreign_json_read_as_none(tmp_path):
+    assert load_checkpoint(tmp_path / "missing") is None
+    (tmp_path / "step-000000001.json").write_text('{"format": "other"}')
+    assert load_checkpoint(tmp_path) is None

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
 
 from latentrec import ConfigError, DataError, TrainConfig, evaluate, fit
+from latentrec.training import _Checkpoints
 
 BOARD_OPTIONS = {"epochs": 30, "batch_size": 64, "lr": 0.05, "wd": 0.01, "progress": False}
 
@@ -127,3 +130,62 @@ def test_fit_leaves_denormal_floats_as_it_found_them(board):
     Hypothesis's float generation in the same process)."""
     fit(board[0], "dot", epochs=1, progress=False)
     assert (torch.tensor([1e-40], dtype=torch.float32) * 1.0).item() != 0.0
+
+
+class _Killed(Exception):
+    """Stands for the process dying right after a checkpoint."""
+
+
+def _interrupted_after(monkeypatch, writes: int) -> None:
+    original = _Checkpoints.write
+    calls = []
+
+    def write(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        calls.append(1)
+        if len(calls) == writes:
+            raise _Killed
+
+    monkeypatch.setattr(_Checkpoints, "write", write)
+
+
+@pytest.mark.parametrize("engine", ["autograd", "fused"])
+def test_a_run_resumed_from_a_checkpoint_ends_where_the_whole_run_does(
+    small_split, tmp_path, monkeypatch, engine
+):
+    """Killed mid-epoch after its second checkpoint, the resumed run ends with the weights of
+    the uninterrupted one: model, optimiser, schedule, random states and position restored."""
+    options = {
+        "epochs": 3,
+        "batch_size": 512,
+        "dtype": "float64",
+        "progress": False,
+        "engine": engine,
+    }
+    whole, whole_history = fit(small_split, "dot", **options)
+    steps_per_epoch = -(-whole_history.n_train // 512)
+    every = max(1, steps_per_epoch * 2 // 3)  # mid-epoch
+    _interrupted_after(monkeypatch, writes=2)
+    with pytest.raises(_Killed):
+        fit(small_split, "dot", checkpoint_every=every, checkpoint_dir=tmp_path, **options)
+    monkeypatch.undo()
+    resumed, history = fit(
+        small_split, "dot", checkpoint_every=every, checkpoint_dir=tmp_path, resume=True, **options
+    )
+    assert history.resumed_from == 2 * every
+    assert [e.epoch for e in history.epochs] == [1, 2, 3]
+    for name, value in whole.state_dict().items():
+        assert torch.allclose(value, resumed.state_dict()[name], rtol=0, atol=1e-12), name
+    assert history.rmse == pytest.approx(whole_history.rmse, abs=1e-12)
+
+
+def test_resuming_with_other_options_or_data_says_what_differs(small_split, board, tmp_path):
+    fit(small_split, "dot", epochs=1, checkpoint_every=1, checkpoint_dir=tmp_path, progress=False)
+    with pytest.raises(ConfigError, match=re.escape("lr 0.0075 -> 0.01")):
+        fit(small_split, "dot", epochs=1, lr=0.01, checkpoint_dir=tmp_path, resume=True)
+    with pytest.raises(ConfigError, match="trained on other ratings"):
+        fit(board, "dot", epochs=1, checkpoint_dir=tmp_path, resume=True)
+    with pytest.raises(ConfigError, match="no checkpoint in"):
+        fit(small_split, "dot", checkpoint_dir=tmp_path / "none", resume=True)
+    with pytest.raises(ConfigError, match="need a checkpoint_dir"):
+        fit(small_split, "dot", checkpoint_every=5)

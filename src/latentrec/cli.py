@@ -16,14 +16,21 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from latentrec import __version__, memory
+from latentrec import __version__, distributed, memory
 from latentrec.data import BUNDLED, Split, load_ratings
 from latentrec.errors import ConfigError, LatentrecError, UnknownIdError
 from latentrec.metrics import RANKING_METRICS
 from latentrec.models import DotProductBias
 from latentrec.recommend import Recommendation, Recommender, evaluate_ranking
-from latentrec.storage import load, save
-from latentrec.training import History, evaluate, fit, make_configs, resolve_device
+from latentrec.storage import CHECKPOINT_DIR, load, save
+from latentrec.training import (
+    History,
+    checkpoint_notes,
+    evaluate,
+    fit,
+    make_configs,
+    resolve_device,
+)
 
 app = typer.Typer(
     help="Learn latent factors from ratings and recommend (MovieLens sample bundled).",
@@ -154,24 +161,29 @@ def train(
         typer.Option(help="auto, fused (compiled CPU kernel, dot model) or autograd."),
     ] = "auto",
     out: Annotated[Path | None, typer.Option(help="Save the model to this directory.")] = None,
+    checkpoint_every: Annotated[
+        int | None,
+        typer.Option(min=1, help="Write a checkpoint to OUT/checkpoint every N optimiser steps."),
+    ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            help="Continue the run that was saving to this --out directory from its last "
+            "checkpoint, with the options it was started with."
+        ),
+    ] = None,
     user_col: UserCol = None,
     item_col: ItemCol = None,
     rating_col: RatingCol = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Train a model, print the per-epoch table and the test RMSE/MAE, save it with --out."""
-    columns = {"user_col": user_col, "item_col": item_col, "rating_col": rating_col}
-    parts = _load_split(data, test, test_fraction, seed, split, last_n, cutoff, columns)
-    if parts.cold_users or parts.cold_items:
-        errors.print(
-            f"{parts.cold_users} users and {parts.cold_items} items appear only in the test set "
-            f"({parts.cold_ratings} test ratings): they are predicted from the known side's "
-            "average and biases"
-        )
-    options: dict[str, Any] = {"seed": seed, "device": device, "engine": engine, "progress": None}
+    context = distributed.from_environment()
+    if not context.is_main:
+        console.quiet = True  # under torchrun only rank 0 prints and writes files
     given = {
         "n_factors": factors,
-        "layers": _layers(layers) if layers else None,
+        "layers": list(_layers(layers)) if layers else None,
         "dropout": dropout,
         "emb_dropout": emb_dropout,
         "epochs": epochs,
@@ -182,33 +194,115 @@ def train(
         "effective_batch_size": effective_batch_size,
         "memory_budget": memory_budget,
         "negatives": negatives,
+        "checkpoint_every": checkpoint_every,
     }
-    options.update({k: v for k, v in given.items() if v is not None})
     if model != "dot" and factors is not None:
         raise ConfigError(
             "--factors applies to the dot model; the nn model sizes embeddings itself"
         )
     if model != "nn" and (layers, dropout, emb_dropout) != (None, None, None):
         raise ConfigError("--layers, --dropout and --emb-dropout apply to the nn model only")
-    if memory_budget is not None:
-        errors.print(f"measuring training steps to fit a budget of {memory_budget}...")
-    net, history = fit(parts, model, **options)
+    if checkpoint_every is not None and out is None and resume is None:
+        raise ConfigError("--checkpoint-every needs --out: checkpoints go to OUT/checkpoint")
+    run = {
+        "data": data,
+        "test": str(test) if test is not None else None,
+        "test_fraction": test_fraction,
+        "split": split,
+        "last_n": last_n,
+        "cutoff": cutoff,
+        "seed": seed,
+        "model": model,
+        "columns": {"user_col": user_col, "item_col": item_col, "rating_col": rating_col},
+        "options": {k: v for k, v in given.items() if v is not None},
+        "device": device,
+        "engine": engine,
+        "out": str(out) if out is not None else None,
+    }
+    notes = None
+    if resume is not None:
+        notes = checkpoint_notes(resume / CHECKPOINT_DIR)
+        if notes is None:
+            raise ConfigError(
+                f"no checkpoint in {resume / CHECKPOINT_DIR}; was the run started with "
+                "--checkpoint-every and this --out?"
+            )
+        run = notes["run"]
+    elif context.restart and out is not None and checkpoint_every is not None:
+        # torchrun restarted the worker group: carry on from the last checkpoint, if any
+        notes = checkpoint_notes(out / CHECKPOINT_DIR)
+        if notes is None:
+            errors.print(f"restart {context.restart}: no checkpoint yet, starting over")
+    if notes is not None and context.is_main:
+        errors.print(
+            f"resuming from the checkpoint at step {notes['step']} (epoch "
+            f"{notes['epoch'] + 1}, step {notes['step_in_epoch']} of {notes['steps_per_epoch']})"
+        )
+    try:
+        _train_run(run, resume=notes is not None, as_json=as_json, context=context)
+    finally:
+        distributed.shutdown()
+
+
+def _train_run(
+    run: dict[str, Any], resume: bool, as_json: bool, context: distributed.Context
+) -> None:
+    """Load and split the data, fit, save and print: the body of `train`."""
+    columns = run["columns"]
+    test = Path(run["test"]) if run["test"] is not None else None
+    parts = _load_split(
+        run["data"],
+        test,
+        run["test_fraction"],
+        run["seed"],
+        run["split"],
+        run["last_n"],
+        run["cutoff"],
+        columns,
+    )
+    if (parts.cold_users or parts.cold_items) and context.is_main:
+        errors.print(
+            f"{parts.cold_users} users and {parts.cold_items} items appear only in the test set "
+            f"({parts.cold_ratings} test ratings): they are predicted from the known side's "
+            "average and biases"
+        )
+    options: dict[str, Any] = {
+        "seed": run["seed"],
+        "device": run["device"],
+        "engine": run["engine"],
+        "progress": None,
+        **run["options"],
+    }
+    if "layers" in options:
+        options["layers"] = tuple(options["layers"])
+    out = Path(run["out"]) if run["out"] is not None else None
+    if options.get("memory_budget") is not None and context.is_main:
+        errors.print(f"measuring training steps to fit a budget of {options['memory_budget']}...")
+    net, history = fit(
+        parts,
+        run["model"],
+        checkpoint_dir=out / CHECKPOINT_DIR if out is not None else None,
+        resume=resume,
+        run=run,
+        **options,
+    )
     if history.plan is not None:
         console.print(
             f"memory plan: micro-batch {history.plan.batch_size} x accumulate "
             f"{history.plan.accumulate}: {history.plan.reason}"
         )
     model_dir = None
-    if out is not None:
+    if out is not None and context.is_main:
         model_dir = save(net, out, parts.train, info=_info(history))
     _print_history(history)
     console.print(
         f"test RMSE [bold]{_fmt(history.rmse)}[/]  MAE {_fmt(history.mae)}  "
         f"({history.n_test:,} ratings); trained on {history.n_train:,} ratings in "
         f"{history.train_seconds:.2f} s ({history.ratings_per_second:,.0f} ratings/s)"
+        + (f" by {history.world_size} processes" if history.world_size > 1 else "")
         + (f"; saved to {model_dir}" if model_dir else "")
     )
-    if as_json:
+    if as_json and context.is_main:
         print(json.dumps(_info(history) | {"model_dir": str(model_dir) if model_dir else None}))
 
 
@@ -226,6 +320,8 @@ def _info(history: History) -> dict[str, Any]:
         "cold_items": history.cold_items,
         "device": history.device,
         "engine": history.engine,
+        "world_size": history.world_size,
+        "resumed_from_step": history.resumed_from,
         "batch_size": history.train_config.batch_size,
         "accumulate": history.train_config.accumulate,
         "effective_batch_size": history.train_config.samples_per_step,

@@ -12,14 +12,15 @@ short last group.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from latentrec import fused
+from latentrec import distributed, fused
 from latentrec.models import DotProductBias, LatentModel
 
 
@@ -64,10 +65,21 @@ class RowSparseAdamW(torch.optim.Optimizer):
                 correction1 = 1 - beta1 ** state["step"]
                 correction2 = 1 - beta2 ** state["step"]
                 args = (lr, beta1, beta2, eps, wd, correction1, correction2)
-                if p.grad.is_sparse:
-                    _sparse_update(p, p.grad, state["moments"], *args)
+                grad = p.grad
+                if group.get("rows") and not grad.is_sparse:
+                    grad = _touched_rows(grad)  # dense table gradient (NCCL): the same lazy rule
+                if grad.is_sparse:
+                    _sparse_update(p, grad, state["moments"], *args)
                 else:
                     _dense_update(p, p.grad, state["moments"], *args)
+
+
+def _touched_rows(grad: Tensor) -> Tensor:
+    """A dense table gradient as a row-sparse one over the rows it touches."""
+    rows = grad.ne(0).any(dim=1).nonzero().squeeze(1)
+    return torch.sparse_coo_tensor(
+        rows[None], grad.index_select(0, rows), grad.shape, is_coalesced=True
+    )
 
 
 def _dense_update(p, grad, moments, lr, beta1, beta2, eps, wd, c1, c2) -> None:
@@ -103,7 +115,7 @@ def make_optimizer(
     tables = [table.weight for table in net.tables().values()]
     table_ids = {id(weight) for weight in tables}
     dense = [p for p in net.parameters() if id(p) not in table_ids]
-    groups: list[dict[str, Any]] = [{"params": tables}]
+    groups: list[dict[str, Any]] = [{"params": tables, "rows": True}]
     if dense:
         groups.append({"params": dense})
     return RowSparseAdamW(groups, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
@@ -115,6 +127,9 @@ class StepRunner:
     Args:
         batch_size: rows per micro-batch; a step over a group of rows runs
             ceil(len(group) / batch_size) micro-batches, then one optimiser step.
+        ddp: `net` wrapped for DistributedDataParallel (see `training_forward`), under
+            torchrun; the micro-batches then go through it, and gradients are all-reduced
+            once per step, on the last micro-batch.
     """
 
     def __init__(
@@ -127,43 +142,76 @@ class StepRunner:
         optimizer: torch.optim.Optimizer,
         negatives: int = 0,
         generator: torch.Generator | None = None,
+        ddp: nn.Module | None = None,
+        world_size: int = 1,
     ) -> None:
         self.net, self.optimizer, self.batch_size = net, optimizer, batch_size
         self.users, self.items, self.ratings = users, items, ratings
         self.negatives, self.generator = negatives, generator
+        self.ddp, self.world_size = ddp, world_size
 
-    def step(self, group: Tensor) -> Tensor:
-        """One optimiser step on the rows `group`; returns their summed loss (a tensor)."""
+    def step(self, group: Tensor, total: int | None = None) -> Tensor:
+        """One optimiser step on the rows `group`; returns their summed loss (a tensor).
+
+        Args:
+            total: rows in the step over all ranks (len(group) in one process). Each rank's
+                loss is scaled by world_size / total, so the average DDP takes of the ranks'
+                gradients is the gradient of the mean loss over all `total` rows.
+        """
+        weight = self.world_size / (total if total is not None else len(group))
         loss_sum = torch.zeros((), dtype=self.ratings.dtype, device=self.ratings.device)
-        # micro-batches are consecutive slices of the group: (B, N) sees what (B*N, 1) sees
-        for micro in group.split(self.batch_size):
-            loss_sum += self._micro_step(micro, len(group))
+        # micro-batches are consecutive slices of the group: (B, N) sees what (B*N, 1) sees;
+        # a rank with no rows in a short last step still joins the all-reduce
+        micros = group.split(self.batch_size) if len(group) else (group,)
+        for k, micro in enumerate(micros):
+            if self.ddp is None:
+                loss_sum += self._micro_step(micro, weight)
+                continue
+            last = k == len(micros) - 1
+            with contextlib.nullcontext() if last else self.ddp.no_sync():
+                loss_sum += self._ddp_micro_step(micro, weight)
         self.optimizer.step()
         for p in self.net.parameters():
             p.grad = None
         return loss_sum
 
-    def _micro_step(self, rows: Tensor, group_size: int) -> Tensor:
-        """Forward and backward of one micro-batch; its loss weighs group_size in the step."""
+    def _batch(self, rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         users = self.users.index_select(0, rows)
         items = self.items.index_select(0, rows)
         target = self.ratings.index_select(0, rows)
         if self.negatives:
             users, items, target = self._with_negatives(users, items, target)
+        return users, items, target
+
+    def _micro_step(self, rows: Tensor, weight: float) -> Tensor:
+        """Forward and backward of one micro-batch; its summed loss counts `weight` times."""
+        users, items, target = self._batch(rows)
         user_rows, user_leaves = _gather(self.net, self.net.user_tables, users)
         item_rows, item_leaves = _gather(self.net, self.net.item_tables, items)
         prediction = self.net.interact(user_rows, item_rows)
         loss = torch.nn.functional.mse_loss(prediction, target, reduction="sum")
-        (loss / group_size).backward()
+        (loss * weight).backward()
         for name, (index, leaf) in {**user_leaves, **item_leaves}.items():
-            weight = getattr(self.net, name).weight
+            weight_table = getattr(self.net, name).weight
             grad = torch.sparse_coo_tensor(
-                index[None], leaf.grad, weight.shape, is_coalesced=True, check_invariants=False
+                index[None],
+                leaf.grad,
+                weight_table.shape,
+                is_coalesced=True,
+                check_invariants=False,
             )
-            if weight.grad is None:
-                weight.grad = grad
+            if weight_table.grad is None:
+                weight_table.grad = grad
             else:  # summing as we go keeps an accumulated gradient to the rows the group touched
-                weight.grad = (weight.grad + grad).coalesce()
+                weight_table.grad = (weight_table.grad + grad).coalesce()
+        return loss.detach()
+
+    def _ddp_micro_step(self, rows: Tensor, weight: float) -> Tensor:
+        """A micro-batch through the DDP-wrapped lookups: autograd's hooks see every table."""
+        users, items, target = self._batch(rows)
+        prediction = self.ddp(users, items)
+        loss = torch.nn.functional.mse_loss(prediction, target, reduction="sum")
+        (loss * weight).backward()
         return loss.detach()
 
     def _with_negatives(self, users: Tensor, items: Tensor, target: Tensor):
@@ -181,6 +229,36 @@ class StepRunner:
             torch.cat([items, drawn]),
             torch.cat([target, low]),
         )
+
+
+class TrainingForward(nn.Module):
+    """The model's training forward as a module for DistributedDataParallel: embedding lookups
+    through `F.embedding`, so the tables get gradients (row-sparse where the backend can
+    all-reduce them, dense under NCCL) that DDP's hooks see and average across ranks."""
+
+    def __init__(self, net: LatentModel, sparse: bool) -> None:
+        super().__init__()
+        self.net, self.sparse = net, sparse
+        for table in net.tables().values():
+            # DDP reads this flag to expect a sparse gradient (its own bucket, sparse all-reduce)
+            table.sparse = sparse
+
+    def forward(self, users: Tensor, items: Tensor) -> Tensor:
+        net = self.net
+        user_rows = [self._lookup(name, users) for name in net.user_tables]
+        item_rows = [self._lookup(name, items) for name in net.item_tables]
+        return net.interact(user_rows, item_rows)
+
+    def _lookup(self, name: str, index: Tensor) -> Tensor:
+        weight = getattr(self.net, name).weight
+        return nn.functional.embedding(index, weight, sparse=self.sparse)
+
+
+def training_forward(net: LatentModel, device: torch.device) -> nn.Module | None:
+    """`net`'s training forward in DistributedDataParallel under torchrun; None otherwise."""
+    module = TrainingForward(net, sparse=distributed.sparse_gradients_supported())
+    wrapped = distributed.wrap(module, device)
+    return None if wrapped is module else wrapped
 
 
 def _gather(net: LatentModel, names: tuple[str, ...], index: Tensor):

@@ -9,6 +9,11 @@ A model directory holds:
 
 `save` writes into a temporary directory beside the target and renames it into place, so an
 interrupted save leaves the previous model as it was.
+
+Training checkpoints live in `checkpoint/` inside the model directory, as pairs
+`step-NNNNNNNNN.safetensors` + `step-NNNNNNNNN.json`. Each file is written under a temporary
+name and renamed; the JSON file, renamed last, marks the pair complete, and older pairs go only
+after that, so a run killed while writing still has its previous checkpoint.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ from latentrec.models import LatentModel, ModelConfig, build_model
 FORMAT = "latentrec-model"
 FORMAT_VERSION = 1
 FILES = ("config.json", "model.safetensors", "train.safetensors", "ids.json")
+CHECKPOINT_FORMAT = "latentrec-checkpoint"
+CHECKPOINT_DIR = "checkpoint"
 
 
 class SavedModel(NamedTuple):
@@ -110,7 +117,11 @@ def _replace_directory(staging: Path, target: Path) -> None:
     if target.exists() and not target.is_dir():
         raise ModelFileError(f"{target} exists and is not a directory; choose another --out")
     if target.exists():
-        if not (target / "config.json").exists() and any(target.iterdir()):
+        # a directory that holds only a run's checkpoints is the run's own output
+        ours = {"config.json", CHECKPOINT_DIR}
+        if not (target / "config.json").exists() and any(
+            entry.name not in ours for entry in target.iterdir()
+        ):
             raise ModelFileError(
                 f"{target} exists and is not a latentrec model directory; refusing to replace it"
             )
@@ -204,3 +215,92 @@ def _read_ratings(folder: Path, config: ModelConfig, source: str) -> Ratings:
     if len(user_index) and (user_index.max() >= len(users) or item_index.max() >= len(items)):
         raise ModelFileError(f"{folder / 'train.safetensors'} refers to ids beyond ids.json")
     return Ratings(user_index, item_index, rating, users, items, None, titles, source)
+
+
+class Checkpoint(NamedTuple):
+    """A training checkpoint: its tensors and its JSON metadata."""
+
+    step: int
+    tensors: dict[str, torch.Tensor]
+    meta: dict[str, Any]
+
+
+def save_checkpoint(
+    directory: str | Path, step: int, tensors: dict[str, torch.Tensor], meta: dict[str, Any]
+) -> Path:
+    """Write checkpoint `step` into `directory`, then remove the ones before it.
+
+    Returns:
+        The path of the checkpoint's JSON file.
+    """
+    folder = Path(directory).expanduser()
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = f"step-{step:09d}"
+    weights = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    tensors_path = folder / f"{stem}.safetensors"
+    _atomic(tensors_path, lambda path: _save_tensors(weights, path))
+    meta_path = folder / f"{stem}.json"
+    record = {"format": CHECKPOINT_FORMAT, "version": FORMAT_VERSION, "step": step, **meta}
+    _atomic(meta_path, lambda path: _write_json(path, record))  # the pair is complete now
+    _fsync_directory(folder)
+    for old in folder.glob("step-*.json"):
+        if old != meta_path:
+            old.unlink(missing_ok=True)  # the marker first: a pair is never half there
+            old.with_suffix(".safetensors").unlink(missing_ok=True)
+    for stale in folder.glob(".*.tmp"):
+        stale.unlink(missing_ok=True)
+    for orphan in folder.glob("step-*.safetensors"):
+        if not orphan.with_suffix(".json").exists():
+            orphan.unlink(missing_ok=True)
+    return meta_path
+
+
+def load_checkpoint(directory: str | Path) -> Checkpoint | None:
+    """The newest complete checkpoint in `directory`, or None when there is none.
+
+    A damaged newest checkpoint is skipped for an older complete one, if any.
+    """
+    folder = Path(directory).expanduser()
+    if not folder.is_dir():
+        return None
+    for meta_path in sorted(folder.glob("step-*.json"), reverse=True):
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            tensors = load_file(str(meta_path.with_suffix(".safetensors")))
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError, SafetensorError, ValueError):
+            continue
+        if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
+            continue
+        if meta.get("version") != FORMAT_VERSION:
+            raise ModelFileError(
+                f"{meta_path} has checkpoint format version {meta.get('version')!r}; this "
+                f"latentrec reads version {FORMAT_VERSION}"
+            )
+        return Checkpoint(int(meta["step"]), tensors, meta)
+    return None
+
+
+def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    save_file(tensors, str(path), metadata={"format": CHECKPOINT_FORMAT})
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
+
+
+def _atomic(path: Path, write) -> None:
+    """Call write(temporary path) beside `path`, then rename it to `path`."""
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        write(Path(temporary))
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _fsync_directory(folder: Path) -> None:
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)

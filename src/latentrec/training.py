@@ -7,11 +7,14 @@ Batches are cut from index tensors held in memory (no per-sample Dataset). The s
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import sys
 import time
+import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,13 +23,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import Tensor
 
-from latentrec import fused
+from latentrec import distributed, fused
 from latentrec.data import Ratings, Split
 from latentrec.errors import ConfigError, DataError
 from latentrec.memory import Plan, parse_size, plan, sample_rows
 from latentrec.metrics import mae, rmse
 from latentrec.models import MODEL_KINDS, LatentModel, ModelConfig, build_model
-from latentrec.optim import FusedDotRunner, StepRunner, make_optimizer
+from latentrec.optim import FusedDotRunner, StepRunner, make_optimizer, training_forward
+from latentrec.storage import Checkpoint, load_checkpoint, save_checkpoint
 
 PREDICT_CHUNK = 1 << 16
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -59,6 +63,9 @@ class TrainConfig:
             mathematics, several times faster); "autograd" runs every model through PyTorch's
             autograd; "auto" picks fused where it applies (dot model, CPU, no negatives).
         progress: draw a progress bar on stderr; None means only on a terminal.
+        checkpoint_every: write a checkpoint (model, optimiser, schedule, random states and
+            position in the epoch) every this many optimiser steps; fit's `checkpoint_dir`
+            says where.
     """
 
     epochs: int = 5
@@ -78,6 +85,7 @@ class TrainConfig:
     memory_budget: int | str | None = None
     negatives: int = 0
     engine: str = "auto"
+    checkpoint_every: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "accumulate"):
@@ -110,6 +118,13 @@ class TrainConfig:
             parse_size(self.memory_budget)  # fails early on "2 gigs"
         if self.dtype not in DTYPES:
             raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.checkpoint_every is not None and (
+            not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 1
+        ):
+            raise ConfigError(
+                f"checkpoint_every must be a whole number of steps >= 1, got "
+                f"{self.checkpoint_every!r}"
+            )
         if self.engine not in ENGINES:
             raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         if not 0.0 < self.pct_start < 1.0:
@@ -121,7 +136,11 @@ class TrainConfig:
 
     @property
     def samples_per_step(self) -> int:
+        """Ratings per optimiser step in one process (times the world size under torchrun)."""
         return self.batch_size * self.accumulate
+
+    def to_json(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self)))
 
 
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -159,6 +178,8 @@ class History:
     cold_items: int = 0
     plan: Plan | None = None
     engine: str = "autograd"
+    world_size: int = 1
+    resumed_from: int | None = None
 
     @property
     def ratings_per_second(self) -> float:
@@ -217,14 +238,24 @@ def fit(
     model: str = "dot",
     *,
     on_epoch: Callable[[EpochStats], None] | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+    run: dict[str, Any] | None = None,
     **options: Any,
 ) -> tuple[LatentModel, History]:
     """Train a model on ratings; evaluate on the test set after each epoch when one is given.
+
+    Under torchrun, every rank calls fit on the same data: each takes its share of every
+    step, DistributedDataParallel averages the gradients, and metrics are summed over ranks.
 
     Args:
         data: training `Ratings`, or a `Split` / `(train, test)` pair.
         model: `"dot"` (DotProductBias) or `"nn"` (EmbeddingNN).
         on_epoch: called with each epoch's `EpochStats` as it ends.
+        checkpoint_dir: where `checkpoint_every` writes checkpoints, and `resume` reads them.
+        resume: continue from the newest checkpoint in `checkpoint_dir`; the data and the
+            options must be those the checkpointed run was started with.
+        run: JSON-able notes kept in each checkpoint (the CLI keeps its arguments there).
         **options: fields of `ModelConfig` (n_factors, layers, dropout, y_range, ...) and of
             `TrainConfig` (epochs, lr, wd, batch_size, accumulate, seed, device, ...).
 
@@ -235,7 +266,17 @@ def fit(
     if len(train) == 0:
         raise DataError("there are no training ratings to fit")
     model_config, config = make_configs(train, model, options)
-    device = resolve_device(config.device)
+    if (config.checkpoint_every or resume) and checkpoint_dir is None:
+        raise ConfigError("checkpoint_every and resume need a checkpoint_dir")
+    context = distributed.setup(resolve_device(config.device))
+    device = distributed.device_for(resolve_device(config.device), context)
+    checkpoint = None
+    if resume:
+        checkpoint = load_checkpoint(checkpoint_dir)
+        if checkpoint is None:
+            raise ConfigError(
+                f"no checkpoint in {checkpoint_dir} to resume from; start the run without resume"
+            )
     memory_plan = None
     if config.memory_budget is not None:
         memory_plan = _plan_batches(train, model_config, config, device)
@@ -245,30 +286,54 @@ def fit(
             accumulate=memory_plan.accumulate,
             effective_batch_size=None,
         )
+    fingerprint = _fingerprint(train)
+    if checkpoint is not None:
+        _check_resumable(checkpoint, model_config, config, fingerprint, context)
     torch.manual_seed(config.seed)
     net = build_model(model_config).to(device=device, dtype=config.torch_dtype)
     history = History(model_config, config, len(train), len(test) if test else 0, str(device))
     history.cold_users, history.cold_items = cold
     history.plan = memory_plan
-    history.engine = _choose_engine(model_config, config, device)
-    trainer = _Trainer(net, train, config, device, history.engine)
+    history.world_size = context.world_size
+    history.engine = _choose_engine(model_config, config, device, context)
+    trainer = _Trainer(net, train, config, device, history.engine, context)
+    start_epoch, start_step, loss_so_far = 0, 0, 0.0
+    if checkpoint is not None:
+        start_epoch, start_step, loss_so_far = trainer.restore(checkpoint)
+        history.epochs = [EpochStats(**e) for e in checkpoint.meta["epochs"]]
+        history.train_seconds = float(checkpoint.meta["train_seconds"])
+        history.resumed_from = checkpoint.step
+    if config.checkpoint_every:
+        notes = {
+            "model": model_config.to_json(),
+            "train": config.to_json(),
+            "data": fingerprint,
+            "world_size": context.world_size,
+            "run": run or {},
+        }
+        trainer.checkpoints = _Checkpoints(Path(checkpoint_dir), config.checkpoint_every, notes)
+        trainer.checkpoints.history = history
     test_tensors = None
     if test is not None and len(test):
         test_tensors = _tensors(test, device, config.torch_dtype)
+    show = config.progress if context.is_main else False
     with (
         _flushing_denormals(),
-        _Progress(config, config.epochs * trainer.steps_per_epoch) as progress,
+        _Progress(replace(config, progress=show), config.epochs * trainer.steps_per_epoch) as bar,
     ):
-        for epoch in range(config.epochs):
+        bar.update(trainer.schedule.steps_done, float("nan"))
+        for epoch in range(start_epoch, config.epochs):
             started = time.perf_counter()
-            train_loss = trainer.run_epoch(epoch, progress)
-            seconds = time.perf_counter() - started
+            train_loss = trainer.run_epoch(epoch, bar, start_step, loss_so_far)
+            start_step, loss_so_far = 0, 0.0
+            seconds = time.perf_counter() - started + trainer.seconds_before_resume
+            trainer.seconds_before_resume = 0.0
             history.train_seconds += seconds
             test_rmse = test_mae = None
             if test_tensors is not None and (
                 config.evaluate_every_epoch or epoch == config.epochs - 1
             ):
-                test_rmse, test_mae = _evaluate_tensors(net, *test_tensors)
+                test_rmse, test_mae = _evaluate_tensors(net, *test_tensors, context=context)
                 net.train()
             stats = EpochStats(epoch + 1, train_loss, test_rmse, test_mae, seconds)
             history.epochs.append(stats)
@@ -278,9 +343,60 @@ def fit(
     return net, history
 
 
-def _choose_engine(model_config: ModelConfig, config: TrainConfig, device: torch.device) -> str:
+def checkpoint_notes(checkpoint_dir: str | Path) -> dict[str, Any] | None:
+    """The metadata of the newest checkpoint in `checkpoint_dir` (None when there is none):
+    its `step`, `epoch`, `step_in_epoch`, `steps_per_epoch` and the `run` notes fit kept."""
+    checkpoint = load_checkpoint(checkpoint_dir)
+    return None if checkpoint is None else checkpoint.meta
+
+
+def _fingerprint(train: Ratings) -> dict[str, Any]:
+    """Enough of the training data to tell that a resumed run sees the same ratings."""
+    crc = 0
+    for array in (train.user_index, train.item_index, train.rating):
+        crc = zlib.crc32(np.ascontiguousarray(array).view(np.uint8), crc)
+    return {"n": len(train), "users": train.n_users, "items": train.n_items, "crc32": crc}
+
+
+def _check_resumable(
+    checkpoint: Checkpoint,
+    model_config: ModelConfig,
+    config: TrainConfig,
+    fingerprint: dict[str, Any],
+    context: distributed.Context,
+) -> None:
+    meta = checkpoint.meta
+    if meta["data"] != fingerprint:
+        raise ConfigError(
+            f"the checkpoint at step {checkpoint.step} was trained on other ratings "
+            f"({meta['data']['n']:,} of them, not {fingerprint['n']:,}); resume with its data"
+        )
+    if meta["model"] != model_config.to_json():
+        raise ConfigError("the checkpoint holds another model configuration; resume with its own")
+    saved, now = meta["train"], config.to_json()
+    ignored = {"progress", "device", "checkpoint_every", "evaluate_every_epoch", "engine"}
+    changed = sorted(k for k in now if k not in ignored and saved.get(k) != now[k])
+    if changed:
+        details = ", ".join(f"{k} {saved.get(k)!r} -> {now[k]!r}" for k in changed)
+        raise ConfigError(f"the checkpoint was trained with other options ({details})")
+    if meta["world_size"] != context.world_size:
+        raise ConfigError(
+            f"the checkpoint was written by {meta['world_size']} processes and this run has "
+            f"{context.world_size}; each step's ratings depend on it, so resume with "
+            f"{meta['world_size']}"
+        )
+
+
+def _choose_engine(
+    model_config: ModelConfig,
+    config: TrainConfig,
+    device: torch.device,
+    context: distributed.Context,
+) -> str:
     """The engine `config.engine` asks for, or the reason the fused kernel cannot run."""
     reasons = []
+    if context.active:
+        reasons.append("it runs in one process (torchrun trains through DDP and autograd)")
     if model_config.kind != "dot":
         reasons.append(f"it trains only the dot model, not {model_config.kind!r}")
     if device.type != "cpu":
@@ -362,6 +478,11 @@ class OneCycle:
         self.steps_done += 1
         self._apply()
 
+    def restore(self, steps_done: int) -> None:
+        """Continue as after `steps_done` steps (resuming from a checkpoint)."""
+        self.steps_done = steps_done
+        self._apply()
+
     def _apply(self) -> None:
         position = min(self.steps_done, self.total_steps - 1) / max(self.total_steps - 1, 1)
         if position < self.pct_start:
@@ -380,7 +501,11 @@ def _cosine(start: float, end: float, fraction: float) -> float:
 
 
 class _Trainer:
-    """Holds the training tensors, optimiser and schedule; runs epochs of optimiser steps."""
+    """Holds the training tensors, optimiser and schedule; runs epochs of optimiser steps.
+
+    Under torchrun, every rank shuffles the same order; a step covers samples_per_step x
+    world_size ratings of it and each rank takes its contiguous share.
+    """
 
     def __init__(
         self,
@@ -389,13 +514,19 @@ class _Trainer:
         config: TrainConfig,
         device: torch.device,
         engine: str = "autograd",
+        context: distributed.Context | None = None,
     ) -> None:
         self.net, self.config, self.device = net, config, device
+        self.context = context or distributed.Context()
         users, items, ratings = _tensors(train, device, config.torch_dtype)
         self.n = len(train)
-        self.steps_per_epoch = math.ceil(self.n / config.samples_per_step)
+        self.step_size = config.samples_per_step * self.context.world_size
+        self.steps_per_epoch = math.ceil(self.n / self.step_size)
         self.optimizer = make_optimizer(net, config.lr, config.betas, config.eps, config.wd)
         self.generator = torch.Generator(device="cpu").manual_seed(config.seed)
+        self.epoch_generator_state = self.generator.get_state()
+        self.checkpoints: _Checkpoints | None = None
+        self.seconds_before_resume = 0.0
         self.fused = None
         if engine == "fused":
             self.fused = FusedDotRunner(
@@ -410,33 +541,60 @@ class _Trainer:
             self.optimizer,
             config.negatives,
             torch.Generator(device="cpu").manual_seed(config.seed + 1),
+            ddp=training_forward(net, device) if self.context.active else None,
+            world_size=self.context.world_size,
         )
         self.schedule = OneCycle(
             self.optimizer, config.lr, config.epochs * self.steps_per_epoch, config.pct_start
         )
 
-    def run_epoch(self, epoch: int, progress: _Progress) -> float:
-        """One pass in a fresh shuffled order; returns the mean training loss."""
+    def run_epoch(
+        self, epoch: int, progress: _Progress, start_step: int = 0, loss_so_far: float = 0.0
+    ) -> float:
+        """One pass in a fresh shuffled order, from step `start_step` on (when resuming);
+        returns the mean training loss over all ranks."""
         self.net.train()
+        self.epoch_generator_state = self.generator.get_state()
         order = torch.randperm(self.n, generator=self.generator).to(self.device)
+        self.epoch_started = time.perf_counter()
         if self.fused is not None:
-            return self._run_fused_epoch(epoch, order.numpy(), progress)
-        loss_sum = torch.zeros((), dtype=self.config.torch_dtype, device=self.device)
-        seen = 0
-        for step, group in enumerate(order.split(self.config.samples_per_step)):
-            loss_sum += self.runner.step(group)
+            loss = self._run_fused_epoch(epoch, order.numpy(), progress, start_step, loss_so_far)
+            return loss / self.n
+        loss_sum = torch.tensor(loss_so_far, dtype=self.config.torch_dtype, device=self.device)
+        rank, world = self.context.rank, self.context.world_size
+        for step in range(start_step, self.steps_per_epoch):
+            group = order[step * self.step_size : (step + 1) * self.step_size]
+            share = torch.tensor_split(group, world)[rank] if world > 1 else group
+            loss_sum += self.runner.step(share, total=len(group))
             self.schedule.step()  # once per optimiser step, not per micro-batch
-            seen += len(group)
-            if step % 32 == 31 or seen == self.n:  # a host sync every 32 steps, not every step
+            seen = min((step + 1) * self.step_size, self.n)
+            if step % 32 == 31 or step == self.steps_per_epoch - 1:  # a host sync every 32 steps
                 progress.update(epoch * self.steps_per_epoch + step + 1, loss_sum.item() / seen)
-        return loss_sum.item() / self.n
+            if self.checkpoints is not None and self.checkpoints.due(self.schedule.steps_done):
+                # every rank joins the sum; rank 0 keeps it in the checkpoint
+                self._save(epoch, step + 1, distributed.all_reduce_sum(loss_sum))
+        return distributed.all_reduce_sum(loss_sum).item() / self.n
 
-    def _run_fused_epoch(self, epoch: int, order: np.ndarray, progress: _Progress) -> float:
-        """The epoch through the compiled kernel, a few dozen steps per call."""
-        step_size = self.config.samples_per_step
-        loss_sum = 0.0
-        for first in range(0, self.steps_per_epoch, FUSED_STEPS_PER_CALL):
+    def _run_fused_epoch(
+        self,
+        epoch: int,
+        order: np.ndarray,
+        progress: _Progress,
+        start_step: int,
+        loss_sum: float,
+    ) -> float:
+        """The epoch through the compiled kernel, a few dozen steps per call (and never past
+        a checkpoint); returns the summed loss."""
+        step_size = self.step_size
+        first = start_step
+        while first < self.steps_per_epoch:
             last = min(first + FUSED_STEPS_PER_CALL, self.steps_per_epoch)
+            if self.checkpoints is not None:
+                last = min(
+                    last,
+                    self.checkpoints.next_due(self.schedule.steps_done)
+                    - epoch * self.steps_per_epoch,
+                )
             start, stop = first * step_size, min(last * step_size, self.n)
             sizes = [min(step_size, self.n - s) for s in range(start, stop, step_size)]
             hyper = []
@@ -445,7 +603,94 @@ class _Trainer:
                 self.schedule.step()  # once per optimiser step, as in the autograd engine
             loss_sum += self.fused.run(order[start:stop], sizes, np.array(hyper))
             progress.update(epoch * self.steps_per_epoch + last, loss_sum / stop)
-        return loss_sum / self.n
+            if self.checkpoints is not None and self.checkpoints.due(self.schedule.steps_done):
+                self._save(epoch, last, torch.tensor(loss_sum))
+            first = last
+        return loss_sum
+
+    def _save(self, epoch: int, step_in_epoch: int, loss_sum: Tensor) -> None:
+        """Checkpoint after `step_in_epoch` steps of `epoch` (rank 0 writes; all ranks wait)."""
+        if self.context.is_main:
+            tensors, state = self.state()
+            seconds = time.perf_counter() - self.epoch_started + self.seconds_before_resume
+            self.checkpoints.write(
+                self.schedule.steps_done,
+                tensors,
+                {
+                    **state,
+                    "epoch": epoch,
+                    "step_in_epoch": step_in_epoch,
+                    "steps_per_epoch": self.steps_per_epoch,
+                    "loss_so_far": float(loss_sum),
+                    "epoch_seconds": seconds,
+                },
+            )
+        distributed.barrier()
+
+    def state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """Model, optimiser and random states as tensors, and the counters beside them."""
+        tensors = {f"model.{k}": v for k, v in self.net.state_dict().items()}
+        optimizer_steps = {}
+        for name, p in self.net.named_parameters():
+            if self.optimizer.state.get(p):
+                tensors[f"moments.{name}"] = self.optimizer.state[p]["moments"]
+                optimizer_steps[name] = self.optimizer.state[p]["step"]
+        tensors["rng.order"] = self.epoch_generator_state
+        tensors["rng.negatives"] = self.runner.generator.get_state()
+        tensors["rng.torch"] = torch.get_rng_state()
+        if self.device.type == "cuda":
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        return tensors, {
+            "optimizer_steps": optimizer_steps,
+            "schedule_steps": self.schedule.steps_done,
+        }
+
+    def restore(self, checkpoint: Checkpoint) -> tuple[int, int, float]:
+        """Load a checkpoint's state; returns (epoch, step in it, loss summed so far)."""
+        tensors, meta = checkpoint.tensors, checkpoint.meta
+        prefix = "model."
+        self.net.load_state_dict(
+            {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+        )
+        for name, p in self.net.named_parameters():
+            if name in meta["optimizer_steps"]:
+                state = self.optimizer.state_for(p)
+                state["moments"].copy_(tensors[f"moments.{name}"])  # in place: the kernel's view
+                state["step"] = int(meta["optimizer_steps"][name])
+        self.generator.set_state(tensors["rng.order"])
+        self.runner.generator.set_state(tensors["rng.negatives"])
+        torch.set_rng_state(tensors["rng.torch"])
+        if self.device.type == "cuda" and "rng.cuda" in tensors:
+            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+        self.schedule.restore(int(meta["schedule_steps"]))
+        self.seconds_before_resume = float(meta["epoch_seconds"])
+        # rank 0 carries the loss summed over all ranks so far; the others start from zero
+        loss = float(meta["loss_so_far"]) if self.context.is_main else 0.0
+        return int(meta["epoch"]), int(meta["step_in_epoch"]), loss
+
+
+class _Checkpoints:
+    """When to write checkpoints, and writing them with the run's notes and History."""
+
+    def __init__(self, directory: Path, every: int, notes: dict[str, Any]) -> None:
+        self.directory, self.every, self.notes = directory, every, notes
+        self.history: History | None = None
+
+    def due(self, steps_done: int) -> bool:
+        return steps_done % self.every == 0
+
+    def next_due(self, steps_done: int) -> int:
+        return (steps_done // self.every + 1) * self.every
+
+    def write(self, step: int, tensors: dict[str, Tensor], state: dict[str, Any]) -> None:
+        history = self.history
+        meta = {
+            **self.notes,
+            **state,
+            "epochs": [asdict(e) for e in history.epochs] if history else [],
+            "train_seconds": history.train_seconds if history else 0.0,
+        }
+        save_checkpoint(self.directory, step, tensors, meta)
 
 
 @torch.no_grad()
@@ -459,10 +704,23 @@ def predict_index(net: LatentModel, users: Tensor, items: Tensor) -> Tensor:
     return torch.cat(out) if out else torch.zeros(0, device=users.device)
 
 
-def _evaluate_tensors(net: LatentModel, users: Tensor, items: Tensor, target: Tensor):
-    prediction = predict_index(net, users, items).cpu().numpy()
-    truth = target.cpu().numpy()
-    return rmse(prediction, truth), mae(prediction, truth)
+def _evaluate_tensors(
+    net: LatentModel,
+    users: Tensor,
+    items: Tensor,
+    target: Tensor,
+    context: distributed.Context | None = None,
+):
+    if context is None or not context.active:
+        prediction = predict_index(net, users, items).cpu().numpy()
+        truth = target.cpu().numpy()
+        return rmse(prediction, truth), mae(prediction, truth)
+    # each rank predicts its share of the test set; the sums meet by all-reduce
+    share = slice(context.rank, None, context.world_size)
+    error = predict_index(net, users[share], items[share]).double() - target[share].double()
+    sums = torch.stack([error.square().sum(), error.abs().sum()])
+    sums = distributed.all_reduce_sum(sums).tolist()
+    return math.sqrt(sums[0] / len(users)), sums[1] / len(users)
 
 
 def evaluate(net: LatentModel, ratings: Ratings) -> dict[str, float]:

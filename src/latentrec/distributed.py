@@ -1,0 +1,128 @@
+"""torchrun / DistributedDataParallel glue; in a single process every call is a no-op.
+
+`torchrun` starts one process per rank and tells each, through environment variables, its
+rank, the world size and where to meet. `setup` joins the process group (gloo on the CPU, NCCL
+on GPUs); training then wraps the model in DistributedDataParallel, each rank takes its share of
+every step's ratings, and metrics are summed across ranks with `all_reduce_sum`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from latentrec.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Context:
+    """Where this process stands in a torchrun job.
+
+    Args:
+        rank: this process's rank, 0 .. world_size - 1; rank 0 prints and writes files.
+        world_size: how many processes train together.
+        local_rank: rank on this machine (picks the GPU).
+        restart: how many times torchrun has restarted the worker group (0 on the first run).
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    restart: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world_size > 1
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError as err:
+        raise ConfigError(
+            f"environment variable {name} must be a whole number, got {value!r}"
+        ) from err
+
+
+def from_environment() -> Context:
+    """The context torchrun describes in the environment (rank 0 of 1 when it is not there)."""
+    context = Context(
+        rank=_env_int("RANK", 0),
+        world_size=_env_int("WORLD_SIZE", 1),
+        local_rank=_env_int("LOCAL_RANK", 0),
+        restart=_env_int("TORCHELASTIC_RESTART_COUNT", 0),
+    )
+    if context.world_size < 1 or not 0 <= context.rank < context.world_size:
+        raise ConfigError(
+            f"RANK={context.rank} and WORLD_SIZE={context.world_size} do not fit together; "
+            "start latentrec with torchrun, which sets them"
+        )
+    return context
+
+
+def setup(device: torch.device) -> Context:
+    """Join torchrun's process group if there is one (idempotent) and return the context.
+
+    The backend is NCCL for CUDA devices and gloo for the CPU; on CUDA, each rank takes the
+    GPU of its local rank.
+    """
+    context = from_environment()
+    if not context.active or dist.is_initialized():
+        return context
+    if device.type == "cuda":
+        torch.cuda.set_device(context.local_rank)
+        backend = "nccl"
+    else:
+        backend = "gloo"
+    dist.init_process_group(backend=backend)
+    return context
+
+
+def device_for(device: torch.device, context: Context) -> torch.device:
+    """Each rank's own GPU under torchrun; the given device otherwise."""
+    if context.active and device.type == "cuda":
+        return torch.device("cuda", context.local_rank)
+    return device
+
+
+def sparse_gradients_supported() -> bool:
+    """NCCL has no sparse all-reduce; gloo (and a single process) have."""
+    return not (dist.is_initialized() and dist.get_backend() == "nccl")
+
+
+def wrap(module: nn.Module, device: torch.device) -> nn.Module:
+    """`module` in DistributedDataParallel when the process group is up; unchanged otherwise."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return module
+    device_ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(module, device_ids=device_ids)
+
+
+def all_reduce_sum(values: Tensor) -> Tensor:
+    """The element-wise sum of `values` over all ranks (the tensor itself in one process)."""
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        values = values.clone()
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values
+
+
+def barrier() -> None:
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+def shutdown() -> None:
+    """Leave the process group (at the end of a torchrun worker)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
