@@ -9,7 +9,7 @@ import torch
 from latentrec import DotProductBias, fit
 from latentrec.data import IdMap, Ratings
 from latentrec.errors import ConfigError
-from latentrec.optim import RowSparseAdamW, StepRunner
+from latentrec.optim import RowSparseAdamW, StepRunner, TrainingForward, make_optimizer
 
 
 def test_row_sparse_adamw_matches_dense_adamw_on_touched_rows():
@@ -165,3 +165,25 @@ def test_accumulated_gradient_is_the_gradient_of_the_group_mean():
 def test_progress_counts_optimiser_steps(board):
     _, history = fit(board, "dot", epochs=1, batch_size=32, accumulate=4, progress=False)
     assert history.train_config.samples_per_step == 128
+
+
+def test_dense_table_gradients_take_the_same_lazy_step_as_sparse_ones():
+    """Under NCCL the tables get dense gradients; the optimiser must still move only the rows
+    the step touched, exactly as with the row-sparse gradients gloo all-reduces."""
+    ratings = _ratings(64)
+    users = torch.as_tensor(ratings.user_index)
+    items = torch.as_tensor(ratings.item_index)
+    target = torch.as_tensor(ratings.rating, dtype=torch.float64)
+    nets = []
+    for sparse in (True, False):
+        torch.manual_seed(0)
+        net = DotProductBias(40, 30, n_factors=5).double()
+        before = net.user_factors.weight.detach().clone()
+        optimizer = make_optimizer(net, 0.01, (0.9, 0.99), 1e-5, 0.5)
+        forward = TrainingForward(net, sparse=sparse)
+        StepRunner(net, users, items, target, 64, optimizer, ddp=forward).step(torch.arange(64))
+        untouched = torch.ones(40, dtype=torch.bool)
+        untouched[users] = False
+        assert torch.equal(net.user_factors.weight[untouched], before[untouched])
+        nets.append(net)
+    assert _max_difference(*nets) < 1e-12
