@@ -277,6 +277,8 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setattr("latentrec.cli.save", killed)
     interrupted = runner.invoke(app, [*args, str(out)])
     assert interrupted.exit_code == 130
+    assert "the checkpoint at step 120 is kept" in interrupted.output
+    assert f"latentrec train --resume {out}" in interrupted.output
     assert not (out / "config.json").exists()
     monkeypatch.undo()
     resumed = runner.invoke(app, ["train", "--resume", str(out), "--json"])

@@ -236,10 +236,22 @@ def train(
     if notes is not None and context.is_main:
         errors.print(
             f"resuming from the checkpoint at step {notes['step']} (epoch "
-            f"{notes['epoch'] + 1}, step {notes['step_in_epoch']} of {notes['steps_per_epoch']})"
+            f"{notes['epoch'] + 1}, step {notes['step_in_epoch']} of {notes['steps_per_epoch']})",
+            soft_wrap=True,
         )
     try:
         _train_run(run, resume=notes is not None, as_json=as_json, context=context)
+    except KeyboardInterrupt:
+        where = Path(run["out"]) if run["out"] is not None else None
+        last = checkpoint_notes(where / CHECKPOINT_DIR) if where is not None else None
+        if last is None:
+            raise
+        errors.print(
+            f"interrupted; the checkpoint at step {last['step']} is kept: continue with "
+            f"`latentrec train --resume {where}`",
+            soft_wrap=True,
+        )
+        raise typer.Exit(130) from None
     finally:
         distributed.shutdown()
 

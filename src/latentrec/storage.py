@@ -255,6 +255,15 @@ def save_checkpoint(
     return meta_path
 
 
+def clear_checkpoints(directory: str | Path) -> None:
+    """Remove the checkpoints (and any debris of one being written) in `directory`."""
+    folder = Path(directory).expanduser()
+    if folder.is_dir():
+        for pattern in ("step-*.json", "step-*.safetensors", ".step-*.tmp"):
+            for path in folder.glob(pattern):
+                path.unlink(missing_ok=True)
+
+
 def load_checkpoint(directory: str | Path) -> Checkpoint | None:
     """The newest complete checkpoint in `directory`, or None when there is none.
 

@@ -30,7 +30,7 @@ from latentrec.memory import Plan, parse_size, plan, sample_rows
 from latentrec.metrics import mae, rmse
 from latentrec.models import MODEL_KINDS, LatentModel, ModelConfig, build_model
 from latentrec.optim import FusedDotRunner, StepRunner, make_optimizer, training_forward
-from latentrec.storage import Checkpoint, load_checkpoint, save_checkpoint
+from latentrec.storage import Checkpoint, clear_checkpoints, load_checkpoint, save_checkpoint
 
 PREDICT_CHUNK = 1 << 16
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -313,6 +313,8 @@ def fit(
         }
         trainer.checkpoints = _Checkpoints(Path(checkpoint_dir), config.checkpoint_every, notes)
         trainer.checkpoints.history = history
+        if checkpoint is None and context.is_main:
+            clear_checkpoints(checkpoint_dir)  # a fresh run must never resume an older one
     test_tensors = None
     if test is not None and len(test):
         test_tensors = _tensors(test, device, config.torch_dtype)
