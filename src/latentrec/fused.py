@@ -56,6 +56,16 @@ def _inline(func):
     return njit(inline="always", fastmath=_FAST)(func)
 
 
+@_kernel
+def gather(order, users, items, targets, out_users, out_items, out_targets):  # pragma: no cover
+    """out_*[k] = *[order[k]] for the first len(order) entries, on all threads."""
+    for k in prange(len(order)):
+        row = order[k]
+        out_users[k] = users[row]
+        out_items[k] = items[row]
+        out_targets[k] = targets[row]
+
+
 @_inline
 def _adam_row(weight, moments, grad, row, slot, rule, constants):  # pragma: no cover
     """Lazy AdamW on one row of weight from its slot's gradient, which it clears (the

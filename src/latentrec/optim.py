@@ -310,6 +310,7 @@ class FusedDotRunner:
         self.users = users.numpy().astype(np.int32)
         self.items = items.numpy().astype(np.int32)
         self.ratings = ratings.numpy()
+        self.ordered = (np.empty(0, np.int32), np.empty(0, np.int32), self.ratings[:0].copy())
         low, high = net.config.y_range
         group = optimizer.param_groups[0]
         beta2, eps = group["betas"][1], group["eps"]
@@ -359,9 +360,16 @@ class FusedDotRunner:
     def run(self, order: np.ndarray, sizes: list[int], hyper: np.ndarray) -> float:
         """Consecutive steps of `sizes` ratings, taken from `order` (positions into the
         ratings), with the coefficients hyper[s] (from `hyper`); the summed squared error."""
-        # the step's ratings side by side: every pass then reads memory in order
-        users, items = self.users[order], self.items[order]
-        ratings = self.ratings[order]
+        # the steps' ratings side by side: every pass then reads memory in order
+        n = len(order)
+        if len(self.ordered[0]) < n:
+            self.ordered = (
+                np.empty(n, np.int32),
+                np.empty(n, np.int32),
+                np.empty_like(self.ratings, shape=n),
+            )
+        users, items, ratings = (array[:n] for array in self.ordered)
+        fused.gather(order, self.users, self.items, self.ratings, users, items, ratings)
         bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         hyper = hyper.astype(self.constants.dtype)
         with torch.no_grad():
