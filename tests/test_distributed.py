@@ -116,7 +116,12 @@ def test_a_killed_worker_is_restarted_and_resumes_from_the_last_checkpoint(tmp_p
     )
     started = time.monotonic()
     launcher = subprocess.Popen(
-        command, env=_environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        command,
+        env=_environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group: nothing outlives the test
     )
     killed = None
     try:
@@ -129,10 +134,15 @@ def test_a_killed_worker_is_restarted_and_resumes_from_the_last_checkpoint(tmp_p
                     os.kill(workers[-1], signal.SIGKILL)  # mid-epoch, without warning
                     break
             time.sleep(0.05)
-        stdout, stderr = launcher.communicate(timeout=240)
+        try:
+            stdout, stderr = launcher.communicate(timeout=240)
+        except subprocess.TimeoutExpired:
+            os.killpg(launcher.pid, signal.SIGKILL)
+            stdout, stderr = launcher.communicate()
+            pytest.fail(f"the restarted run did not finish in 240 s:\n{stderr[-3000:]}")
     finally:
         if launcher.poll() is None:
-            launcher.kill()
+            os.killpg(launcher.pid, signal.SIGKILL)
     assert killed is not None, "the run ended before a worker could be killed"
     assert launcher.returncode == 0, stderr[-3000:]
     assert "resuming from the checkpoint at step" in stderr

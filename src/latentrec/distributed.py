@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -85,8 +86,32 @@ def setup(device: torch.device) -> Context:
         backend = "nccl"
     else:
         backend = "gloo"
-    dist.init_process_group(backend=backend)
+    dist.init_process_group(
+        backend=backend, store=_store(context), rank=context.rank, world_size=context.world_size
+    )
     return context
+
+
+def _store(context: Context) -> dist.Store:
+    """The rendezvous store, its keys prefixed by the restart count.
+
+    After a restart torchrun hands the new workers the store the failed ones used; without a
+    prefix of their own, a new worker can read a dead one's address and fail to connect.
+    """
+    address = os.environ.get("MASTER_ADDR")
+    if not address:
+        raise ConfigError("MASTER_ADDR is not set; start latentrec with torchrun, which sets it")
+    port = _env_int("MASTER_PORT", 0)
+    # torchrun's agent hosts the store; launched otherwise, rank 0 does
+    hosted_by_agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(
+        address,
+        port,
+        context.world_size,
+        is_master=not hosted_by_agent and context.rank == 0,
+        timeout=timedelta(minutes=30),
+    )
+    return dist.PrefixStore(f"latentrec/attempt-{context.restart}", store)
 
 
 def device_for(device: torch.device, context: Context) -> torch.device:
