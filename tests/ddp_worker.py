@@ -5,6 +5,7 @@ Usage: python -m torch.distributed.run --standalone --nproc-per-node 2 ddp_worke
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -47,6 +48,10 @@ def main(out: Path) -> None:
             save_file(weights, str(out / f"{name}.safetensors"))
             (out / f"{name}.world").write_text(str(history.world_size))
     distributed.shutdown()
+    # skip the interpreter's teardown, where DDP's leftover gloo threads can abort the process
+    # (see distributed.joined)
+    sys.stdout.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -62,15 +62,38 @@ def test_outside_torchrun_everything_is_one_process():
     )
 
 
+class _Exited(Exception):
+    pass
+
+
+@pytest.mark.parametrize(("argv", "code"), [(["--version"], 0), (["recommend", "/no/model"], 2)])
+def test_a_worker_that_joined_a_process_group_ends_without_the_interpreter_teardown(
+    monkeypatch, argv, code
+):
+    """DDP leaves gloo threads behind; the command line ends such a worker with os._exit."""
+    from latentrec import cli
+
+    def fake_exit(status):
+        raise _Exited(status)
+
+    monkeypatch.setattr(distributed, "_joined", True)
+    monkeypatch.setattr(cli.os, "_exit", fake_exit)
+    monkeypatch.setattr(sys, "argv", ["latentrec", *argv])
+    with pytest.raises(_Exited) as exited:
+        cli.run()
+    assert exited.value.args == (code,)
+
+
 def test_two_ranks_take_the_same_steps_as_one_process_with_twice_the_batch(tmp_path):
     """After two epochs (each ending on a short step), 2 ranks x batch B equal 1 x 2B."""
-    subprocess.run(
+    done = subprocess.run(
         _torchrun(str(TESTS / "ddp_worker.py"), str(tmp_path)),
         env=_environment(),
-        check=True,
         timeout=240,
         capture_output=True,
+        text=True,
     )
+    assert done.returncode == 0, done.stderr[-4000:]
     data = worker.ratings()
     for name, (model, options) in worker.CASES.items():
         assert (tmp_path / f"{name}.world").read_text() == "2"

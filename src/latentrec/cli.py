@@ -5,11 +5,12 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -737,7 +738,22 @@ def serve(
 
 def run() -> None:
     """Console-script entry point."""
-    app()
+    try:
+        app()
+    except SystemExit as done:
+        if distributed.joined():
+            _end_worker(done.code)
+        raise
+
+
+def _end_worker(code: int | str | None) -> NoReturn:
+    """End a torchrun worker without the interpreter's teardown (see `distributed.joined`)."""
+    distributed.shutdown()
+    if isinstance(code, str):
+        errors.print(code)
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code if isinstance(code, int) else int(code is not None))
 
 
 if __name__ == "__main__":  # pragma: no cover

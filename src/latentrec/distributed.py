@@ -18,6 +18,9 @@ from torch import Tensor, nn
 
 from latentrec.errors import ConfigError
 
+# whether this process has joined a process group (it may have left it since)
+_joined = False
+
 
 @dataclass(frozen=True)
 class Context:
@@ -89,6 +92,8 @@ def setup(device: torch.device) -> Context:
     dist.init_process_group(
         backend=backend, store=_store(context), rank=context.rank, world_size=context.world_size
     )
+    global _joined
+    _joined = True
     return context
 
 
@@ -151,3 +156,15 @@ def shutdown() -> None:
     """Leave the process group (at the end of a torchrun worker)."""
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def joined() -> bool:
+    """Whether `setup` joined a process group in this process.
+
+    DistributedDataParallel's reducer keeps the gloo process group, and its threads, alive past
+    `destroy_process_group`; destroying them in the interpreter's teardown aborts the process now
+    and then ("terminate called without an active exception", SIGABRT), which torchrun counts as
+    a failed worker. A worker that joined should therefore end with `os._exit` once its files
+    are written and its output flushed, as the command line does.
+    """
+    return _joined
