@@ -329,12 +329,13 @@ class FusedDotRunner:
         )
         self.touched = tuple(np.zeros((lanes, max_step), dtype=np.int64) for _ in range(2))
         self.counts = np.zeros((lanes, 2), dtype=np.int64)
+        # each lane has max_step gradient slots of its own
         self.grads = (
             np.zeros(max_step, dtype=dtype),
-            np.zeros((max_step, n_factors), dtype=dtype),
-            np.zeros((max_step, 1), dtype=dtype),
-            np.zeros((max_step, n_factors), dtype=dtype),
-            np.zeros((max_step, 1), dtype=dtype),
+            np.zeros((lanes * max_step, n_factors), dtype=dtype),
+            np.zeros((lanes * max_step, 1), dtype=dtype),
+            np.zeros((lanes * max_step, n_factors), dtype=dtype),
+            np.zeros((lanes * max_step, 1), dtype=dtype),
         )
         self.run(np.zeros(0, dtype=np.int64), [], np.zeros((0, 6)))  # compile or load it now
 

@@ -557,7 +557,10 @@ class _Trainer:
         returns the mean training loss over all ranks."""
         self.net.train()
         self.epoch_generator_state = self.generator.get_state()
-        order = torch.randperm(self.n, generator=self.generator).to(self.device)
+        # one draw from the generator seeds the epoch's order: a checkpoint of the generator
+        # replays it, and the shuffle itself runs on all threads
+        seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
+        order = torch.from_numpy(fused.permutation(self.n, seed)).to(self.device)
         self.epoch_started = time.perf_counter()
         if self.fused is not None:
             loss = self._run_fused_epoch(epoch, order.numpy(), progress, start_step, loss_so_far)
