@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -48,3 +50,15 @@ def test_every_order_is_equally_likely():
 def test_a_negative_length_is_refused():
     with pytest.raises(ValueError, match="n must be >= 0, got -1"):
         fused.permutation(-1, 0)
+
+
+def test_starting_the_kernels_threads_leaves_torchs_thread_count_alone():
+    """Regression: numba's OpenMP pool reset torch's threads, so torchrun workers oversubscribed."""
+    script = (
+        "import torch; from latentrec import fused; torch.set_num_threads(1); "
+        "fused.set_threads(2); fused.permutation(10, 0); print(torch.get_num_threads())"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.strip() == "1"

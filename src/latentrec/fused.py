@@ -25,6 +25,7 @@ the kernel updates the model and the optimiser state in place.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 try:
     import numba
@@ -42,11 +43,19 @@ _FAST = {"reassoc", "contract", "nsz"}
 
 
 def set_threads(n: int) -> int:
-    """Use n threads (at most numba's pool size) in the kernels; returns how many."""
+    """Use n threads (at most numba's pool size) in the kernels; returns how many.
+
+    numba's OpenMP pool shares the OpenMP runtime with torch, and starting it sets the
+    runtime's thread count to the pool's size, which torch then uses too: under torchrun, whose
+    workers get one thread each, every worker would run torch on all cores, and two workers on
+    two cores took twice as long. So torch's thread count is put back after the pool starts.
+    """
     if not AVAILABLE:
         return 1
+    torch_threads = torch.get_num_threads()
     n = max(1, min(n, numba.config.NUMBA_NUM_THREADS))
     numba.set_num_threads(n)
+    torch.set_num_threads(torch_threads)
     return n
 
 

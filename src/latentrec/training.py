@@ -527,6 +527,9 @@ class _Trainer:
         self.optimizer = make_optimizer(net, config.lr, config.betas, config.eps, config.wd)
         self.generator = torch.Generator(device="cpu").manual_seed(config.seed)
         self.epoch_generator_state = self.generator.get_state()
+        # the kernels use as many threads as torch (torchrun gives each worker one): idle
+        # threads of a larger pool would compete for the cores with the other workers
+        fused.set_threads(torch.get_num_threads())
         fused.permutation(0, 0)  # compile or load the shuffle now, not in the first epoch's time
         self.checkpoints: _Checkpoints | None = None
         self.seconds_before_resume = 0.0
