@@ -34,6 +34,7 @@ def test_permutation_depends_on_the_seed_alone_not_on_the_threads():
     finally:
         fused.set_threads(before)
     assert np.array_equal(one, two)
+    assert np.array_equal(one, fused.permutation(100_000, 11, parallel=False))
     assert not np.array_equal(one, fused.permutation(100_000, 12))
 
 

@@ -527,10 +527,13 @@ class _Trainer:
         self.optimizer = make_optimizer(net, config.lr, config.betas, config.eps, config.wd)
         self.generator = torch.Generator(device="cpu").manual_seed(config.seed)
         self.epoch_generator_state = self.generator.get_state()
-        # the kernels use as many threads as torch (torchrun gives each worker one): idle
-        # threads of a larger pool would compete for the cores with the other workers
-        fused.set_threads(torch.get_num_threads())
-        fused.permutation(0, 0)  # compile or load the shuffle now, not in the first epoch's time
+        # torchrun workers run one thread each and keep numba's thread pool out of the process
+        # (it shares the OpenMP runtime with torch); the order is the same either way
+        self.parallel_shuffle = not self.context.active
+        if self.parallel_shuffle:
+            fused.set_threads(torch.get_num_threads())
+        # compile or load the shuffle now, not in the first epoch's time
+        fused.permutation(0, 0, parallel=self.parallel_shuffle)
         self.checkpoints: _Checkpoints | None = None
         self.seconds_before_resume = 0.0
         self.fused = None
@@ -564,7 +567,8 @@ class _Trainer:
         # one draw from the generator seeds the epoch's order: a checkpoint of the generator
         # replays it, and the shuffle itself runs on all threads
         seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
-        order = torch.from_numpy(fused.permutation(self.n, seed)).to(self.device)
+        order = fused.permutation(self.n, seed, parallel=self.parallel_shuffle)
+        order = torch.from_numpy(order).to(self.device)
         self.epoch_started = time.perf_counter()
         if self.fused is not None:
             loss = self._run_fused_epoch(epoch, order.numpy(), progress, start_step, loss_so_far)
