@@ -527,8 +527,9 @@ class _Trainer:
         self.optimizer = make_optimizer(net, config.lr, config.betas, config.eps, config.wd)
         self.generator = torch.Generator(device="cpu").manual_seed(config.seed)
         self.epoch_generator_state = self.generator.get_state()
-        # torchrun workers run one thread each and keep numba's thread pool out of the process
-        # (it shares the OpenMP runtime with torch); the order is the same either way
+        # torchrun workers run one thread each and keep numba's thread pool out of the process:
+        # it shares the OpenMP runtime with torch and gloo, and workers that started it died of
+        # heap corruption far more often (README). The order is the same either way.
         self.parallel_shuffle = not self.context.active
         if self.parallel_shuffle:
             fused.set_threads(torch.get_num_threads())
