@@ -63,3 +63,12 @@ def test_starting_the_kernels_threads_leaves_torchs_thread_count_alone():
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
     )
     assert done.stdout.strip() == "1"
+
+
+@pytest.mark.parametrize("lanes", [1, 2, 3, 7, 16])
+def test_every_lane_owns_a_fair_share_of_the_rows(lanes):
+    """The kernel splits each table's rows between its threads by a hash of the row."""
+    owners = np.array([fused._owner(row, lanes) for row in range(20_000)])
+    assert owners.min() == 0 and owners.max() == lanes - 1
+    shares = np.bincount(owners, minlength=lanes) / (20_000 / lanes)
+    assert shares.min() > 0.95 and shares.max() < 1.05

@@ -323,10 +323,6 @@ class FusedDotRunner:
             np.full(net.n_users, -1, dtype=np.int64),
             np.full(net.n_items, -1, dtype=np.int64),
         )
-        self.owners = (
-            (np.arange(net.n_users) % lanes).astype(np.int32),
-            (np.arange(net.n_items) % lanes).astype(np.int32),
-        )
         self.touched = tuple(np.zeros((lanes, max_step), dtype=np.int64) for _ in range(2))
         self.counts = np.zeros((lanes, 2), dtype=np.int64)
         # each lane has max_step gradient slots of its own
@@ -384,7 +380,6 @@ class FusedDotRunner:
                     self.constants,
                     *self.tables,
                     self.moments,
-                    self.owners,
                     self.slots,
                     self.touched,
                     self.counts,
