@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import shlex
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,3 +34,15 @@ def write(out: Path, name: str, report: dict[str, Any], header: str, table: str)
     base.with_suffix(".md").write_text(title + report.get("context", "") + "\n\n" + table + "\n")
     print(f"\nwrote {base}.json and {base}.md", file=sys.stderr)
     return stamp
+
+
+def run_json(command: list[str], env: dict[str, str] | None = None) -> tuple[dict[str, Any], float]:
+    """Run a command that prints one JSON object as its last line; that object and the whole
+    command's wall seconds. A failed command ends the benchmark with its stderr."""
+    env = dict(os.environ if env is None else env, LOGLEVEL="WARNING")
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"{shlex.join(command)} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1]), wall

@@ -11,15 +11,11 @@ Run from the repository root:
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-from _report import machine, write
+from _report import machine, run_json, write
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -68,13 +64,7 @@ def configurations(args: argparse.Namespace) -> dict[str, list[str]]:
 
 
 def run_once(command: list[str]) -> dict[str, float]:
-    env = dict(os.environ, LOGLEVEL="WARNING")
-    started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-    wall = time.perf_counter() - started
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
-    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    summary, wall = run_json(command)
     return {
         "rmse": summary["rmse"],
         "train_seconds": summary["train_seconds"],

@@ -21,16 +21,14 @@ A dry run of the script itself on the CPU, at 1/100 of the sizes (gloo instead o
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
-from _report import machine, write
+from _report import machine, run_json, write
 
 REPO = Path(__file__).resolve().parent.parent
 SCALE = (25_000_000, 160_000, 60_000, 100)  # ratings, users, items, factors
@@ -103,14 +101,9 @@ def least_bytes(data: str, batch_size: int, factors: int, device: str) -> dict[s
 
 
 def run_once(command: list[str]) -> dict:
-    env = dict(os.environ, LOGLEVEL="WARNING")
+    env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "src"), env.get("PYTHONPATH")]))
-    started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-    wall = time.perf_counter() - started
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
-    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    summary, wall = run_json(command, env)
     return {
         "rmse": summary["rmse"],
         "train_seconds": summary["train_seconds"],

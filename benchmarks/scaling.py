@@ -13,13 +13,11 @@ Run from the repository root:
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
-from _report import machine, write
+from _report import machine, run_json, write
 from compare import DATA, ONE_EPOCH_DOT
 
 REPO = Path(__file__).resolve().parent.parent
@@ -41,10 +39,7 @@ def run_once(case: str) -> dict:
     data = f"synthetic:ratings={n},users={users},items={items},seed=1"
     latentrec = str(Path(sys.executable).with_name("latentrec"))
     command = [latentrec, "train", "--data", data, "--json", *ONE_EPOCH_DOT]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_json(command)[0]
 
 
 def main() -> None:
