@@ -2,7 +2,8 @@
 
 Two processes on loopback train a dot model's four tables (sparse gradients, the layout
 latentrec's torchrun runs use) for `--steps` tiny steps, `--runs` times, with DDP's own
-gradient averaging ("plain") and with latentrec's one-all-reduce-at-a-time hook ("latentrec").
+gradient averaging ("plain") and with latentrec's hook, which sends all sparse gradients of a
+step as one all-gather ("latentrec").
 Prints how many runs of each ended well. Before the hook, torchrun workers died now and then
 with SIGSEGV or "malloc(): unaligned tcache chunk detected" inside gloo's sparse all-reduce;
 this makes that happen within seconds.
@@ -111,7 +112,7 @@ def main() -> None:
             )
     rows = ["| gradient averaging | runs | ended well | failed |", "|---|---:|---:|---:|"]
     for mode in MODES:
-        label = "DDP's own" if mode == "plain" else "latentrec (one all-reduce at a time)"
+        label = "DDP's own" if mode == "plain" else "latentrec (one all-gather a step)"
         failed = args.runs - ended_well[mode]
         rows.append(f"| {label} | {args.runs} | {ended_well[mode]} | {failed} |")
     report = {

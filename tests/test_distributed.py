@@ -102,6 +102,13 @@ def test_two_ranks_take_the_same_steps_as_one_process_with_twice_the_batch(tmp_p
         ranks = load_file(str(tmp_path / f"{name}.safetensors"))
         difference = max((v - ranks[k]).abs().max().item() for k, v in net.state_dict().items())
         assert difference < 1e-9, name
+    for rank in (0, 1):
+        report = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        # the hook's one-block exchange sums sparse gradients of any size as all-reduce does
+        assert report["exchange_error"] < 1e-6, report
+        # workers run torch on one thread each and never start numba's thread pool
+        assert report["torch_threads"] == 1, report
+        assert not report["numba_pool_started"], report
 
 
 SYNTHETIC = "synthetic:ratings=150000,users=3000,items=800,seed=3"

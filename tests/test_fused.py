@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import subprocess
 import sys
 
@@ -63,6 +64,31 @@ def test_starting_the_kernels_threads_leaves_torchs_thread_count_alone():
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
     )
     assert done.stdout.strip() == "1"
+
+
+def test_the_one_thread_shuffle_never_starts_the_thread_pool_even_from_numbas_cache(tmp_path):
+    """Regression: compiled from the same function, the one-thread shuffle loaded the parallel
+    one's code from numba's cache, and torchrun workers ran two OpenMP threads each."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), OMP_NUM_THREADS="1")
+    both = "from latentrec import fused; fused.permutation(10, 0); fused.permutation(10, 0, False)"
+    one = (
+        "import torch; from numba.np.ufunc import parallel; from latentrec import fused; "
+        "fused.permutation(10, 0, parallel=False); "
+        "print(torch.get_num_threads(), parallel._is_initialized)"
+    )
+    outputs = []
+    for script in (both, one, one):  # compile and cache both; then load from the cache
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=True,
+            env=env,
+        )
+        outputs.append(done.stdout.strip())
+    assert any(tmp_path.rglob("*.nbi")), "numba wrote no cache"
+    assert outputs[1:] == ["1 False", "1 False"]
 
 
 @pytest.mark.parametrize("lanes", [1, 2, 3, 7, 16])

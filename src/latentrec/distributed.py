@@ -8,6 +8,8 @@ every step's ratings, and metrics are summed across ranks with `all_reduce_sum`.
 
 from __future__ import annotations
 
+import inspect
+import math
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -134,30 +136,140 @@ def sparse_gradients_supported() -> bool:
 def wrap(module: nn.Module, device: torch.device) -> nn.Module:
     """`module` in DistributedDataParallel when the process group is up; unchanged otherwise.
 
-    Under gloo, the gradients are averaged one all-reduce at a time (`_one_at_a_time`)."""
+    Under gloo, the tables' sparse gradients are exchanged by `_exchange_gradients`."""
     if not dist.is_initialized() or dist.get_world_size() == 1:
         return module
     device_ids = [device.index] if device.type == "cuda" else None
-    wrapped = nn.parallel.DistributedDataParallel(module, device_ids=device_ids)
+    wrapped = nn.parallel.DistributedDataParallel(
+        module, device_ids=device_ids, **_no_buffer_sync()
+    )
     if dist.get_backend() == "gloo":
-        wrapped.register_comm_hook(None, _one_at_a_time)
+        wrapped.register_comm_hook(_SparseExchange(), _exchange_gradients)
     return wrapped
 
 
-def _one_at_a_time(group, bucket):  # no annotations: DDP checks them, and these are strings
-    """DDP's gradient averaging (a communication hook), waiting for each all-reduce to end
-    before the next one starts.
+def _no_buffer_sync() -> dict[str, bool]:
+    """DDP's option to skip sending the buffers before every forward pass.
 
-    gloo runs the all-reduces DDP starts on two threads of its own, and two sparse all-reduces
-    at once (the tables' gradients) now and then corrupt the heap: the worker dies with SIGSEGV
-    or "malloc(): unaligned tcache chunk detected" inside gloo's sparse all-reduce. One at a
-    time they do not. The cost is the overlap of communication with the backward pass, which
-    two cores do not have to give anyway.
+    The models' buffers are constants (the global mean), the same on every rank from the
+    start; sending them cost a collective per step. torch 2.13 renamed the option."""
+    options = inspect.signature(nn.parallel.DistributedDataParallel).parameters
+    if "forward_sync_buffers" in options:
+        return {"forward_sync_buffers": False}
+    return {"broadcast_buffers": False}
+
+
+class _SparseExchange:
+    """The state of `_exchange_gradients`: the step's sparse gradients waiting to be sent, and
+    how many bytes the largest rank sent last time (what each rank sends in the first round)."""
+
+    def __init__(self) -> None:
+        self.waiting: list[tuple[Tensor, torch.futures.Future]] = []
+        self.capacity = 0
+
+
+def _exchange_gradients(state, bucket):  # no annotations: DDP checks them, and these are strings
+    """DDP's gradient averaging (a communication hook) with one all-gather per step for all
+    sparse gradients.
+
+    gloo's own sparse all-reduce takes several round trips per table, and DDP starts one per
+    table: 4 per step of the dot model, about 2 ms each on loopback here. Worse, gloo runs them
+    on two threads at once, which now and then corrupts the heap (the worker dies with SIGSEGV
+    or "malloc(): unaligned tcache chunk detected" inside the sparse all-reduce). So sparse
+    gradients wait here until the step's last bucket, and then every rank sends all of them as
+    one block of bytes; each rank puts the blocks together into the same sum. Dense buckets are
+    all-reduced as DDP does.
     """
-    tensor = bucket.buffer().div_(dist.get_world_size(group))
-    future = dist.all_reduce(tensor, group=group, async_op=True).get_future()
-    future.wait()
-    return future.then(lambda done: done.value()[0])
+    world = dist.get_world_size()
+    tensor = bucket.buffer()
+    if tensor.is_sparse:
+        future = torch.futures.Future()
+        state.waiting.append((tensor, future))
+    else:
+        tensor.div_(world)
+        future = dist.all_reduce(tensor, async_op=True).get_future()
+        future = future.then(lambda done: done.value()[0])
+    if bucket.is_last() and state.waiting:
+        waiting, state.waiting = state.waiting, []
+        sums = _gather_sparse(state, [t for t, _ in waiting], world)
+        for (_, pending), total in zip(waiting, sums, strict=True):
+            pending.set_result(total)
+    return future
+
+
+_ALIGN = 8  # every piece of a block starts at a multiple of 8 bytes, so views of it are aligned
+
+
+def _padded(n: int) -> int:
+    return -(-n // _ALIGN) * _ALIGN
+
+
+def _gather_sparse(state: _SparseExchange, tensors: list[Tensor], world: int) -> list[Tensor]:
+    """The mean over ranks of each sparse tensor (the same list on every rank).
+
+    A rank's block is a header (each tensor's number of entries) and then each tensor's indices
+    and values as bytes. Each rank sends `state.capacity` bytes after the header; when a block
+    is longer on any rank, which every rank reads in the headers, a second all-gather carries
+    the rest.
+    """
+    k = len(tensors)
+    pieces = []
+    for t in tensors:
+        for part in (t._indices(), t._values()):
+            raw = part.contiguous().reshape(-1).view(torch.uint8)
+            pieces += [raw, raw.new_zeros(_padded(raw.numel()) - raw.numel())]
+    payload = torch.cat(pieces) if pieces else torch.empty(0, dtype=torch.uint8)
+    header = torch.tensor([t._nnz() for t in tensors], dtype=torch.int64).view(torch.uint8)
+    first = torch.zeros(8 * k + state.capacity, dtype=torch.uint8)
+    first[: 8 * k] = header
+    sent = min(payload.numel(), state.capacity)
+    first[8 * k : 8 * k + sent] = payload[:sent]
+    received = torch.empty(world, first.numel(), dtype=torch.uint8)
+    dist.all_gather(list(received.unbind(0)), first)
+    counts = received[:, : 8 * k].contiguous().view(torch.int64).tolist()
+    # bytes per entry: its indices, its values
+    widths = [
+        (8 * t.sparse_dim(), math.prod(t.shape[t.sparse_dim() :]) * t.element_size())
+        for t in tensors
+    ]
+
+    def block_bytes(n_entries: list[int]) -> int:
+        return sum(
+            _padded(n * i) + _padded(n * v) for n, (i, v) in zip(n_entries, widths, strict=True)
+        )
+
+    largest = max(block_bytes(c) for c in counts)
+    blocks = received[:, 8 * k :]
+    if largest > state.capacity:
+        rest = torch.zeros(largest - state.capacity, dtype=torch.uint8)
+        rest[: payload.numel() - sent] = payload[sent:]
+        more = torch.empty(world, rest.numel(), dtype=torch.uint8)
+        dist.all_gather(list(more.unbind(0)), rest)
+        blocks = torch.cat([blocks, more], dim=1)
+    state.capacity = largest
+
+    indices: list[list[Tensor]] = [[] for _ in tensors]
+    values: list[list[Tensor]] = [[] for _ in tensors]
+    for rank in range(world):
+        at = 0
+        for j, t in enumerate(tensors):
+            n = counts[rank][j]
+            index_bytes, value_bytes = n * widths[j][0], n * widths[j][1]
+            raw = blocks[rank, at : at + index_bytes]
+            indices[j].append(raw.view(torch.int64).view(t.sparse_dim(), n))
+            at += _padded(index_bytes)
+            raw = blocks[rank, at : at + value_bytes]
+            values[j].append(raw.view(t.dtype).view(n, *t._values().shape[1:]))
+            at += _padded(value_bytes)
+    return [
+        torch.sparse_coo_tensor(
+            torch.cat(indices[j], dim=1),
+            torch.cat(values[j]).div_(world),
+            t.shape,
+            check_invariants=False,  # every rank's indices were valid ones
+        )
+        for j, t in enumerate(tensors)
+    ]
 
 
 def all_reduce_sum(values: Tensor) -> Tensor:

@@ -171,10 +171,21 @@ def _scatter_shuffle(n, seed, out):  # pragma: no cover - compiled; tested throu
 
 
 _scatter_shuffle_parallel = _kernel(_scatter_shuffle)
-# the same shuffle without numba's thread pool (prange runs as range): the same order
-_scatter_shuffle_serial = (
-    njit(cache=True, nogil=True)(_scatter_shuffle) if AVAILABLE else _scatter_shuffle
-)
+_scatter_shuffle_inline = _inline(_scatter_shuffle)
+
+
+def _scatter_shuffle_serial(n, seed, out):  # pragma: no cover - compiled
+    """The same shuffle on the calling thread alone (prange runs as range): the same order.
+
+    A function of its own, not `njit(_scatter_shuffle)`: numba's cache files are named after
+    the function, and a second compilation of `_scatter_shuffle` loaded the parallel one's
+    code from the cache, which started the thread pool this version exists to keep out of
+    torchrun workers."""
+    _scatter_shuffle_inline(n, seed, out)
+
+
+if AVAILABLE:
+    _scatter_shuffle_serial = njit(cache=True, nogil=True)(_scatter_shuffle_serial)
 
 
 def permutation(n: int, seed: int, parallel: bool = True) -> np.ndarray:

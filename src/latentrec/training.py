@@ -528,8 +528,8 @@ class _Trainer:
         self.generator = torch.Generator(device="cpu").manual_seed(config.seed)
         self.epoch_generator_state = self.generator.get_state()
         # torchrun workers run one thread each and keep numba's thread pool out of the process:
-        # it shares the OpenMP runtime with torch and gloo, and workers that started it died of
-        # heap corruption far more often (README). The order is the same either way.
+        # it shares the OpenMP runtime with torch, and workers whose pool had started ran two
+        # spinning threads each on two cores (an epoch took 3x as long). The order is the same.
         self.parallel_shuffle = not self.context.active
         if self.parallel_shuffle:
             fused.set_threads(torch.get_num_threads())
