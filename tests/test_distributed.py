@@ -178,6 +178,8 @@ def test_a_killed_worker_is_restarted_and_resumes_from_the_last_checkpoint(tmp_p
     assert "resuming from the checkpoint at step" in stderr
     summary = json.loads(stdout.strip().splitlines()[-1])
     assert summary["world_size"] == 2
+    # a step covers batch x accumulate x world size ratings
+    assert (summary["batch_size"], summary["effective_batch_size"]) == (256, 512)
     assert summary["resumed_from_step"] >= killed
     # an uninterrupted run with the same seed: one process, the 2 ranks' batch together
     split = load_ratings(SYNTHETIC).split(test_fraction=0.1, seed=7)

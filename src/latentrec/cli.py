@@ -146,7 +146,11 @@ def train(
     batch_size: Annotated[int | None, typer.Option(help="Ratings per micro-batch.")] = None,
     accumulate: Annotated[int | None, typer.Option(help="Micro-batches per step.")] = None,
     effective_batch_size: Annotated[
-        int | None, typer.Option(help="Ratings per optimiser step (sets --accumulate).")
+        int | None,
+        typer.Option(
+            help="Ratings per optimiser step in each process (sets --accumulate); under "
+            "torchrun a step covers this times the number of processes."
+        ),
     ] = None,
     memory_budget: Annotated[
         str | None,
@@ -337,7 +341,8 @@ def _info(history: History) -> dict[str, Any]:
         "resumed_from_step": history.resumed_from,
         "batch_size": history.train_config.batch_size,
         "accumulate": history.train_config.accumulate,
-        "effective_batch_size": history.train_config.samples_per_step,
+        # ratings per optimiser step over all processes: batch x accumulate x world size
+        "effective_batch_size": history.train_config.samples_per_step * history.world_size,
         "lr": history.train_config.lr,
         "wd": history.train_config.wd,
         "seed": history.train_config.seed,
