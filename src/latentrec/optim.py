@@ -244,7 +244,7 @@ class TrainingForward(nn.Module):
         super().__init__()
         self.net, self.sparse = net, sparse
         for table in net.tables().values():
-            # DDP reads this flag to expect a sparse gradient (its own bucket, sparse all-reduce)
+            # DDP reads this flag to expect a sparse gradient (a bucket of its own)
             table.sparse = sparse
 
     def forward(self, users: Tensor, items: Tensor) -> Tensor:
