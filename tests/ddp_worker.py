@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 from numba.np.ufunc import parallel
 from safetensors.torch import save_file
+from torch import nn
 
 from latentrec import distributed, fit
 from latentrec.data import IdMap, Ratings
@@ -45,10 +46,10 @@ def ratings(n: int = 250, n_users: int = 40, n_items: int = 30) -> Ratings:
 
 def exchange_error() -> float:
     """The largest difference between the gloo hook's sparse mean and a dense all-reduce's, over
-    steps whose gradients differ in size by rank and step (the last one empty), in two dtypes
+    steps whose gradients differ in size by rank and step (the last one empty), in three dtypes
     and with one and two sparse dimensions."""
     rank, world = dist.get_rank(), dist.get_world_size()
-    state = distributed._SparseExchange()
+    state = distributed._SparseExchange(expected=3)
     worst = 0.0
     for step, n in enumerate([5, 40, 3, 0]):
         generator = torch.Generator().manual_seed(10 * step + rank)
@@ -62,12 +63,56 @@ def exchange_error() -> float:
                 rows, torch.randn(nnz, 4, dtype=torch.float64, generator=generator), (30, 4)
             ),
             torch.sparse_coo_tensor(cells, torch.randn(nnz, generator=generator), (7, 9)),
+            torch.sparse_coo_tensor(  # 16-byte elements
+                rows,
+                torch.randn(nnz, 2, dtype=torch.complex128, generator=generator),
+                (30, 2),
+            ),
         ]
         means = distributed._gather_sparse(state, tensors, world)
         for tensor, mean in zip(tensors, means, strict=True):
             dense = tensor.to_dense()
             dist.all_reduce(dense)
             worst = max(worst, (mean.to_dense() - dense / world).abs().max().item())
+    return worst
+
+
+class _Pair(nn.Module):
+    """Two tables with sparse gradients."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.users = nn.Embedding(20, 3, sparse=True)
+        self.items = nn.Embedding(10, 3, sparse=True)
+
+    def forward(self, users, items):
+        return (self.users(users) * self.items(items)).sum()
+
+
+def static_graph_error() -> float:
+    """The largest difference, over three steps, between the gloo hook's averaged gradients
+    under DDP's static_graph (whose first step numbers every bucket 0) and a dense all-reduce
+    of each rank's own gradients. A hook that waited for the last bucket would hang here."""
+    rank, world = dist.get_rank(), dist.get_world_size()
+    torch.manual_seed(0)
+    pair = _Pair().double()
+    model = nn.parallel.DistributedDataParallel(pair, static_graph=True)
+    state = distributed._SparseExchange(distributed._sparse_parameters(pair))
+    model.register_comm_hook(state, distributed._exchange_gradients)
+    worst = 0.0
+    for step in range(3):
+        generator = torch.Generator().manual_seed(10 * step + rank)
+        users = torch.randint(0, 20, (8,), generator=generator)
+        items = torch.randint(0, 10, (8,), generator=generator)
+        model(users, items).backward()
+        alone = _Pair().double()
+        alone.load_state_dict(pair.state_dict())
+        alone(users, items).backward()
+        for shared, own in zip(pair.parameters(), alone.parameters(), strict=True):
+            dense = own.grad.to_dense()
+            dist.all_reduce(dense)
+            worst = max(worst, (shared.grad.to_dense() - dense / world).abs().max().item())
+        pair.zero_grad(set_to_none=True)
     return worst
 
 
@@ -81,6 +126,7 @@ def main(out: Path) -> None:
             (out / f"{name}.world").write_text(str(history.world_size))
     report = {
         "exchange_error": exchange_error(),
+        "static_graph_error": static_graph_error(),
         "torch_threads": torch.get_num_threads(),
         "numba_pool_started": bool(parallel._is_initialized),
     }

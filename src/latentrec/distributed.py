@@ -144,8 +144,19 @@ def wrap(module: nn.Module, device: torch.device) -> nn.Module:
         module, device_ids=device_ids, **_no_buffer_sync()
     )
     if dist.get_backend() == "gloo":
-        wrapped.register_comm_hook(_SparseExchange(), _exchange_gradients)
+        wrapped.register_comm_hook(_SparseExchange(_sparse_parameters(module)), _exchange_gradients)
     return wrapped
+
+
+def _sparse_parameters(module: nn.Module) -> int:
+    """How many of the module's trained parameters get sparse gradients (each is a DDP bucket
+    of its own)."""
+    return sum(
+        parameter.requires_grad
+        for layer in module.modules()
+        if isinstance(layer, nn.Embedding | nn.EmbeddingBag) and layer.sparse
+        for parameter in layer.parameters(recurse=False)
+    )
 
 
 def _no_buffer_sync() -> dict[str, bool]:
@@ -160,10 +171,12 @@ def _no_buffer_sync() -> dict[str, bool]:
 
 
 class _SparseExchange:
-    """The state of `_exchange_gradients`: the step's sparse gradients waiting to be sent, and
-    how many bytes the largest rank sent last time (what each rank sends in the first round)."""
+    """The state of `_exchange_gradients`: how many sparse gradients a step has, those of this
+    step waiting to be sent, and the most bytes a rank has sent (what each rank sends in the
+    first round)."""
 
-    def __init__(self) -> None:
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
         self.waiting: list[tuple[Tensor, torch.futures.Future]] = []
         self.capacity = 0
 
@@ -176,9 +189,11 @@ def _exchange_gradients(state, bucket):  # no annotations: DDP checks them, and 
     table: 4 per step of the dot model, about 2 ms each on loopback here. Worse, gloo runs them
     on two threads at once, which now and then corrupts the heap (the worker dies with SIGSEGV
     or "malloc(): unaligned tcache chunk detected" inside the sparse all-reduce). So sparse
-    gradients wait here until the step's last bucket, and then every rank sends all of them as
-    one block of bytes; each rank puts the blocks together into the same sum. Dense buckets are
-    all-reduced as DDP does.
+    gradients wait here until all of the step's have come (or its last bucket has: counting
+    rather than waiting for the last bucket alone also works under `static_graph`, whose first
+    step numbers every bucket 0), and then every rank sends all of them as one block of bytes;
+    each rank puts the blocks together into the same sum. Dense buckets are all-reduced as DDP
+    does.
     """
     world = dist.get_world_size()
     tensor = bucket.buffer()
@@ -189,15 +204,22 @@ def _exchange_gradients(state, bucket):  # no annotations: DDP checks them, and 
         tensor.div_(world)
         future = dist.all_reduce(tensor, async_op=True).get_future()
         future = future.then(lambda done: done.value()[0])
-    if bucket.is_last() and state.waiting:
+    if state.waiting and (len(state.waiting) >= state.expected or bucket.is_last()):
         waiting, state.waiting = state.waiting, []
-        sums = _gather_sparse(state, [t for t, _ in waiting], world)
+        try:
+            sums = _gather_sparse(state, [t for t, _ in waiting], world)
+        except Exception as err:  # DDP waits on every future: fail them rather than hang
+            for _, pending in waiting:
+                pending.set_exception(err)
+            raise
         for (_, pending), total in zip(waiting, sums, strict=True):
             pending.set_result(total)
     return future
 
 
-_ALIGN = 8  # every piece of a block starts at a multiple of 8 bytes, so views of it are aligned
+# every piece of a block starts at a multiple of 16 bytes, so views of it in any element type
+# (complex128 included) are aligned
+_ALIGN = 16
 
 
 def _padded(n: int) -> int:
@@ -212,7 +234,6 @@ def _gather_sparse(state: _SparseExchange, tensors: list[Tensor], world: int) ->
     is longer on any rank, which every rank reads in the headers, a second all-gather carries
     the rest.
     """
-    k = len(tensors)
     pieces = []
     for t in tensors:
         for part in (t._indices(), t._values()):
@@ -220,13 +241,14 @@ def _gather_sparse(state: _SparseExchange, tensors: list[Tensor], world: int) ->
             pieces += [raw, raw.new_zeros(_padded(raw.numel()) - raw.numel())]
     payload = torch.cat(pieces) if pieces else torch.empty(0, dtype=torch.uint8)
     header = torch.tensor([t._nnz() for t in tensors], dtype=torch.int64).view(torch.uint8)
-    first = torch.zeros(8 * k + state.capacity, dtype=torch.uint8)
-    first[: 8 * k] = header
+    head = _padded(header.numel())
+    first = torch.zeros(head + state.capacity, dtype=torch.uint8)
+    first[: header.numel()] = header
     sent = min(payload.numel(), state.capacity)
-    first[8 * k : 8 * k + sent] = payload[:sent]
+    first[head : head + sent] = payload[:sent]
     received = torch.empty(world, first.numel(), dtype=torch.uint8)
     dist.all_gather(list(received.unbind(0)), first)
-    counts = received[:, : 8 * k].contiguous().view(torch.int64).tolist()
+    counts = received[:, : header.numel()].contiguous().view(torch.int64).tolist()
     # bytes per entry: its indices, its values
     widths = [
         (8 * t.sparse_dim(), math.prod(t.shape[t.sparse_dim() :]) * t.element_size())
@@ -239,14 +261,16 @@ def _gather_sparse(state: _SparseExchange, tensors: list[Tensor], world: int) ->
         )
 
     largest = max(block_bytes(c) for c in counts)
-    blocks = received[:, 8 * k :]
+    blocks = received[:, head:]
     if largest > state.capacity:
         rest = torch.zeros(largest - state.capacity, dtype=torch.uint8)
         rest[: payload.numel() - sent] = payload[sent:]
         more = torch.empty(world, rest.numel(), dtype=torch.uint8)
         dist.all_gather(list(more.unbind(0)), rest)
         blocks = torch.cat([blocks, more], dim=1)
-    state.capacity = largest
+    # the most any rank has sent: an epoch's short last step does not shrink it, so the next
+    # epoch's first step needs no second round
+    state.capacity = max(state.capacity, largest)
 
     indices: list[list[Tensor]] = [[] for _ in tensors]
     values: list[list[Tensor]] = [[] for _ in tensors]
