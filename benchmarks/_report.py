@@ -46,3 +46,36 @@ def run_json(command: list[str], env: dict[str, str] | None = None) -> tuple[dic
     if done.returncode != 0:
         raise SystemExit(f"{shlex.join(command)} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1]), wall
+
+
+# what train_runs keeps of each run's JSON summary
+TRAIN_KEYS = (
+    "rmse",
+    "train_seconds",
+    "ratings_per_second",
+    "n_train",
+    "device",
+    "engine",
+    "world_size",
+)
+
+
+def train_runs(
+    runs: dict[str, list[str]], repeats: int, env: dict[str, str] | None = None
+) -> dict[str, list[dict[str, Any]]]:
+    """Run each `latentrec train ... --json` command `repeats` times, the commands alternating
+    within each round so load drift hits all alike; by name, each run's TRAIN_KEYS and its
+    whole command's `wall_seconds`. Progress goes to stderr."""
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in runs}
+    for round_ in range(repeats):
+        for name, command in runs.items():
+            summary, wall = run_json(command, env)
+            result = {key: summary[key] for key in TRAIN_KEYS} | {"wall_seconds": wall}
+            results[name].append(result)
+            print(
+                f"[{round_ + 1}/{repeats}] {name}: RMSE {result['rmse']:.4f}, train "
+                f"{result['train_seconds']:.3f} s on {result['device']}, wall {wall:.2f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+    return results

@@ -15,7 +15,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from _report import machine, run_json, write
+from _report import machine, train_runs, write
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -63,31 +63,9 @@ def configurations(args: argparse.Namespace) -> dict[str, list[str]]:
     return runs
 
 
-def run_once(command: list[str]) -> dict[str, float]:
-    summary, wall = run_json(command)
-    return {
-        "rmse": summary["rmse"],
-        "train_seconds": summary["train_seconds"],
-        "ratings_per_second": summary["ratings_per_second"],
-        "wall_seconds": wall,
-        "world_size": summary["world_size"],
-        "engine": summary["engine"],
-    }
-
-
 def main() -> None:
     args = parse_args()
-    runs = configurations(args)
-    results: dict[str, list[dict[str, float]]] = {name: [] for name in runs}
-    for round_ in range(args.repeats):
-        for name, command in runs.items():
-            result = run_once(command)
-            results[name].append(result)
-            print(
-                f"[{round_ + 1}/{args.repeats}] {name}: RMSE {result['rmse']:.4f}, train "
-                f"{result['train_seconds']:.2f} s, wall {result['wall_seconds']:.2f} s",
-                file=sys.stderr,
-            )
+    results = train_runs(configurations(args), args.repeats)
     rows = ["| configuration | engine | test RMSE | train s | ratings/s | whole command s |"]
     rows.append("|---|---|---:|---:|---:|---:|")
     summary = {}

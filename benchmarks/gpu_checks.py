@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import torch
-from _report import machine, run_json, write
+from _report import machine, train_runs, write
 
 REPO = Path(__file__).resolve().parent.parent
 SCALE = (25_000_000, 160_000, 60_000, 100)  # ratings, users, items, factors
@@ -100,21 +100,6 @@ def least_bytes(data: str, batch_size: int, factors: int, device: str) -> dict[s
     return {"ratings": n, "distinct_rows": distinct, "bytes": total, "bytes_per_rating": total / n}
 
 
-def run_once(command: list[str]) -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "src"), env.get("PYTHONPATH")]))
-    summary, wall = run_json(command, env)
-    return {
-        "rmse": summary["rmse"],
-        "train_seconds": summary["train_seconds"],
-        "ratings_per_second": summary["ratings_per_second"],
-        "wall_seconds": wall,
-        "device": summary["device"],
-        "engine": summary["engine"],
-        "world_size": summary["world_size"],
-    }
-
-
 def train_command(data: str, factors: int, batch_size: int, device: str) -> list[str]:
     return [
         *("train", "--data", data, "--epochs", "1", "--factors", str(factors)),
@@ -135,17 +120,9 @@ def main() -> None:
     runs["5M, 1 process"] = [*latentrec, *spread_train]
     runs["5M, torchrun 1 process"] = [*torchrun, "--nproc-per-node", "1", "-m", "latentrec"]
     runs["5M, torchrun 1 process"] += spread_train
-    results: dict[str, list[dict]] = {name: [] for name in runs}
-    for round_ in range(args.repeats):
-        for name, command in runs.items():
-            result = run_once(command)
-            results[name].append(result)
-            print(
-                f"[{round_ + 1}/{args.repeats}] {name}: RMSE {result['rmse']:.4f}, train "
-                f"{result['train_seconds']:.2f} s on {result['device']}",
-                file=sys.stderr,
-                flush=True,
-            )
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "src"), env.get("PYTHONPATH")]))
+    results = train_runs(runs, args.repeats, env)
     bandwidth = copy_bandwidth(args.device)
     bounds = {b: least_bytes(scale, b, scale_factors, args.device) for b in args.batch_sizes}
     rows = [

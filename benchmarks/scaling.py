@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from _report import machine, run_json, write
+from _report import machine, train_runs, write
 from compare import DATA, ONE_EPOCH_DOT
 
 REPO = Path(__file__).resolve().parent.parent
@@ -56,12 +56,6 @@ def source(case: str) -> str:
     return f"synthetic:ratings={n},users={users},items={items},seed=1"
 
 
-def run_once(case: str) -> dict:
-    latentrec = str(Path(sys.executable).with_name("latentrec"))
-    command = [latentrec, "train", "--data", source(case), "--json", *ONE_EPOCH_DOT]
-    return run_json(command)[0]
-
-
 def distinct_rows(case: str, steps: int = 50) -> float:
     """Mean distinct users plus distinct items in a random step of STEP ratings."""
     from latentrec import load_ratings
@@ -78,18 +72,14 @@ def distinct_rows(case: str, steps: int = 50) -> float:
 
 def main() -> None:
     args = parse_args()
-    seconds: dict[str, list[float]] = {case: [] for case in CASES}
-    n_train = {}
-    for round_ in range(args.repeats):
-        for case in CASES:
-            result = run_once(case)
-            seconds[case].append(result["train_seconds"])
-            n_train[case] = result["n_train"]
-            print(
-                f"[{round_ + 1}/{args.repeats}] {case}: {result['train_seconds']:.3f} s",
-                file=sys.stderr,
-                flush=True,
-            )
+    latentrec = str(Path(sys.executable).with_name("latentrec"))
+    commands = {
+        case: [latentrec, "train", "--data", source(case), "--json", *ONE_EPOCH_DOT]
+        for case in CASES
+    }
+    results = train_runs(commands, args.repeats)
+    seconds = {case: [r["train_seconds"] for r in results[case]] for case in CASES}
+    n_train = {case: results[case][0]["n_train"] for case in CASES}
     rows = [
         "| series | data | users x items | train ratings | distinct rows a step | median s "
         "| fastest s | median ns/rating | x linear (median) | x linear (fastest) |",

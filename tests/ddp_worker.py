@@ -56,7 +56,10 @@ def exchange_error() -> float:
         nnz = n * (rank + 1)
         rows = torch.randint(0, 30, (1, nnz), generator=generator)
         cells = torch.stack(
-            [torch.randint(0, 7, (nnz,), generator=generator), torch.randint(0, 9, (nnz,))]
+            [
+                torch.randint(0, 7, (nnz,), generator=generator),
+                torch.randint(0, 9, (nnz,), generator=generator),
+            ]
         )
         tensors = [
             torch.sparse_coo_tensor(

@@ -234,14 +234,9 @@ def _gather_sparse(state: _SparseExchange, tensors: list[Tensor], world: int) ->
     is longer on any rank, which every rank reads in the headers, a second all-gather carries
     the rest.
     """
-    pieces = []
-    for t in tensors:
-        for part in (t._indices(), t._values()):
-            raw = part.contiguous().reshape(-1).view(torch.uint8)
-            pieces += [raw, raw.new_zeros(_padded(raw.numel()) - raw.numel())]
-    payload = torch.cat(pieces) if pieces else torch.empty(0, dtype=torch.uint8)
     header = torch.tensor([t._nnz() for t in tensors], dtype=torch.int64).view(torch.uint8)
     head = _padded(header.numel())
+    payload = _pack(tensors)
     first = torch.zeros(head + state.capacity, dtype=torch.uint8)
     first[: header.numel()] = header
     sent = min(payload.numel(), state.capacity)
@@ -249,18 +244,7 @@ def _gather_sparse(state: _SparseExchange, tensors: list[Tensor], world: int) ->
     received = torch.empty(world, first.numel(), dtype=torch.uint8)
     dist.all_gather(list(received.unbind(0)), first)
     counts = received[:, : header.numel()].contiguous().view(torch.int64).tolist()
-    # bytes per entry: its indices, its values
-    widths = [
-        (8 * t.sparse_dim(), math.prod(t.shape[t.sparse_dim() :]) * t.element_size())
-        for t in tensors
-    ]
-
-    def block_bytes(n_entries: list[int]) -> int:
-        return sum(
-            _padded(n * i) + _padded(n * v) for n, (i, v) in zip(n_entries, widths, strict=True)
-        )
-
-    largest = max(block_bytes(c) for c in counts)
+    largest = max(sum(map(_padded, _piece_bytes(tensors, c))) for c in counts)
     blocks = received[:, head:]
     if largest > state.capacity:
         rest = torch.zeros(largest - state.capacity, dtype=torch.uint8)
@@ -271,28 +255,51 @@ def _gather_sparse(state: _SparseExchange, tensors: list[Tensor], world: int) ->
     # the most any rank has sent: an epoch's short last step does not shrink it, so the next
     # epoch's first step needs no second round
     state.capacity = max(state.capacity, largest)
-
-    indices: list[list[Tensor]] = [[] for _ in tensors]
-    values: list[list[Tensor]] = [[] for _ in tensors]
-    for rank in range(world):
-        at = 0
-        for j, t in enumerate(tensors):
-            n = counts[rank][j]
-            index_bytes, value_bytes = n * widths[j][0], n * widths[j][1]
-            raw = blocks[rank, at : at + index_bytes]
-            indices[j].append(raw.view(torch.int64).view(t.sparse_dim(), n))
-            at += _padded(index_bytes)
-            raw = blocks[rank, at : at + value_bytes]
-            values[j].append(raw.view(t.dtype).view(n, *t._values().shape[1:]))
-            at += _padded(value_bytes)
+    parts = [_unpack(tensors, blocks[rank], counts[rank]) for rank in range(world)]
     return [
         torch.sparse_coo_tensor(
-            torch.cat(indices[j], dim=1),
-            torch.cat(values[j]).div_(world),
+            torch.cat([indices for indices, _ in by_rank], dim=1),
+            torch.cat([values for _, values in by_rank]).div_(world),
             t.shape,
             check_invariants=False,  # every rank's indices were valid ones
         )
-        for j, t in enumerate(tensors)
+        for t, by_rank in zip(tensors, zip(*parts, strict=True), strict=True)
+    ]
+
+
+def _pack(tensors: list[Tensor]) -> Tensor:
+    """Each tensor's indices and then values as bytes, each piece padded to _ALIGN."""
+    pieces = [torch.empty(0, dtype=torch.uint8)]
+    for t in tensors:
+        for part in (t._indices(), t._values()):
+            raw = part.contiguous().reshape(-1).view(torch.uint8)
+            pieces += [raw, raw.new_zeros(_padded(raw.numel()) - raw.numel())]
+    return torch.cat(pieces)
+
+
+def _piece_bytes(tensors: list[Tensor], counts: list[int]) -> list[int]:
+    """The bytes of each piece (indices, values, per tensor) when the tensors have `counts`
+    entries, before padding."""
+    sizes = []
+    for t, n in zip(tensors, counts, strict=True):
+        dense = t.shape[t.sparse_dim() :]
+        sizes += [n * 8 * t.sparse_dim(), n * math.prod(dense) * t.element_size()]
+    return sizes
+
+
+def _unpack(tensors: list[Tensor], block: Tensor, counts: list[int]) -> list[tuple[Tensor, Tensor]]:
+    """The (indices, values) of each tensor in one rank's block, as views of it."""
+    pieces = []
+    at = 0
+    for size in _piece_bytes(tensors, counts):
+        pieces.append(block[at : at + size])
+        at += _padded(size)
+    return [
+        (
+            pieces[2 * j].view(torch.int64).view(t.sparse_dim(), n),
+            pieces[2 * j + 1].view(t.dtype).view(n, *t.shape[t.sparse_dim() :]),
+        )
+        for j, (t, n) in enumerate(zip(tensors, counts, strict=True))
     ]
 
 
