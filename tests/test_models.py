@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import mmap
+
 import pytest
 import torch
 
 from latentrec import ConfigError, DotProductBias, EmbeddingNN, ModelConfig, build_model
-from latentrec.models import embedding_size
+from latentrec.models import HUGE_PAGE, embedding_size, zeros_in_huge_pages
 
 
 def test_embedding_size_rule_of_thumb():
@@ -80,3 +82,33 @@ def test_config_json_round_trip_rebuilds_the_same_architecture():
     again = ModelConfig.from_json(config.to_json())
     assert again == config
     assert isinstance(build_model(again), EmbeddingNN)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_large_tables_get_zeroed_huge_page_memory(dtype):
+    shape = (3, 2 * HUGE_PAGE // dtype.itemsize // 3 + 5)  # a little over 2 MiB a row
+    table = zeros_in_huge_pages(shape, dtype)
+    assert table.shape == shape and table.dtype == dtype and table.is_contiguous()
+    assert not table.any()
+    if hasattr(mmap, "MADV_HUGEPAGE"):  # Linux: the table starts on a huge page
+        assert table.data_ptr() % HUGE_PAGE == 0
+    table[-1, -1] = 1  # writable, to its last element
+    assert table.sum() == 1
+
+
+def test_small_tables_are_ordinary_tensors():
+    table = zeros_in_huge_pages((4, 5))
+    assert table.dtype == torch.get_default_dtype() and not table.any()
+
+
+@pytest.mark.parametrize("n_users", [50, 20_000])  # below and above a huge page of factors
+def test_a_seed_gives_the_tables_nn_embedding_would(n_users):
+    torch.manual_seed(7)
+    net = DotProductBias(n_users, 30, n_factors=50)
+    torch.manual_seed(7)  # the same draws in the same order: four tables, then the factors'
+    user_factors, item_factors = torch.nn.Embedding(n_users, 50), torch.nn.Embedding(30, 50)
+    torch.nn.Embedding(n_users, 1), torch.nn.Embedding(30, 1)
+    for table in (user_factors, item_factors):
+        torch.nn.init.trunc_normal_(table.weight, std=0.01)
+    assert torch.equal(net.user_factors.weight, user_factors.weight)
+    assert torch.equal(net.item_factors.weight, item_factors.weight)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import mmap
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,7 @@ import torch
 from latentrec import DotProductBias, fit
 from latentrec.data import IdMap, Ratings
 from latentrec.errors import ConfigError
+from latentrec.models import HUGE_PAGE
 from latentrec.optim import RowSparseAdamW, StepRunner, TrainingForward, make_optimizer
 
 
@@ -187,3 +190,15 @@ def test_dense_table_gradients_take_the_same_lazy_step_as_sparse_ones():
         assert torch.equal(net.user_factors.weight[untouched], before[untouched])
         nets.append(net)
     assert _max_difference(*nets) < 1e-12
+
+
+def test_moments_of_a_large_table_share_its_huge_page_memory():
+    """Training reads a row's moments with the row: they get the table's huge-page memory."""
+    net = DotProductBias(20_000, 10, n_factors=50)  # 4 MB of user factors
+    optimizer = make_optimizer(net, lr=0.01, betas=(0.9, 0.99), eps=1e-5, weight_decay=0.0)
+    for table, huge in ((net.user_factors, True), (net.item_factors, False)):
+        moments = optimizer.state_for(table.weight)["moments"]
+        assert moments.shape == (2, *table.weight.shape) and not moments.any()
+        if hasattr(mmap, "MADV_HUGEPAGE"):
+            assert (table.weight.data_ptr() % HUGE_PAGE == 0) == huge
+            assert (moments.data_ptr() % HUGE_PAGE == 0) == huge

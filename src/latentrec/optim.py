@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from latentrec import distributed, fused
-from latentrec.models import DotProductBias, LatentModel
+from latentrec.models import DotProductBias, LatentModel, zeros_in_huge_pages
 
 
 class RowSparseAdamW(torch.optim.Optimizer):
@@ -49,7 +49,11 @@ class RowSparseAdamW(torch.optim.Optimizer):
         if not state:
             state["step"] = 0
             # first and second moments in one tensor: one gather, one scatter per step
-            state["moments"] = torch.zeros((2, *p.shape), dtype=p.dtype, device=p.device)
+            shape = (2, *p.shape)
+            if p.device.type == "cpu":  # rows read at random, as the table's: huge pages
+                state["moments"] = zeros_in_huge_pages(shape, p.dtype)
+            else:
+                state["moments"] = torch.zeros(shape, dtype=p.dtype, device=p.device)
         return state
 
     @torch.no_grad()
