@@ -47,7 +47,7 @@ class IdMap:
     def from_values(cls, values: np.ndarray) -> tuple[IdMap, np.ndarray]:
         """Build a map of the distinct values (sorted) and return it with each value's index."""
         codes, uniques = pd.factorize(pd.Series(values), sort=True)
-        return cls(np.asarray(uniques)), codes.astype(np.int64)
+        return cls(np.asarray(uniques)), codes.astype(np.int64, copy=False)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -364,7 +364,13 @@ def load_ratings(
             f"no such file or directory: {text!r}; give a path, '{BUNDLED}' or "
             "'synthetic:ratings=N,users=U,items=I,seed=S'"
         )
-    columns = (user_col, item_col, rating_col, timestamp_col)
+    try:
+        return _load_path(path, (user_col, item_col, rating_col, timestamp_col))
+    finally:
+        _release_arrow_memory()  # the table's, now freed: training would add to them
+
+
+def _load_path(path: Path, columns: tuple[str | None, ...]) -> Ratings:
     if path.is_dir():
         return _load_movielens_dir(path)
     if _is_100k_file(path) and not any(columns):
@@ -416,11 +422,24 @@ def _read_csv_arrow(path: Path, **options: Any) -> pa.Table:
     parse = pacsv.ParseOptions(**options.pop("parse", {}))
     convert = pacsv.ConvertOptions(**options.pop("convert", {}))
     try:
-        return pacsv.read_csv(path, read_options=read, parse_options=parse, convert_options=convert)
+        table = pacsv.read_csv(
+            path, read_options=read, parse_options=parse, convert_options=convert
+        )
     except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError) as err:
         raise DataError(
             f"cannot read {path}: {_first_line(err)}; check that it is {_what(path)}"
         ) from err
+    finally:
+        _release_arrow_memory()
+    return table
+
+
+def _release_arrow_memory() -> None:
+    """Hand the memory Arrow's allocator keeps for reuse back to the system.
+
+    Parsing 22.5M ratings of CSV leaves 730 MB of freed parse buffers held that way (beside a
+    515 MB table), and converting the table to arrays would add to them."""
+    pa.default_memory_pool().release_unused()
 
 
 def _first_line(err: Exception) -> str:
@@ -610,7 +629,7 @@ def _ids(column: pa.ChunkedArray, name: str, source: str) -> np.ndarray:
     if column.null_count:
         raise DataError(f"{source}: column {name!r} has {column.null_count} empty ids")
     if pa.types.is_integer(column.type):
-        return column.to_numpy().astype(np.int64)
+        return column.to_numpy().astype(np.int64, copy=False)
     if pa.types.is_floating(column.type):
         values = column.to_numpy()
         if np.all(values == np.round(values)):
