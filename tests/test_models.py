@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import mmap
+from pathlib import Path
 
 import pytest
 import torch
@@ -112,3 +113,28 @@ def test_a_seed_gives_the_tables_nn_embedding_would(n_users):
         torch.nn.init.trunc_normal_(table.weight, std=0.01)
     assert torch.equal(net.user_factors.weight, user_factors.weight)
     assert torch.equal(net.item_factors.weight, item_factors.weight)
+
+
+@pytest.mark.skipif(
+    not Path("/sys/kernel/mm/transparent_hugepage/enabled").exists(),
+    reason="the kernel has no transparent huge pages",
+)
+def test_large_tables_ask_the_kernel_for_huge_pages():
+    table = zeros_in_huge_pages((2 * HUGE_PAGE // 4,), torch.float32)
+    address = table.data_ptr()
+    flags = None
+    region = None
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        first = line.split()[0]
+        if "-" in first and ":" not in first:  # a mapping's header: start-end perms ...
+            start, end = (int(x, 16) for x in first.split("-"))
+            region = start <= address < end
+        elif region and first == "VmFlags:":
+            flags = line.split()[1:]
+    assert flags is not None and "hg" in flags  # MADV_HUGEPAGE is set on its mapping
+
+
+def test_tables_follow_a_default_device_context():
+    with torch.device("meta"):
+        net = DotProductBias(20_000, 30, n_factors=50)  # 4 MB of user factors
+    assert {table.weight.device.type for table in net.tables().values()} == {"meta"}

@@ -7,6 +7,7 @@ simply calls the model on index tensors.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import mmap
 from dataclasses import asdict, dataclass
@@ -33,12 +34,15 @@ def zeros_in_huge_pages(shape: tuple[int, ...], dtype: torch.dtype | None = None
     """
     dtype = dtype or torch.get_default_dtype()
     nbytes = math.prod(shape) * dtype.itemsize
-    if nbytes < HUGE_PAGE or not hasattr(mmap, "MADV_HUGEPAGE"):
+    plain = torch.zeros(0, dtype=dtype)  # where tensors go now: a `torch.device(...)` context
+    if nbytes < HUGE_PAGE or not hasattr(mmap, "MADV_HUGEPAGE") or plain.device.type != "cpu":
         return torch.zeros(shape, dtype=dtype)
     # private and anonymous: zero-filled, and room to start on a 2 MiB boundary (a shared
     # mapping would be shmem, which the kernel gives no huge pages by default)
     area = mmap.mmap(-1, nbytes + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    area.madvise(mmap.MADV_HUGEPAGE)
+    # a kernel without transparent huge pages refuses the advice: ordinary pages, as torch's
+    with contextlib.suppress(OSError):
+        area.madvise(mmap.MADV_HUGEPAGE)
     raw = np.frombuffer(area, dtype=np.uint8)
     start = -raw.ctypes.data % HUGE_PAGE
     table = torch.from_numpy(raw[start : start + nbytes]).view(dtype).reshape(shape)
