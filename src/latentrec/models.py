@@ -23,9 +23,13 @@ MODEL_KINDS = ("dot", "nn")
 HUGE_PAGE = 2 * 2**20  # a transparent huge page on x86-64 and most arm64 Linux kernels
 
 
-def zeros_in_huge_pages(shape: tuple[int, ...], dtype: torch.dtype | None = None) -> Tensor:
-    """A CPU tensor of zeros, in memory the kernel is asked to back with huge pages when it is
-    2 MiB or more and the system has them (Linux); `torch.zeros` otherwise.
+def zeros_in_huge_pages(
+    shape: tuple[int, ...],
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """`torch.zeros(shape, dtype=dtype, device=device)`; on the CPU, in memory the kernel is
+    asked to back with huge pages when it is 2 MiB or more and the system has them (Linux).
 
     Training reads and updates table rows at random. With 4 KiB pages nearly every row of a
     large table is a TLB miss and a page walk: at 25M ratings (160,000 x 60,000 tables of 100
@@ -33,10 +37,10 @@ def zeros_in_huge_pages(shape: tuple[int, ...], dtype: torch.dtype | None = None
     anonymous mapping of its own, freed with the tensor.
     """
     dtype = dtype or torch.get_default_dtype()
+    device = torch.device(device) if device is not None else torch.get_default_device()
     nbytes = math.prod(shape) * dtype.itemsize
-    plain = torch.zeros(0, dtype=dtype)  # where tensors go now: a `torch.device(...)` context
-    if nbytes < HUGE_PAGE or not hasattr(mmap, "MADV_HUGEPAGE") or plain.device.type != "cpu":
-        return torch.zeros(shape, dtype=dtype)
+    if nbytes < HUGE_PAGE or not hasattr(mmap, "MADV_HUGEPAGE") or device.type != "cpu":
+        return torch.zeros(shape, dtype=dtype, device=device)
     # private and anonymous: zero-filled, and room to start on a 2 MiB boundary (a shared
     # mapping would be shmem, which the kernel gives no huge pages by default)
     area = mmap.mmap(-1, nbytes + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)

@@ -49,11 +49,8 @@ class RowSparseAdamW(torch.optim.Optimizer):
         if not state:
             state["step"] = 0
             # first and second moments in one tensor: one gather, one scatter per step
-            shape = (2, *p.shape)
-            if p.device.type == "cpu":  # rows read at random, as the table's: huge pages
-                state["moments"] = zeros_in_huge_pages(shape, p.dtype)
-            else:
-                state["moments"] = torch.zeros(shape, dtype=p.dtype, device=p.device)
+            # (huge pages on the CPU: a row's moments are read at random, as the row is)
+            state["moments"] = zeros_in_huge_pages((2, *p.shape), p.dtype, p.device)
         return state
 
     @torch.no_grad()
