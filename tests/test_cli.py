@@ -25,7 +25,7 @@ def trained_dir(tmp_path_factory) -> Path:
     return out
 
 
-def test_train_prints_table_and_json(trained_dir: Path):
+def test_train_prints_table_and_json():
     result = invoke("train", "--epochs", "2", "--json", "--batch-size", "2048")
     assert result.exit_code == 0, result.output
     assert "test RMSE" in result.output and "epoch" in result.output
@@ -304,3 +304,136 @@ def test_checkpoint_and_engine_mistakes_end_in_one_line(args, needle):
     assert result.exit_code == 2
     assert needle in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.fixture(scope="module")
+def markup_dir(tmp_path_factory) -> Path:
+    """A MovieLens-layout directory whose titles look like rich markup."""
+    folder = tmp_path_factory.mktemp("markup")
+    rows = [(u, i, float((u * i) % 5 + 1)) for u in range(1, 9) for i in range(1, 7)]
+    lines = "".join(f"{u},{i},{r}\n" for u, i, r in rows)
+    (folder / "ratings.csv").write_text("userId,movieId,rating\n" + lines)
+    titles = ["Blade Runner [director's cut]", "[/x] broken", "[bold]Bold[/bold]", ":smile: B"]
+    movies = "".join(f'{i},"{titles[i % 4]}",Drama\n' for i in range(1, 7))
+    (folder / "movies.csv").write_text("movieId,title,genres\n" + movies)
+    out = folder / "model"
+    result = invoke("train", "--data", folder, "--epochs", "1", "--out", out)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_markup_in_titles_is_printed_verbatim(markup_dir: Path):
+    # regression (issue 14): "[director's cut]" vanished from tables, "[/x]" crashed
+    result = invoke("similar", markup_dir, "--item", "1", "-k", "5")
+    assert result.exit_code == 0, result.output
+    for title in ("[director's cut]", "[/x] broken", "[bold]Bold[/bold]", ":smile: B"):
+        assert title in result.output
+
+
+@pytest.mark.parametrize("user", ["[/x]", "[bold]hi", "[red]", ":smile:"])
+def test_markup_in_user_input_is_printed_verbatim(markup_dir: Path, user: str):
+    # regression (issue 14): --user "[/x]" ended in rich.errors.MarkupError (exit 1)
+    result = invoke("recommend", markup_dir, "--user", user)
+    assert result.exit_code == 2, result.output
+    assert f"unknown user id {user!r}" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["recommend"], "Missing argument"),
+        (["recommend", "x", "-k", "0"], "'-k' / '--k'"),
+        (["train", "--bogus"], "No such option: --bogus"),
+        (["train", "--epochs", "many"], "'--epochs'"),
+        (["nope"], "No such command 'nope'"),
+    ],
+)
+def test_usage_errors_are_one_line_with_exit_2(args, needle):
+    # regression (issue 14): typer's usage errors were a five-line box
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], lines
+    assert "--help" in lines[0]
+
+
+def test_usage_errors_from_the_installed_command_are_one_line():
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "latentrec", "recommend", "x", "-k", "0"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    assert len(done.stderr.strip().splitlines()) == 1 and "error:" in done.stderr
+
+
+def test_os_errors_are_one_line_with_exit_2(trained_dir: Path):
+    # regression (issue 14): OS errors exited 1 with raw errno text
+    for plot in ("/dev/null/map.png", "/dev/null/more/map.png"):
+        result = invoke("explain", trained_dir, "--plot", plot)
+        assert result.exit_code == 2, result.output
+        assert result.output.strip() == (
+            f"error: cannot write the plot {plot}: /dev/null is not a writable directory; "
+            "choose another --plot"
+        )
+
+
+def test_an_os_error_met_late_is_one_line_with_exit_2(tmp_path: Path, monkeypatch):
+    import errno
+
+    from latentrec import cli
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "model"))
+
+    monkeypatch.setattr(cli, "save", full_disk)
+    result = invoke("train", "--epochs", "1", "--out", tmp_path / "model")
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines()[-1] == (
+        f"error: {tmp_path / 'model'}: No space left on device"
+    )
+
+
+def test_factors_beyond_memory_are_refused_before_training():
+    result = invoke("train", "--factors", "1000000000", "--epochs", "1")
+    assert result.exit_code == 2, result.output
+    assert "memory is available; use smaller --factors" in result.output
+
+
+def test_diverged_training_keeps_the_earlier_model(trained_dir: Path):
+    # regression (issue 14): --lr 1e30 exited 0 and saved a NaN model
+    before = (trained_dir / "model.safetensors").read_bytes()
+    result = invoke("train", "--out", trained_dir, "--lr", "1e30", "--epochs", "2")
+    assert result.exit_code == 2, result.output
+    assert "training diverged" in result.output and "--lr" not in result.output.split("lr")[0]
+    assert (trained_dir / "model.safetensors").read_bytes() == before
+
+
+def test_json_output_is_strict_json(capsys):
+    from latentrec.cli import print_json
+
+    print_json({"rmse": float("nan"), "per_epoch": [{"loss": float("inf")}], "n": 3})
+    line = capsys.readouterr().out
+    assert json.loads(line) == {"rmse": None, "per_epoch": [{"loss": None}], "n": 3}
+    assert "NaN" not in line and "Infinity" not in line
+
+
+def test_rating_range_option(tmp_path: Path):
+    data = tmp_path / "scale.csv"
+    rows = [(u, i, float((u + i) % 10 + 1)) for u in range(30) for i in range(20)]
+    data.write_text("user,item,rating\n" + "".join(f"{u},{i},{r}\n" for u, i, r in rows))
+    out = tmp_path / "model"
+    result = invoke(
+        "train", "--data", data, "--rating-range", "0,11", "--epochs", "1", "--out", out
+    )
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"]["y_range"] == [0.0, 11.0]
+    for bad, needle in (("5,11", "does not cover"), ("a,b", "LOW,HIGH"), ("3,1", "LOW < HIGH")):
+        result = invoke("train", "--data", data, "--rating-range", bad, "--epochs", "1")
+        assert result.exit_code == 2 and needle in result.output, result.output

@@ -253,3 +253,40 @@ def test_random_split_partitions_rows(rows, fraction, seed):
     )
     # every test row either maps to a train id or is flagged unknown (-1), never out of range
     assert test.user_index.max() < train.n_users and test.item_index.max() < train.n_items
+
+
+def test_ids_of_2_63_and_more_stay_distinct_and_exact(tmp_path: Path):
+    # regression (issue 14): Arrow read them as floats and 40 users became one
+    big = [2**63 + k for k in range(40)] + [2**64 + 7]
+    lines = "".join(f"{user},{k % 3},{k % 5 + 1}\n" for k, user in enumerate(big))
+    path = tmp_path / "big.csv"
+    path.write_text("user,item,rating\n" + lines + "1,1,3\n")
+    ratings = load_ratings(path)
+    assert ratings.n_users == 42
+    assert set(ratings.users.ids.tolist()) == {str(u) for u in big} | {"1"}
+    assert ratings.users.index_of(2**63 + 5) == ratings.users.index_of(str(2**63 + 5)) >= 0
+    assert ratings.items.is_numeric  # the small ids of the other column stay numbers
+
+
+def test_unsigned_and_float_id_columns_of_parquet(tmp_path: Path):
+    frame = pd.DataFrame(
+        {
+            "user": np.array([2**63 + 1, 2**63 + 2, 5], dtype=np.uint64),
+            "item": np.array([1.0, 2.0, 3.0]),
+            "rating": [1.0, 2.0, 3.0],
+        }
+    )
+    frame.to_parquet(tmp_path / "ok.parquet")
+    ratings = load_ratings(tmp_path / "ok.parquet")
+    assert sorted(ratings.users.ids.tolist()) == sorted(["5", str(2**63 + 1), str(2**63 + 2)])
+    assert ratings.items.ids.tolist() == [1, 2, 3]
+    frame.assign(user=[2.0**60, 2.0**60 + 256, 1.0]).to_parquet(tmp_path / "lossy.parquet")
+    with pytest.raises(DataError, match="lost digits"):
+        load_ratings(tmp_path / "lossy.parquet")
+
+
+def test_id_maps_round_trip_through_json_exactly():
+    for ids in ([1, 2, 3], ["a", "b"], [str(2**63), "1"], [1, 2**63]):
+        restored = IdMap.from_json(IdMap.from_json(ids).to_json())
+        assert [str(v) for v in restored.ids.tolist()] == [str(v) for v in ids]
+    assert IdMap.from_json([1, 2**63]).ids.tolist() == ["1", str(2**63)]  # never a float

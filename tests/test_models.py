@@ -28,15 +28,35 @@ def test_nn_uses_rule_of_thumb_unless_sizes_are_given():
     assert linears[0].in_features == 20
 
 
-@pytest.mark.parametrize("make", [lambda: DotProductBias(5, 7, 4), lambda: EmbeddingNN(5, 7)])
-def test_predictions_lie_in_y_range(make):
-    net = make()
+def _push_logits(net, value: float) -> None:
+    """Make every logit `value`: biases for the dot model, the last layer for the nn."""
     with torch.no_grad():
-        for table in net.tables().values():
-            table.weight.normal_(0, 5)
-        out = net(torch.tensor([0, 1, 4]), torch.tensor([0, 6, 3]))
-    assert out.shape == (3,)
-    assert out.min() >= 0.0 and out.max() <= 5.5
+        if isinstance(net, DotProductBias):
+            net.user_factors.weight.zero_()
+            net.user_bias.weight.fill_(value)
+            net.item_bias.weight.zero_()
+        else:
+            net.layers[-1].weight.zero_()
+            net.layers[-1].bias.fill_(value)
+
+
+@pytest.mark.parametrize("y_range", [(-2.0, 2.0), (1.0, 10.0)])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda r: DotProductBias(5, 7, 4, y_range=r),
+        lambda r: EmbeddingNN(5, 7, y_range=r),
+    ],
+)
+def test_predictions_span_the_configured_y_range(make, y_range):
+    net = make(y_range).eval()
+    users, items = torch.tensor([0, 1, 4]), torch.tensor([0, 6, 3])
+    for logit, end in ((30.0, y_range[1]), (-30.0, y_range[0]), (0.0, sum(y_range) / 2)):
+        _push_logits(net, logit)
+        with torch.no_grad():
+            out = net(users, items)
+        assert out.shape == (3,)
+        assert torch.allclose(out, torch.full((3,), end), atol=1e-5), (logit, out)
 
 
 def test_dot_model_is_sigmoid_of_dot_plus_biases():
@@ -57,10 +77,12 @@ def test_unknown_ids_fall_back_to_average_rows_and_global_mean():
         net.item_bias.weight.copy_(torch.tensor([[1.0], [2.0], [3.0]]))
         both = net(torch.tensor([-1]), torch.tensor([-1]))
         user_only = net(torch.tensor([-1]), torch.tensor([2]))
-        mean_user = DotProductBias(3, 3, n_factors=2)
-        mean_user.load_state_dict(net.state_dict())
+        # an average user: the mean of each user table, never an index error
+        mean_factors = net.user_factors.weight.mean(0)
+        logit = mean_factors @ net.item_factors.weight[2] + net.user_bias.weight.mean() + 3.0
+        expected = 5.5 * torch.sigmoid(logit)
     assert both.item() == pytest.approx(3.3)
-    assert 0.0 < user_only.item() < 5.5  # an average user, never an index error
+    assert user_only.item() == pytest.approx(expected.item(), rel=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -138,3 +160,40 @@ def test_tables_follow_a_default_device_context():
     with torch.device("meta"):
         net = DotProductBias(20_000, 30, n_factors=50)  # 4 MB of user factors
     assert {table.weight.device.type for table in net.tables().values()} == {"meta"}
+
+
+def test_nn_scores_every_user_in_bounded_memory():
+    # regression (issue 14): score_matrix repeated rows into a (users x items x 332) tensor:
+    # 610 users x 9,742 items of the bundled data was 7.9 GB
+    from latentrec import Recommender, load_ratings
+    from latentrec.memory import _reset_peak_rss, _rss
+    from latentrec.models import SCORE_CHUNK_BYTES, build_model
+    from latentrec.training import make_configs
+
+    ratings = load_ratings("movielens-small")
+    torch.manual_seed(0)
+    net = build_model(make_configs(ratings, "nn", {})[0]).eval()
+    recommender = Recommender(net, ratings)
+    users = ratings.users.ids.tolist()
+    if not _reset_peak_rss():
+        pytest.skip("this system cannot reset the peak resident set size")
+    before = _rss()[0]
+    lists = recommender.recommend_batch(users, k=10)
+    grown = _rss()[1] - before
+    result = len(users) * ratings.n_items * 4  # the (users x items) scores themselves
+    assert grown < 3 * result + 4 * SCORE_CHUNK_BYTES, grown
+    assert len(lists) == len(users)
+    for user, listed in zip(users[:3], lists[:3], strict=True):
+        alone = recommender.recommend(user, k=10)
+        assert [r.item_id for r in listed] == [r.item_id for r in alone]
+        assert [r.score for r in listed] == pytest.approx([r.score for r in alone], rel=1e-5)
+
+
+@pytest.mark.parametrize("emb_dropout", [0.0, 0.5])
+def test_nn_score_matrix_equals_the_model_on_each_pair(emb_dropout):
+    torch.manual_seed(0)
+    net = EmbeddingNN(6, 9, layers=(12, 5), emb_dropout=emb_dropout).eval()
+    users, items = torch.arange(6), torch.arange(9)
+    matrix = net.score_matrix(net.user_rows(users), net.item_rows())
+    pairs = net(users.repeat_interleave(9), items.repeat(6)).reshape(6, 9)
+    assert torch.allclose(matrix, pairs, atol=1e-6)

@@ -165,9 +165,22 @@ def test_accumulated_gradient_is_the_gradient_of_the_group_mean():
     assert not torch.allclose(buggy, recorder.grads["user_factors.weight"], atol=1e-6)
 
 
-def test_progress_counts_optimiser_steps(board):
-    _, history = fit(board, "dot", epochs=1, batch_size=32, accumulate=4, progress=False)
-    assert history.train_config.samples_per_step == 128
+@pytest.mark.parametrize("engine", ["autograd", "fused"])
+def test_progress_counts_optimiser_steps(board, monkeypatch, engine):
+    from latentrec import training
+
+    seen: list[tuple[int, int]] = []
+    original = training._Progress.__init__
+
+    def record(self, config, total_steps):
+        original(self, config, total_steps)
+        self.update = lambda steps_done, loss: seen.append((steps_done, total_steps))
+
+    monkeypatch.setattr(training._Progress, "__init__", record)
+    fit(board, "dot", epochs=2, batch_size=32, accumulate=4, engine=engine, progress=False)
+    per_epoch = -(-len(board[0]) // 128)  # optimiser steps of 32 x 4 ratings, not micro-batches
+    assert seen[-1] == (2 * per_epoch, 2 * per_epoch)
+    assert [done for done, _ in seen] == sorted(done for done, _ in seen)
 
 
 def test_dense_table_gradients_take_the_same_lazy_step_as_sparse_ones():

@@ -1,12 +1,15 @@
-"""Property-based requests generated from /openapi.json: no input gives a server error."""
+"""Property-based requests generated from /openapi.json: no input gives a server error, on a
+model with integer ids and on one with string ids."""
 
 from __future__ import annotations
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from latentrec import fit, save
 from latentrec.serving import create_app
+
+from .test_serving import model_dir_for
 
 BOUNDS = settings(
     max_examples=25,
@@ -17,9 +20,9 @@ BOUNDS = settings(
 )
 
 
-def test_no_input_gives_a_server_error(small_split, tmp_path):
-    net, _ = fit(small_split, "dot", epochs=1, progress=False)
-    app = create_app(save(net, tmp_path / "model", small_split.train))
+@pytest.mark.parametrize("kind", ["int", "str"])
+def test_no_input_gives_a_server_error(kind, small_split, tmp_path_factory):
+    app = create_app(model_dir_for(kind, small_split, tmp_path_factory))
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     checked = []
     for result in schema.get_all_operations():

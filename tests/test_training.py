@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import numpy as np
 import pytest
 import torch
 
-from latentrec import ConfigError, DataError, TrainConfig, evaluate, fit
+from latentrec import ConfigError, DataError, TrainConfig, TrainingError, evaluate, fit
 from latentrec.training import _Checkpoints
 
 BOARD_OPTIONS = {"epochs": 30, "batch_size": 64, "lr": 0.05, "wd": 0.01, "progress": False}
@@ -189,3 +190,72 @@ def test_resuming_with_other_options_or_data_says_what_differs(small_split, boar
         fit(small_split, "dot", checkpoint_dir=tmp_path / "none", resume=True)
     with pytest.raises(ConfigError, match="need a checkpoint_dir"):
         fit(small_split, "dot", checkpoint_every=5)
+
+
+def _rescaled(scale):
+    """A synthetic 0.5..5 rating set mapped linearly onto another scale, split 90/10."""
+    from latentrec import synthetic_ratings
+
+    ratings = synthetic_ratings(ratings=20_000, users=300, items=200, seed=1)
+    low, high = scale
+    mapped = low + (ratings.rating - 0.5) / 4.5 * (high - low)
+    return dataclasses.replace(ratings, rating=mapped.astype(np.float32)).split(0.1, seed=42)
+
+
+@pytest.mark.parametrize("scale", [(1.0, 10.0), (-2.0, 2.0)])
+@pytest.mark.parametrize("engine", ["fused", "autograd"])
+def test_any_rating_scale_trains_better_than_the_mean(scale, engine):
+    # regression (issue 14): the range was fixed at 0..5.5 and a 1..10 scale lost to the mean
+    train, test = _rescaled(scale)
+    net, history = fit((train, test), "dot", engine=engine, progress=False)
+    low, high = scale
+    margin = (high - low) / 9
+    assert net.config.y_range == pytest.approx((low - margin, high + margin))
+    mean_rmse = float(np.sqrt(np.mean((test.rating - train.rating.mean()) ** 2)))
+    assert history.rmse < 0.8 * mean_rmse, (history.rmse, mean_rmse)
+
+
+def test_movielens_scale_keeps_fastais_range(board):
+    net, _ = fit(board, "dot", epochs=1, progress=False)  # ratings 1 and 5
+    assert net.config.y_range == pytest.approx((1 - 4 / 9, 5 + 4 / 9))
+    ratings = board[0]
+    half_stars = dataclasses.replace(ratings, rating=np.where(ratings.rating > 3, 5.0, 0.5))
+    net, _ = fit(half_stars, "dot", epochs=1, progress=False)
+    assert net.config.y_range == pytest.approx((0.0, 5.5))
+
+
+def test_a_given_rating_range_is_kept_and_must_cover_the_ratings(board):
+    net, _ = fit(board, "dot", epochs=1, y_range=(0, 6), progress=False)
+    assert net.config.y_range == (0.0, 6.0)
+    with pytest.raises(ConfigError, match=r"1\.5\.\.6 does not cover .* from 1 to 5"):
+        fit(board, "dot", epochs=1, y_range=(1.5, 6), progress=False)
+    with pytest.raises(ConfigError, match="low < high"):
+        fit(board, "dot", epochs=1, y_range=(6, 0), progress=False)
+
+
+@pytest.mark.parametrize("engine", ["fused", "autograd"])
+def test_diverged_training_stops_with_one_error(board, engine, tmp_path):
+    # regression (issue 14): lr 1e30 ended with a NaN model and exit 0
+    with pytest.raises(TrainingError, match=r"training diverged: the loss became nan.*lower"):
+        fit(board, "dot", epochs=3, lr=1e30, engine=engine, progress=False)
+    with pytest.raises(TrainingError):  # and no checkpoint of a NaN model is written
+        fit(
+            board,
+            "dot",
+            epochs=3,
+            lr=1e30,
+            batch_size=16,
+            engine=engine,
+            checkpoint_every=1,
+            checkpoint_dir=tmp_path,
+            progress=False,
+        )
+    from latentrec.storage import load_checkpoint
+
+    kept = load_checkpoint(tmp_path)
+    assert kept is None or all(torch.isfinite(t).all() for t in kept.tensors.values())
+
+
+def test_a_model_too_large_for_memory_is_refused_before_allocating(board):
+    with pytest.raises(ConfigError, match=r"needs .* GiB .* available; use smaller --factors"):
+        fit(board, "dot", n_factors=2**40, epochs=1, progress=False)

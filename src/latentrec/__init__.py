@@ -6,6 +6,7 @@ from latentrec.errors import (
     DataError,
     LatentrecError,
     ModelFileError,
+    TrainingError,
     UnknownIdError,
 )
 from latentrec.models import DotProductBias, EmbeddingNN, ModelConfig, build_model
@@ -33,6 +34,7 @@ __all__ = [
     "SavedModel",
     "Split",
     "TrainConfig",
+    "TrainingError",
     "UnknownIdError",
     "__version__",
     "build_model",

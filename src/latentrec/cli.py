@@ -16,6 +16,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
+from rich.text import Text
+from typer.core import TyperGroup
 
 from latentrec import __version__, distributed, memory
 from latentrec.data import BUNDLED, Split, load_ratings
@@ -23,7 +25,7 @@ from latentrec.errors import ConfigError, LatentrecError, UnknownIdError
 from latentrec.metrics import RANKING_METRICS
 from latentrec.models import DotProductBias
 from latentrec.recommend import Recommendation, Recommender, evaluate_ranking
-from latentrec.storage import CHECKPOINT_DIR, load, save
+from latentrec.storage import CHECKPOINT_DIR, check_target, load, save
 from latentrec.training import (
     History,
     checkpoint_notes,
@@ -33,14 +35,55 @@ from latentrec.training import (
     resolve_device,
 )
 
+
+class _OneLineErrors(TyperGroup):
+    """Usage errors (an unknown option, a value out of range) as one line and exit status 2,
+    instead of click's usage box."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: list[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.TyperException as err:  # click's errors: usage, bad values, files
+            context = getattr(err, "ctx", None)
+            if type(err).__name__ == "NoArgsIsHelpError" and context is not None:
+                console.print(context.get_help())
+            else:
+                where = context.command_path if context is not None else "latentrec"
+                message = err.format_message() if hasattr(err, "format_message") else str(err)
+                errors.print(
+                    Text.assemble(
+                        ("error: ", "bold red"),
+                        " ".join(message.split()) + f" (see `{where} --help`)",
+                    ),
+                    soft_wrap=True,
+                )
+            code = getattr(err, "exit_code", 2)
+        except typer.Abort:
+            errors.print("aborted")
+            code = 1
+        code = code if isinstance(code, int) else 0
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
 app = typer.Typer(
+    cls=_OneLineErrors,
     help="Learn latent factors from ratings and recommend (MovieLens sample bundled).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(highlight=False)
-errors = Console(stderr=True, highlight=False)
+# ids, titles and messages come from data and users: printed verbatim, never read as markup
+console = Console(highlight=False, markup=False, emoji=False)
+errors = Console(stderr=True, highlight=False, markup=False, emoji=False)
 F = TypeVar("F", bound=Callable[..., Any])
 
 DataOption = Annotated[
@@ -66,16 +109,46 @@ def user_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except LatentrecError as err:
-            errors.print(f"[bold red]error:[/] {err}", markup=True, soft_wrap=True)
-            raise typer.Exit(2) from None
-        except (OSError, MemoryError) as err:
-            errors.print(f"[bold red]error:[/] {err}", markup=True, soft_wrap=True)
-            raise typer.Exit(1) from None
+            fail(str(err))
+        except OSError as err:
+            fail(_os_error(err))
+        except MemoryError:
+            fail("not enough memory; use fewer --factors or a smaller --batch-size")
         except KeyboardInterrupt:
             errors.print("interrupted; nothing was saved")
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print `error: message` as one line on stderr and exit with `code`."""
+    line = " ".join(message.split())  # one line, whatever the message holds
+    errors.print(Text.assemble(("error: ", "bold red"), line), soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _os_error(err: OSError) -> str:
+    """`cannot write out/model: Permission denied`: what was asked for and why not."""
+    reason = err.strerror or str(err)
+    if err.filename is None:
+        return reason
+    return f"{Path(err.filename)}: {reason}"
+
+
+def print_json(data: Any) -> None:
+    """One line of strict JSON on stdout: non-finite numbers become null."""
+    print(json.dumps(_finite(data), allow_nan=False, default=str))
+
+
+def _finite(data: Any) -> Any:
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {key: _finite(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_finite(value) for value in data]
+    return data
 
 
 def _version(value: bool) -> None:
@@ -103,6 +176,20 @@ def _layers(text: str) -> tuple[int, ...]:
     if not widths:
         raise ConfigError(f"--layers needs at least one width, got {text!r}")
     return widths
+
+
+def _rating_range(text: str) -> list[float]:
+    """`"1,10"` -> [1.0, 10.0]; `"-2,2"` too."""
+    parts = text.split(",")
+    try:
+        low, high = (float(part) for part in parts)
+    except ValueError:
+        raise ConfigError(
+            f"--rating-range takes LOW,HIGH like 1,10 or -2.5,2.5, got {text!r}"
+        ) from None
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ConfigError(f"--rating-range needs finite LOW < HIGH, got {text!r}")
+    return [low, high]
 
 
 def _load_split(
@@ -160,6 +247,13 @@ def train(
         int | None,
         typer.Option(help="Sampled unrated items per rating: train for top-N ranking."),
     ] = None,
+    rating_range: Annotated[
+        str | None,
+        typer.Option(
+            help="LOW,HIGH: the range predictions fall in (e.g. 0,5.5 or 1,10). Default: the "
+            "training ratings' range widened by a ninth of its span on each side."
+        ),
+    ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     engine: Annotated[
         str,
@@ -200,6 +294,7 @@ def train(
         "memory_budget": memory_budget,
         "negatives": negatives,
         "checkpoint_every": checkpoint_every,
+        "y_range": _rating_range(rating_range) if rating_range is not None else None,
     }
     if model != "dot" and factors is not None:
         raise ConfigError(
@@ -209,6 +304,8 @@ def train(
         raise ConfigError("--layers, --dropout and --emb-dropout apply to the nn model only")
     if checkpoint_every is not None and out is None and resume is None:
         raise ConfigError("--checkpoint-every needs --out: checkpoints go to OUT/checkpoint")
+    if out is not None:
+        check_target(out)  # a bad --out is refused now, not after training
     run = {
         "data": data,
         "test": str(test) if test is not None else None,
@@ -313,14 +410,14 @@ def _train_run(
         model_dir = save(net, out, parts.train, info=_info(history))
     _print_history(history)
     console.print(
-        f"test RMSE [bold]{_fmt(history.rmse)}[/]  MAE {_fmt(history.mae)}  "
+        f"test RMSE {_fmt(history.rmse)}  MAE {_fmt(history.mae)}  "
         f"({history.n_test:,} ratings); trained on {history.n_train:,} ratings in "
         f"{history.train_seconds:.2f} s ({history.ratings_per_second:,.0f} ratings/s)"
         + (f" by {history.world_size} processes" if history.world_size > 1 else "")
         + (f"; saved to {model_dir}" if model_dir else "")
     )
     if as_json and context.is_main:
-        print(json.dumps(_info(history) | {"model_dir": str(model_dir) if model_dir else None}))
+        print_json(_info(history) | {"model_dir": str(model_dir) if model_dir else None})
 
 
 def _info(history: History) -> dict[str, Any]:
@@ -429,7 +526,7 @@ def evaluate_command(
     console.print(table)
     console.print(f"{len(known):,} ratings; {cold:,} with a user or item the model has not seen")
     if as_json:
-        print(json.dumps(result | {"model_dir": str(model_dir)}))
+        print_json(result | {"model_dir": str(model_dir)})
 
 
 def _print_items(title: str, items: list[Recommendation], score_name: str, as_json: bool) -> None:
@@ -440,7 +537,7 @@ def _print_items(title: str, items: list[Recommendation], score_name: str, as_js
         table.add_row(str(rank), str(rec.item_id), rec.title or "", f"{rec.score:.3f}")
     console.print(table)
     if as_json:
-        print(json.dumps([rec.to_json() for rec in items]))
+        print_json([rec.to_json() for rec in items])
 
 
 def _new_user_ratings(text: str) -> dict[str, float]:
@@ -537,6 +634,8 @@ def explain(
     is recommended to a user."""
     if (user is None) != (item is None):
         raise ConfigError("--user and --item go together")
+    if plot is not None:
+        memory.plot_path(plot)  # a bad path fails now, not after the tables
     recommender = Recommender.from_dir(model_dir)
     result: dict[str, Any] = {}
     if isinstance(recommender.model, DotProductBias):
@@ -566,7 +665,7 @@ def explain(
         console.print(table)
         result["because"] = [r._asdict() for r in reasons]
     if as_json:
-        print(json.dumps(result, default=str))
+        print_json(result)
 
 
 def _plot_map(points: list, path: Path) -> Path:
@@ -657,7 +756,7 @@ def memory_command(
     if plot is not None:
         console.print(f"plot written to {memory.plot(uses, plot)}")
     if as_json:
-        print(json.dumps([use.to_json() for use in uses]))
+        print_json([use.to_json() for use in uses])
 
 
 def _print_report(report: memory.MemoryReport, as_json: bool) -> None:
@@ -671,7 +770,7 @@ def _print_report(report: memory.MemoryReport, as_json: bool) -> None:
     for process in report.gpu_processes:
         console.print(f"GPU process {process}")
     if as_json:
-        print(json.dumps(report.to_json()))
+        print_json(report.to_json())
 
 
 def _print_memory_table(uses: list[memory.MemoryUse], source: str) -> None:
@@ -726,9 +825,10 @@ def serve(
 
     import uvicorn
 
-    from latentrec.serving import MODEL_DIR_VARIABLE
+    from latentrec.serving import MAX_HEADER_BYTES, MODEL_DIR_VARIABLE, check_port_free
 
     load(model_dir)  # a damaged directory fails here, with one line, not in every worker
+    check_port_free(host, port)  # a busy port is one line here, not uvicorn's log
     os.environ[MODEL_DIR_VARIABLE] = str(model_dir.resolve())
     console.print(f"serving {model_dir} at http://{host}:{port}/ (API docs at /docs)")
     uvicorn.run(
@@ -738,6 +838,9 @@ def serve(
         port=port,
         workers=workers,
         log_level="info",
+        # the app answers 431 over MAX_HEADER_BYTES; where uvicorn parses with h11 (no
+        # httptools installed), h11 itself drops far larger request heads before they are read
+        h11_max_incomplete_event_size=4 * MAX_HEADER_BYTES,
     )
 
 

@@ -97,12 +97,14 @@ class IdMap:
 
     @classmethod
     def from_json(cls, ids: list) -> IdMap:
-        array = np.asarray(ids)
-        if array.dtype.kind not in "iuU":
-            array = np.asarray([str(v) for v in ids], dtype=object)
-        elif array.dtype.kind == "U":
-            array = array.astype(object)
-        return cls(array)
+        """The map `to_json` wrote: whole numbers that fit int64 stay numbers, anything else
+        (strings, larger numbers, a mix) becomes strings, exactly as written."""
+        if ids and all(isinstance(v, int) and not isinstance(v, bool) for v in ids):
+            try:
+                return cls(np.array(ids, dtype=np.int64))
+            except OverflowError:
+                pass
+        return cls(np.array([str(v) for v in ids], dtype=object))
 
 
 @dataclass(frozen=True, eq=False)
@@ -541,6 +543,8 @@ def _load_table(
     names = table.column_names
     user = _pick_column(names, user_col, USER_COLUMNS, "user", path)
     item = _pick_column(names, item_col, ITEM_COLUMNS, "item", path)
+    if ".parquet" not in suffixes and ".pq" not in suffixes:
+        table = _text_ids(table, path, {"delimiter": delimiter}, [user, item])
     rating = _pick_column(names, rating_col, RATING_COLUMNS, "rating", path)
     timestamp = timestamp_col or next((c for c in TIMESTAMP_COLUMNS if c in names), None)
     if timestamp is not None and timestamp not in names:
@@ -589,11 +593,22 @@ def _from_columns(
 ) -> Ratings:
     if table.num_rows == 0:
         raise DataError(f"{source} holds no ratings")
-    ratings = _numeric(table.column(rating), rating, source).astype(np.float32)
-    bad = ~np.isfinite(ratings)
+    values = _numeric(table.column(rating), rating, source)
+    bad = ~np.isfinite(values)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        raise DataError(f"{source}: rating on data row {row + 1} is missing or not a number")
+        raise DataError(
+            f"{source}: rating {float(values[row])!r} on data row {row + 1} is missing or not a "
+            "finite number"
+        )
+    too_large = np.abs(values) > np.finfo(np.float32).max
+    if too_large.any():
+        row = int(np.flatnonzero(too_large)[0])
+        raise DataError(
+            f"{source}: rating {values[row]:g} on data row {row + 1} is beyond float32's range "
+            "(about 3.4e38); rescale the ratings"
+        )
+    ratings = values.astype(np.float32)
     users, user_index = IdMap.from_values(_ids(table.column(user), user, source))
     items, item_index = IdMap.from_values(_ids(table.column(item), item, source))
     stamps = None
@@ -626,15 +641,54 @@ def _numeric(column: pa.ChunkedArray, name: str, source: str) -> np.ndarray:
 
 
 def _ids(column: pa.ChunkedArray, name: str, source: str) -> np.ndarray:
+    """Raw ids as int64 where every id is a whole number that int64 holds exactly, else as
+    strings. Ids are never rounded: two ids that differ stay two ids."""
     if column.null_count:
         raise DataError(f"{source}: column {name!r} has {column.null_count} empty ids")
-    if pa.types.is_integer(column.type):
+    if pa.types.is_signed_integer(column.type):
         return column.to_numpy().astype(np.int64, copy=False)
+    if pa.types.is_unsigned_integer(column.type):
+        values = column.to_numpy()
+        if len(values) == 0 or values.max() <= np.iinfo(np.int64).max:
+            return values.astype(np.int64, copy=False)
+        return np.asarray([str(v) for v in values.tolist()], dtype=object)
     if pa.types.is_floating(column.type):
         values = column.to_numpy()
-        if np.all(values == np.round(values)):
+        if _exact_whole(values):
             return values.astype(np.int64)
+        if np.all(np.isfinite(values) & (values == np.round(values))):
+            raise DataError(
+                f"{source}: column {name!r} holds ids as floating-point numbers of 2^53 or "
+                "more, which have lost digits; store the ids as integers or as text"
+            )
     return np.asarray(column.cast(pa.string()).to_pylist(), dtype=object)
+
+
+def _exact_whole(values: np.ndarray) -> bool:
+    """Whole numbers small enough that a float64 holds each one exactly (below 2^53)."""
+    finite = np.isfinite(values)
+    return bool(np.all(finite) and np.all(values == np.round(values))) and bool(
+        np.all(np.abs(values) < 2.0**53)
+    )
+
+
+def _text_ids(table: pa.Table, path: Path, read: dict[str, Any], columns: list[str]) -> pa.Table:
+    """Read the id `columns` of a CSV again as text where Arrow parsed them as floats that are
+    not all exact whole numbers (ids of 2^63 and more, "1.5"): a float would merge ids."""
+    floating = [
+        c
+        for c in columns
+        if pa.types.is_floating(table.column(c).type)
+        and not _exact_whole(table.column(c).to_numpy())
+    ]
+    if not floating:
+        return table
+    text = _read_csv_arrow(
+        path, parse=dict(read), convert={"column_types": dict.fromkeys(floating, pa.string())}
+    )
+    for name in floating:
+        table = table.set_column(table.column_names.index(name), name, text.column(name))
+    return table
 
 
 # ----------------------------------------------------------------------------- synthetic

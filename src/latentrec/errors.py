@@ -24,3 +24,7 @@ class UnknownIdError(LatentrecError, KeyError):
 
 class ModelFileError(LatentrecError):
     """A model directory that is missing, damaged or not written by latentrec."""
+
+
+class TrainingError(LatentrecError):
+    """Training that cannot go on, such as a loss that stopped being finite (diverged)."""

@@ -113,6 +113,27 @@ def report() -> MemoryReport:
     )
 
 
+def available_bytes() -> int | None:
+    """Memory this process could still get: the system's MemAvailable, or the room left under
+    a cgroup limit when that is smaller; None where neither can be read (not Linux)."""
+    try:
+        meminfo = Path("/proc/meminfo").read_text()
+    except OSError:
+        return None
+    found = re.search(r"^MemAvailable:\s+(\d+) kB", meminfo, re.MULTILINE)
+    if found is None:
+        return None
+    available = int(found.group(1)) * 1024
+    cgroup = Path("/sys/fs/cgroup")
+    try:
+        limit, used = (cgroup / "memory.max").read_text(), (cgroup / "memory.current").read_text()
+        if limit.strip().isdigit():
+            available = min(available, int(limit) - int(used))
+    except (OSError, ValueError):
+        pass
+    return max(available, 0)
+
+
 def _rss() -> tuple[int, int]:
     """Current and peak resident set size of this process, in bytes."""
     try:
@@ -506,6 +527,16 @@ def plot_path(path: str | Path) -> Path:
     target = Path(path).expanduser()
     if target.suffix.lower() != ".png":
         raise ConfigError(f"the plot is written as PNG; give a file ending in .png, not {target}")
+    if target.is_dir():
+        raise ConfigError(f"the plot path {target} is a directory; give a file ending in .png")
+    folder = target.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent  # the plot's missing folders are created under this one
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"cannot write the plot {target}: {folder} is not a writable directory; "
+            "choose another --plot"
+        )
     return target
 
 

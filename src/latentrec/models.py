@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import mmap
+import reprlib
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -95,25 +96,58 @@ class ModelConfig:
     global_mean: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.kind not in MODEL_KINDS:
-            raise ConfigError(f"model must be one of {', '.join(MODEL_KINDS)}, got {self.kind!r}")
-        for name in ("n_users", "n_items", "n_factors"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a positive whole number, got {value!r}")
-        for name in ("user_size", "item_size"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be 0 (rule of thumb) or positive")
-        object.__setattr__(self, "layers", tuple(int(w) for w in self.layers))
-        if any(w < 1 for w in self.layers):
-            raise ConfigError(f"layers must be positive widths, got {list(self.layers)}")
+        # a config also comes from a model file someone may have edited: check every type,
+        # so a bad value is one ConfigError here and not a TypeError deep inside torch
+        def whole(value: Any) -> bool:
+            return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+        def finite(value: Any) -> bool:
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+                return False
+            try:
+                return math.isfinite(float(value))
+            except (OverflowError, TypeError):  # an int beyond float, a complex number
+                return False
+
+        def shown(value: Any) -> str:
+            return reprlib.repr(value)  # bounded, however large the value in the file
+
+        if not isinstance(self.kind, str) or self.kind not in MODEL_KINDS:
+            raise ConfigError(
+                f"model must be one of {', '.join(MODEL_KINDS)}, got {shown(self.kind)}"
+            )
+        for name in ("n_users", "n_items", "n_factors", "user_size", "item_size"):
+            value, least = getattr(self, name), 0 if name.endswith("_size") else 1
+            if not whole(value) or value < least:
+                allowed = "0 (rule of thumb) or " if least == 0 else ""
+                raise ConfigError(
+                    f"{name} must be {allowed}a positive whole number, got {shown(value)}"
+                )
+            object.__setattr__(self, name, int(value))
+        layers = self.layers
+        if not isinstance(layers, (list, tuple)) or not all(whole(w) and w >= 1 for w in layers):
+            raise ConfigError(f"layers must be a list of positive widths, got {shown(layers)}")
+        object.__setattr__(self, "layers", tuple(int(w) for w in layers))
         for name in ("dropout", "emb_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        low, high = (float(v) for v in self.y_range)
-        if not low < high:
-            raise ConfigError(f"y_range must be (low, high) with low < high, got {self.y_range}")
-        object.__setattr__(self, "y_range", (low, high))
+            value = getattr(self, name)
+            if not finite(value) or not 0.0 <= value < 1.0:
+                raise ConfigError(f"{name} must be a number in [0, 1), got {shown(value)}")
+            object.__setattr__(self, name, float(value))
+        y_range = self.y_range
+        if (
+            not isinstance(y_range, (list, tuple))
+            or len(y_range) != 2
+            or not all(finite(v) for v in y_range)
+            or not float(y_range[0]) < float(y_range[1])
+        ):
+            raise ConfigError(
+                f"y_range must be (low, high), two finite numbers with low < high, got "
+                f"{shown(y_range)}"
+            )
+        object.__setattr__(self, "y_range", (float(y_range[0]), float(y_range[1])))
+        if not finite(self.global_mean):
+            raise ConfigError(f"global_mean must be a finite number, got {shown(self.global_mean)}")
+        object.__setattr__(self, "global_mean", float(self.global_mean))
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -122,15 +156,44 @@ class ModelConfig:
         return data
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> ModelConfig:
+    def from_json(cls, data: Any) -> ModelConfig:
+        """The config `to_json` wrote; `ConfigError` names the first field that is wrong."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"a model config is a JSON object, got {type(data).__name__}")
         known = set(cls.__dataclass_fields__)
         unknown = set(data) - known
         if unknown:
-            raise ConfigError(f"unknown model config fields {sorted(unknown)}")
+            raise ConfigError(f"unknown model config fields {reprlib.repr(sorted(unknown))}")
         values = dict(data)
+        for name in ("layers", "y_range"):
+            if name in values and not isinstance(values[name], list):
+                raise ConfigError(f"{name} must be a JSON list, got {reprlib.repr(values[name])}")
         values["layers"] = tuple(values.get("layers", ()))
         values["y_range"] = tuple(values.get("y_range", (0.0, 5.5)))
         return cls(**values)
+
+
+def parameter_count(config: ModelConfig) -> int:
+    """How many numbers the model of `config` holds (its tables and layers), computed from the
+    config alone, before anything is allocated."""
+    if config.kind == "dot":
+        return (config.n_users + config.n_items) * (config.n_factors + 1)
+    user_size = config.user_size or embedding_size(config.n_users)
+    item_size = config.item_size or embedding_size(config.n_items)
+    count = config.n_users * user_size + config.n_items * item_size
+    width = user_size + item_size
+    for hidden in (*config.layers, 1):
+        count += (width + 1) * hidden
+        width = hidden
+    return count
+
+
+def y_range_for(low: float, high: float) -> tuple[float, float]:
+    """The prediction range for ratings from `low` to `high`: widened by a ninth of their span
+    on each side, so MovieLens's 0.5..5 gets fastai's 0..5.5 and the sigmoid can reach the
+    highest and lowest ratings. A single rating value gets a margin of 0.5."""
+    margin = (high - low) / 9 if high > low else 0.5
+    return (float(low - margin), float(high + margin))
 
 
 def sigmoid_range(x: Tensor, low: float, high: float) -> Tensor:
@@ -158,11 +221,21 @@ class LatentModel(nn.Module):
         raise NotImplementedError
 
     def score_matrix(self, user_rows: list[Tensor], item_rows: list[Tensor]) -> Tensor:
-        """Predictions for every (user, item) pair of C user rows and I item rows: (C, I)."""
+        """Predictions for every (user, item) pair of C user rows and I item rows: (C, I).
+
+        Pairs are formed a chunk of users at a time, so besides the (C, I) result this holds
+        about `SCORE_CHUNK_BYTES` of repeated rows at once, whatever C is."""
         n_users, n_items = user_rows[0].shape[0], item_rows[0].shape[0]
-        users = [rows.repeat_interleave(n_items, dim=0) for rows in user_rows]
-        items = [rows.repeat(n_users, 1) for rows in item_rows]
-        return self.interact(users, items).reshape(n_users, n_items)
+        width = sum(rows.shape[1] for rows in (*user_rows, *item_rows))
+        chunk = _users_per_chunk(n_items * width * user_rows[0].element_size())
+        parts = []
+        for start in range(0, n_users, chunk):
+            some = [rows[start : start + chunk] for rows in user_rows]
+            size = some[0].shape[0]
+            users = [rows.repeat_interleave(n_items, dim=0) for rows in some]
+            items = [rows.repeat(size, 1) for rows in item_rows]
+            parts.append(self.interact(users, items).reshape(size, n_items))
+        return torch.cat(parts) if len(parts) != 1 else parts[0]
 
     def rank_matrix(self, user_rows: list[Tensor], item_rows: list[Tensor]) -> Tensor:
         """Scores that order items as the predictions do, cheaper where a model can skip its
@@ -197,6 +270,14 @@ class LatentModel(nn.Module):
     @property
     def n_items(self) -> int:
         return self.config.n_items
+
+
+SCORE_CHUNK_BYTES = 64 * 2**20
+
+
+def _users_per_chunk(bytes_per_user: int) -> int:
+    """Users whose (items x width) work fits in `SCORE_CHUNK_BYTES` (at least one)."""
+    return max(1, SCORE_CHUNK_BYTES // max(bytes_per_user, 1))
 
 
 def _lookup(weight: Tensor, index: Tensor) -> Tensor:
@@ -310,6 +391,39 @@ class EmbeddingNN(LatentModel):
     def interact(self, user_rows: list[Tensor], item_rows: list[Tensor]) -> Tensor:
         x = self.emb_dropout(torch.cat([user_rows[0], item_rows[0]], dim=1))
         return sigmoid_range(self.layers(x)[:, 0], *self.config.y_range)
+
+    def score_matrix(self, user_rows: list[Tensor], item_rows: list[Tensor]) -> Tensor:
+        """Predictions for C users x I items without forming the (C x I) concatenated pairs.
+
+        The first layer is linear in the concatenation, so it splits into a user part (C x H)
+        and an item part (I x H) that are added per pair. Beyond the (C, I) result, memory is
+        bounded by `SCORE_CHUNK_BYTES` for the (users x I x hidden widths) activations of a
+        chunk of users. In training mode with embedding dropout (which acts on the
+        concatenation) the pairs are formed, a chunk at a time."""
+        if self.training and self.emb_dropout.p > 0:
+            return super().score_matrix(user_rows, item_rows)
+        first, rest = self.layers[0], self.layers[1:]
+        user_width = user_rows[0].shape[1]
+        user_part = user_rows[0] @ first.weight[:, :user_width].T
+        item_part = torch.addmm(first.bias, item_rows[0], first.weight[:, user_width:].T)
+        n_items = item_part.shape[0]
+        per_user = n_items * 2 * sum(self.config.layers) * item_part.element_size()
+        chunk = _users_per_chunk(per_user)
+        if user_part.requires_grad or item_part.requires_grad:  # fold-in: one user, autograd
+            scores = [
+                sigmoid_range(
+                    rest(user_part[s : s + chunk, None, :] + item_part[None])[..., 0],
+                    *self.config.y_range,
+                )
+                for s in range(0, user_part.shape[0], chunk)
+            ]
+            return torch.cat(scores)
+        # written in place: a list of chunks to concatenate left the heap fragmented
+        scores = item_part.new_empty((user_part.shape[0], n_items))
+        for start in range(0, user_part.shape[0], chunk):
+            hidden = user_part[start : start + chunk, None, :] + item_part[None]
+            scores[start : start + chunk] = rest(hidden)[..., 0]
+        return sigmoid_range(scores, *self.config.y_range)
 
     def item_vectors(self) -> Tensor:
         return self.item_embedding.weight

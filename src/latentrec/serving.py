@@ -1,19 +1,29 @@
 """The HTTP service: a FastAPI app over one Recommender, loaded once and shared read-only.
 
 Handlers stay thin: they validate, call the Recommender, and map its errors to statuses at
-the edge (unknown ids 404, bad values 422, bodies over 64 KiB 413). Handlers are plain `def`
-functions, so FastAPI runs them in its thread pool and model work never blocks the event loop.
+the edge (unknown ids 404, bad values 422, bodies over 64 KiB 413, headers over 16 KiB 431).
+Handlers are plain `def` functions, so FastAPI runs them in its thread pool and model work
+never blocks the event loop.
+
+Ids travel as the model holds them: integers as JSON numbers, except integers a JavaScript
+number cannot hold exactly (beyond +-(2^53 - 1)), which travel as strings; requests may give
+any id as a string.
 """
 
 from __future__ import annotations
 
+import errno
+import json
 import logging
+import math
 import os
+import socket
 import warnings
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import torch
 from fastapi import FastAPI, Query, Request
 from fastapi import Path as PathParam
@@ -21,45 +31,65 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from latentrec.errors import ConfigError, LatentrecError, UnknownIdError
 from latentrec.recommend import Recommendation, Recommender
 
 MAX_BODY_BYTES = 64 * 1024
+MAX_HEADER_BYTES = 16 * 1024
 MAX_RATINGS = 500
+MAX_JS_INTEGER = 2**53 - 1  # Number.MAX_SAFE_INTEGER: larger ids travel as strings
 MODEL_DIR_VARIABLE = "LATENTREC_MODEL_DIR"
+# the page loads only its own files; nothing may frame it
+PAGE_POLICY = (
+    "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+# the interactive docs start Swagger UI and ReDoc from inline scripts
+DOCS_POLICY = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; worker-src 'self' blob:; object-src 'none'; base-uri 'none'; "
+    "frame-ancestors 'none'"
+)
 log = logging.getLogger("latentrec.serving")
+
+ID_HELP = "A raw id; integers beyond +-(2^53 - 1) travel as strings."
+IdIn = Annotated[
+    int | Annotated[str, StringConstraints(min_length=1, max_length=200)],
+    Field(description="A raw id, as a number or as a string."),
+]
+IdOut = Annotated[int | str, Field(description=ID_HELP)]
 
 
 class RatingIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    item_id: int | str
+    model_config = ConfigDict(extra="forbid", strict=True)
+    item_id: IdIn
     rating: float = Field(allow_inf_nan=False)
 
 
 class FoldInRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     ratings: list[RatingIn] = Field(min_length=1, max_length=MAX_RATINGS)
     k: int = Field(default=10, ge=1, le=100)
 
 
 class Because(BaseModel):
-    item_id: int | str
+    item_id: IdOut
     title: str | None
     rating: float
 
 
 class RecommendationOut(BaseModel):
-    item_id: int | str
+    item_id: IdOut
     title: str | None
     score: float
     because: list[Because] | None = None
 
 
 class ItemOut(BaseModel):
-    item_id: int | str
+    item_id: IdOut
     title: str | None
     n_ratings: int
 
@@ -69,30 +99,41 @@ class Health(BaseModel):
     model: str
     users: int
     items: int
+    rating_range: tuple[float, float] = Field(
+        description="The lowest and highest rating the model was trained on: the scale of "
+        "POST /recommendations."
+    )
 
 
 K = Annotated[int, Query(ge=1, le=100, description="How many items, 1 to 100.")]
 
 
-def create_app(model_dir: str | Path) -> FastAPI:
-    """The app for one model directory; the model is loaded here, once."""
+def create_app(model: str | Path | Recommender) -> FastAPI:
+    """The app for one model directory (loaded here, once) or a ready `Recommender`."""
     torch.set_num_threads(1)  # one core per worker process: workers scale, threads contend
-    recommender = Recommender.from_dir(model_dir)
+    recommender = model if isinstance(model, Recommender) else Recommender.from_dir(model)
     low, high = recommender.ratings.rating_range
     # FastAPIOffline serves the interactive docs from files it installs, not from a CDN
     app = FastAPIOffline(
         title="latentrec",
         summary="Recommendations from a trained latentrec model",
         version="1",
+        favicon_url="/favicon.ico",
     )
+    docs = {app.docs_url or "/docs", "/redoc", app.swagger_ui_oauth2_redirect_url or ""}
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    app.add_middleware(Guard, max_header_bytes=MAX_HEADER_BYTES, docs_paths=frozenset(docs))
     web = resources.files("latentrec") / "web"
     app.mount("/static", StaticFiles(directory=str(web)), name="static")
     _add_error_handlers(app)
 
-    @app.get("/", include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     def page() -> FileResponse:
         return FileResponse(str(web / "index.html"))
+
+    @app.api_route("/favicon.ico", methods=["GET", "HEAD"], include_in_schema=False)
+    def favicon() -> FileResponse:
+        return FileResponse(str(web / "favicon.svg"), media_type="image/svg+xml")
 
     @app.get("/health")
     def health() -> Health:
@@ -101,7 +142,11 @@ def create_app(model_dir: str | Path) -> FastAPI:
             model=recommender.model.config.kind,
             users=len(recommender.users),
             items=len(recommender.items),
+            rating_range=(low, high),
         )
+
+    # load balancers probe with HEAD; kept out of the schema (one operation per path and verb)
+    app.add_api_route("/health", health, methods=["HEAD"], include_in_schema=False)
 
     @app.get("/items")
     def search_items(
@@ -140,17 +185,29 @@ def create_app(model_dir: str | Path) -> FastAPI:
         results = []
         for rec in recommender.recommend(new, k=request.k):
             reasons = recommender.explain(new, rec.item_id, n=2)
-            because = [Because(item_id=r.item_id, title=r.title, rating=r.rating) for r in reasons]
+            because = [
+                Because(item_id=wire_id(r.item_id), title=r.title, rating=r.rating) for r in reasons
+            ]
             results.append(_out(rec, because))
         return results
 
     return app
 
 
+def wire_id(raw_id: Any) -> int | str:
+    """A raw id as it travels in JSON: a Python int or str (numpy ids of any integer width
+    converted exactly), and an integer beyond JavaScript's exact range as a string."""
+    if isinstance(raw_id, np.generic):
+        raw_id = raw_id.tolist()  # np.uint64 -> int, np.str_ -> str, exactly
+    if isinstance(raw_id, int) and abs(raw_id) > MAX_JS_INTEGER:
+        return str(raw_id)
+    return raw_id
+
+
 def _item(recommender: Recommender, item_id: Any) -> ItemOut:
     index = recommender.item_index(item_id)
     return ItemOut(
-        item_id=recommender.items.ids[index].item(),
+        item_id=wire_id(recommender.items.ids[index]),
         title=recommender.title(index),
         n_ratings=int(recommender.item_counts[index]),
     )
@@ -158,7 +215,7 @@ def _item(recommender: Recommender, item_id: Any) -> ItemOut:
 
 def _out(rec: Recommendation, because: list[Because] | None = None) -> RecommendationOut:
     return RecommendationOut(
-        item_id=rec.item_id, title=rec.title, score=round(rec.score, 4), because=because
+        item_id=wire_id(rec.item_id), title=rec.title, score=round(rec.score, 4), because=because
     )
 
 
@@ -166,28 +223,112 @@ def _field_error(location: tuple, message: str) -> RequestValidationError:
     return RequestValidationError([{"type": "value_error", "loc": location, "msg": message}])
 
 
+class ErrorResponse(JSONResponse):
+    """An error as JSON in ASCII: text from the request (a lone surrogate such as \\udc80
+    included, which UTF-8 cannot encode) is escaped, never a failure to answer."""
+
+    def render(self, content: Any) -> bytes:
+        text = json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+        return text.encode("ascii")
+
+
 def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        detail = [_plain_error(e) for e in error.errors()]
+        return ErrorResponse({"detail": detail}, status_code=422)
+
     @app.exception_handler(UnknownIdError)
     def not_found(request: Request, error: UnknownIdError) -> JSONResponse:
-        return JSONResponse({"detail": str(error)}, status_code=404)
+        return ErrorResponse({"detail": str(error)}, status_code=404)
 
     @app.exception_handler(ConfigError)
     def bad_value(request: Request, error: ConfigError) -> JSONResponse:
-        return JSONResponse({"detail": str(error)}, status_code=422)
+        return ErrorResponse({"detail": str(error)}, status_code=422)
 
     @app.exception_handler(LatentrecError)
     def other_error(request: Request, error: LatentrecError) -> JSONResponse:
-        return JSONResponse({"detail": str(error)}, status_code=400)
+        return ErrorResponse({"detail": str(error)}, status_code=400)
 
-    @app.exception_handler(Exception)
-    def crash(request: Request, error: Exception) -> JSONResponse:
-        # the trace goes to the log, never to the client
-        log.exception("error while serving %s %s", request.method, request.url.path)
-        return JSONResponse({"detail": "internal error"}, status_code=500)
+
+def _plain_error(error: Any) -> dict[str, Any]:
+    """One validation error as strict JSON. The offending input is echoed only when it is a
+    single value (NaN, 1e309 and Infinity as text); a whole object or array is left out."""
+    plain = {
+        "type": str(error.get("type", "value_error")),
+        "loc": [_json_safe(part) for part in error.get("loc", ())],
+        "msg": str(error.get("msg", "")),
+    }
+    value = error.get("input")
+    if value is None or isinstance(value, (bool, int, float, str)):
+        plain["input"] = _json_safe(value)
+    context = error.get("ctx")
+    if isinstance(context, dict):
+        plain["ctx"] = {str(key): _json_safe(item) for key, item in context.items()}
+    return plain
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, str):
+        return value if len(value) <= 200 else value[:200] + "…"
+    if isinstance(value, int) and not isinstance(value, bool):
+        if abs(value) <= MAX_JS_INTEGER:
+            return value
+        # str() of an int over 4,300 digits raises; a long one says nothing anyway
+        return str(value) if value.bit_length() <= 256 else "an integer too large to show"
+    if value is None or isinstance(value, (bool, float)):
+        return value
+    return str(value)[:200]
+
+
+class Guard:
+    """Security headers on every response; request headers over `max_header_bytes` refused
+    with 431; an unexpected error answered with a bare 500 (the trace goes to the log)."""
+
+    def __init__(self, app: ASGIApp, max_header_bytes: int, docs_paths: frozenset[str]) -> None:
+        self.app, self.max_header_bytes, self.docs_paths = app, max_header_bytes, docs_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        policy = DOCS_POLICY if scope["path"] in self.docs_paths else PAGE_POLICY
+        extra = [
+            (b"x-content-type-options", b"nosniff"),
+            (b"x-frame-options", b"DENY"),
+            (b"content-security-policy", policy.encode()),
+            (b"referrer-policy", b"no-referrer"),
+        ]
+        started = False
+
+        async def secured(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message = {**message, "headers": [*message.get("headers", ()), *extra]}
+            await send(message)
+
+        if sum(len(name) + len(value) for name, value in scope["headers"]) > self.max_header_bytes:
+            detail = f"request headers over {self.max_header_bytes // 1024} KiB"
+            await _send_json(secured, 431, detail)
+            return
+        try:
+            await self.app(scope, receive, secured)
+        except Exception:
+            log.exception("error while serving %s %s", scope["method"], scope["path"])
+            if started:
+                raise
+            await _send_json(secured, 500, "internal error")
 
 
 class BodyLimit:
-    """Refuse request bodies over `limit` bytes with 413, by header or as they stream in."""
+    """Refuse request bodies over `limit` bytes with 413, by header or as they stream in.
+
+    The body is read here, whole, before the app sees it (at most `limit` bytes held), so a
+    chunked body without a length is refused as surely as one with a length.
+    """
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app, self.limit = app, limit
@@ -200,30 +341,65 @@ class BodyLimit:
         if length is not None and (not length.isdigit() or int(length) > self.limit):
             await _too_large(send, self.limit)
             return
-        received = 0
-
-        async def limited() -> Message:
-            nonlocal received
+        chunks: list[bytes] = []
+        size = 0
+        while True:
             message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.limit:
-                raise _BodyTooLarge
-            return message
+            if message["type"] != "http.request":  # the client left: let the app see it
+                pending: list[Message] = [message]
+                break
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.limit:
+                await _too_large(send, self.limit)
+                return
+            if not message.get("more_body", False):
+                pending = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+                break
 
-        try:
-            await self.app(scope, limited, send)
-        except _BodyTooLarge:
-            await _too_large(send, self.limit)
+        async def replay() -> Message:
+            return pending.pop(0) if pending else await receive()
 
-
-class _BodyTooLarge(Exception):
-    pass
+        await self.app(scope, replay, send)
 
 
 async def _too_large(send: Send, limit: int) -> None:
-    response = JSONResponse({"detail": f"request body over {limit // 1024} KiB"}, status_code=413)
-    await send({"type": "http.response.start", "status": 413, "headers": response.raw_headers})
+    await _send_json(send, 413, f"request body over {limit // 1024} KiB")
+
+
+async def _send_json(send: Send, status: int, detail: str) -> None:
+    response = ErrorResponse({"detail": detail}, status_code=status)
+    await send({"type": "http.response.start", "status": status, "headers": response.raw_headers})
     await send({"type": "http.response.body", "body": response.body})
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise `ConfigError` naming `host:port` when the service could not listen there.
+
+    Binds and closes a socket the way uvicorn will (SO_REUSEADDR), so a port in use, a
+    privileged port or an address this machine does not have is one line before start-up.
+    """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except (socket.gaierror, UnicodeError) as err:
+        raise ConfigError(
+            f"cannot serve on {host}:{port}: unknown host {host!r}; give an address such as "
+            "127.0.0.1 or 0.0.0.0 with --host"
+        ) from err
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                advice = "stop what is using it or choose another --port"
+                reason = "the port is in use"
+            else:
+                advice = "choose another --host or --port"
+                reason = (err.strerror or str(err)).lower()
+            raise ConfigError(f"cannot serve on {host}:{port}: {reason}; {advice}") from err
 
 
 def app_from_environment() -> FastAPI:

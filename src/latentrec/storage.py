@@ -7,8 +7,14 @@ A model directory holds:
                      so recommending can leave out what a user has rated
   ids.json           raw user and item ids, in index order, and item titles where known
 
-`save` writes into a temporary directory beside the target and renames it into place, so an
-interrupted save leaves the previous model as it was.
+`save` writes a staging directory `.NAME.tmp-XXXXXXXX` beside the target and switches it in
+with one atomic step: Linux's renameat2(RENAME_EXCHANGE) swaps the two directory entries, so
+a reader finds the old model or the new one and never nothing. Where the system cannot
+exchange, the old directory is renamed aside to `.NAME.old-XXXXXXXX` and the new one into
+place; a save killed between those two renames leaves no target, and `load` then reads the
+model set aside. The next save removes what killed saves left (staging directories, models set
+aside). `save` replaces only what `check_target` finds to be latentrec's own: nothing a user
+wrote is ever deleted.
 
 Training checkpoints live in `checkpoint/` inside the model directory, as pairs
 `step-NNNNNNNNN.safetensors` + `step-NNNNNNNNN.json`. Each file is written under a temporary
@@ -18,27 +24,48 @@ after that, so a run killed while writing still has its previous checkpoint.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import errno
+import functools
 import json
 import os
+import re
 import shutil
+import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from latentrec.data import IdMap, Ratings
 from latentrec.errors import ConfigError, ModelFileError
 from latentrec.models import LatentModel, ModelConfig, build_model
 
+try:
+    import fcntl
+except ImportError:  # not on Windows: staging directories go unlocked there
+    fcntl = None  # type: ignore[assignment]
+
 FORMAT = "latentrec-model"
 FORMAT_VERSION = 1
 FILES = ("config.json", "model.safetensors", "train.safetensors", "ids.json")
 CHECKPOINT_FORMAT = "latentrec-checkpoint"
 CHECKPOINT_DIR = "checkpoint"
+STAGING, SET_ASIDE = "tmp", "old"  # `.NAME.tmp-XXXXXXXX`, `.NAME.old-XXXXXXXX` beside NAME
+# safetensors writes a file through a temporary `.tmpXXXXXX` beside it: a kill can leave one
+_SAFETENSORS_TEMPORARY = re.compile(r"\.tmp[A-Za-z0-9]{6}")
+_CHECKPOINT_FILE = re.compile(
+    r"step-\d{9,}\.(json|safetensors)|\.step-\d{9,}\.(json|safetensors)\..+\.tmp|"
+    + _SAFETENSORS_TEMPORARY.pattern
+)
+_LARGEST_CONFIG = 16 * 2**20  # a config.json holds a few kB; a larger one is not ours
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2  # from Linux's <fcntl.h> and <linux/fs.h>
 
 
 class SavedModel(NamedTuple):
@@ -57,37 +84,204 @@ def save(
 ) -> Path:
     """Write `model` and what recommending needs to `directory`, atomically.
 
+    `directory` must be new, empty, a latentrec model directory or a run's checkpoints (see
+    `check_target`); a directory of anything else is refused, never replaced.
+
     Args:
         ratings: the training ratings, in the model's id maps.
         info: extra JSON-able metadata (training config, metrics, ...).
+
+    Returns:
+        `directory`, as given (with `~` expanded).
     """
-    target = Path(directory).expanduser()
     if ratings.n_users != model.n_users or ratings.n_items != model.n_items:
         raise ModelFileError(
             f"the ratings have {ratings.n_users} users and {ratings.n_items} items but the model "
             f"was built for {model.n_users} and {model.n_items}; save it with its training ratings"
         )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    target = check_target(directory)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.{STAGING}-", dir=target.parent))
+    lock = _try_lock(staging)  # tells a concurrent save's clean-up that this one is in use
     try:
-        _write(model, staging, ratings, info or {})
-        _replace_directory(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        try:
+            _write(model, staging, ratings, info or {})
+            _fsync_directory(staging)
+            previous = _switch(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        _fsync_directory(target.parent)
+        if previous is not None:
+            shutil.rmtree(previous, ignore_errors=True)
+        _remove_debris(target)
+    finally:
+        if lock is not None:
+            os.close(lock)
+    return Path(directory).expanduser()
+
+
+def check_target(directory: str | Path) -> Path:
+    """Check, before any work is done, that `save` may write a model to `directory`.
+
+    Allowed: a path that does not exist yet (its parent is created, as `save` does), an empty
+    directory, a latentrec model directory (its config names latentrec's format and it holds
+    only latentrec's files), or a directory holding only a run's `checkpoint/`.
+
+    Returns:
+        The directory `save` writes: absolute, with symbolic links resolved.
+
+    Raises:
+        ModelFileError: naming the path, why it cannot be used and what to do instead; for a
+            file, a path under a file, the current directory or one above it, a directory of
+            anything but latentrec's files, or a place that cannot be written.
+    """
+    shown = Path(directory).expanduser()
+    try:
+        target = Path(os.path.realpath(shown))
+        _check_place(target, shown)
+    except OSError as err:  # a directory on the way that cannot be searched or read
+        where = f" ({err.filename})" if err.filename else ""
+        raise ModelFileError(
+            f"cannot write a model to {shown}: {err.strerror or err}{where}; choose a directory "
+            "you can write to"
+        ) from err
     return target
+
+
+def _check_place(target: Path, shown: Path) -> None:
+    try:
+        here: Path | None = Path(os.getcwd()).resolve()
+    except FileNotFoundError:  # the current directory was removed
+        here = None
+    if here is not None and (target == here or target in here.parents):
+        raise ModelFileError(
+            f"{shown} is the current directory or one above it; save the model to a directory "
+            f"of its own, such as {shown / 'model'}"
+        )
+    blocker = next((p for p in (target, *target.parents) if p.exists() and not p.is_dir()), None)
+    if blocker == target:
+        raise ModelFileError(
+            f"{shown} is a file, not a model directory; choose another path for the model"
+        )
+    if blocker is not None:
+        raise ModelFileError(
+            f"cannot save a model to {shown}: {blocker} is a file, not a directory; choose "
+            "another path"
+        )
+    if target.is_dir():
+        reason = _not_ours(target)
+        if reason is not None:
+            raise ModelFileError(
+                f"{shown} is not a latentrec model directory ({reason}); refusing to replace "
+                "it: choose a new or empty directory for the model"
+            )
+    _check_writable(target)
+
+
+def _check_writable(target: Path) -> None:
+    """Create the parent as `save` will, then a staging directory in it (removed at once):
+    `os.access` alone says yes to root on a read-only filesystem. Raises OSError."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for folder in (target.parent, target) if target.is_dir() else (target.parent,):
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(folder))
+    probe = tempfile.mkdtemp(prefix=f".{target.name}.{STAGING}-", dir=target.parent)
+    with contextlib.suppress(FileNotFoundError):  # a concurrent save may have cleared it
+        os.rmdir(probe)
+
+
+def _not_ours(folder: Path, partial: bool = False) -> str | None:
+    """Why `folder` is not latentrec's to replace or remove, or None when it is.
+
+    Args:
+        partial: judge a staging directory a killed save left: its files may be missing or
+            torn, but none may be anything else.
+    """
+    try:
+        entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+    except OSError as err:
+        return f"it cannot be read: {err.strerror}"
+    foreign = [
+        e.name
+        for e in entries
+        if e.name not in (*FILES, CHECKPOINT_DIR)
+        and not (partial and _SAFETENSORS_TEMPORARY.fullmatch(e.name))
+    ]
+    if foreign:
+        listed = ", ".join(repr(name) for name in foreign[:3])
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        return f"it holds {listed}{more}, which latentrec did not write"
+    for entry in entries:
+        if entry.name == CHECKPOINT_DIR:
+            reason = _not_checkpoints(Path(entry.path))
+            if reason is not None:
+                return reason
+        elif not entry.is_file(follow_symlinks=False):
+            return f"its {entry.name} is not a plain file"
+    names = {entry.name for entry in entries} - {CHECKPOINT_DIR}
+    written = _written_by_latentrec(folder / "config.json") if "config.json" in names else None
+    if partial:
+        return "its config.json was not written by latentrec" if written is False else None
+    if names and "config.json" not in names:
+        return "it has no config.json"
+    if names and not written:
+        return "its config.json was not written by latentrec"
+    return None
+
+
+def _not_checkpoints(folder: Path) -> str | None:
+    """Why `folder` is not a `checkpoint/` of latentrec's, or None when it is."""
+    if folder.is_symlink() or not folder.is_dir():
+        return f"its {CHECKPOINT_DIR} is not a directory"
+    try:
+        entries = list(os.scandir(folder))
+    except OSError as err:
+        return f"its {CHECKPOINT_DIR}/ cannot be read: {err.strerror}"
+    for entry in entries:
+        if not _CHECKPOINT_FILE.fullmatch(entry.name) or not entry.is_file(follow_symlinks=False):
+            return f"its {CHECKPOINT_DIR}/ holds {entry.name!r}, which latentrec did not write"
+        if entry.name.endswith(".json") and not entry.name.startswith("."):
+            record = _small_json(Path(entry.path))
+            if not isinstance(record, dict) or record.get("format") != CHECKPOINT_FORMAT:
+                return f"its {CHECKPOINT_DIR}/{entry.name} was not written by latentrec"
+    return None
+
+
+def _written_by_latentrec(config_path: Path) -> bool | None:
+    """True when `config_path` names latentrec's model format and a version, False when it
+    is JSON that does not, None when it cannot be read as JSON (torn by a killed save)."""
+    config = _small_json(config_path)
+    if config is None:
+        return None
+    version = isinstance(config, dict) and config.get("version")
+    return (
+        isinstance(config, dict)
+        and config.get("format") == FORMAT
+        and isinstance(version, int)
+        and not isinstance(version, bool)
+    )
+
+
+def _small_json(path: Path) -> Any:
+    """The JSON in `path`, or None when it is not a small readable JSON file."""
+    try:
+        if path.stat().st_size > _LARGEST_CONFIG:
+            return None
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
 
 
 def _write(model: LatentModel, folder: Path, ratings: Ratings, info: dict[str, Any]) -> None:
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(weights, str(folder / "model.safetensors"), metadata={"format": FORMAT})
+    _write_tensors(weights, folder / "model.safetensors")
     order = np.argsort(ratings.user_index, kind="stable")
     train = {
         "user_index": torch.from_numpy(ratings.user_index[order].astype(np.int32)),
         "item_index": torch.from_numpy(ratings.item_index[order].astype(np.int32)),
         "rating": torch.from_numpy(ratings.rating[order].astype(np.float32)),
     }
-    save_file(train, str(folder / "train.safetensors"), metadata={"format": FORMAT})
+    _write_tensors(train, folder / "train.safetensors")
     titles = None
     if ratings.titles:
         titles = [ratings.titles.get(item_id) for item_id in ratings.items.ids.tolist()]
@@ -105,6 +299,12 @@ def _write(model: LatentModel, folder: Path, ratings: Ratings, info: dict[str, A
     _write_json(folder / "config.json", config)
 
 
+def _write_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    save_file(tensors, str(path), metadata={"format": FORMAT})
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())  # on disk before the directory is switched in
+
+
 def _write_json(path: Path, data: Any) -> None:
     with open(path, "w", encoding="utf-8") as handle:
         json.dump(data, handle, ensure_ascii=False)
@@ -112,31 +312,157 @@ def _write_json(path: Path, data: Any) -> None:
         os.fsync(handle.fileno())
 
 
-def _replace_directory(staging: Path, target: Path) -> None:
-    """Swap `staging` in for `target`; the old directory goes only once the new one is there."""
-    if target.exists() and not target.is_dir():
-        raise ModelFileError(f"{target} exists and is not a directory; choose another --out")
-    if target.exists():
-        # a directory that holds only a run's checkpoints is the run's own output
-        ours = {"config.json", CHECKPOINT_DIR}
-        if not (target / "config.json").exists() and any(
-            entry.name not in ours for entry in target.iterdir()
-        ):
-            raise ModelFileError(
-                f"{target} exists and is not a latentrec model directory; refusing to replace it"
-            )
-        retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-        retired.rmdir()
-        target.rename(retired)
-        staging.rename(target)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        staging.rename(target)
+def _switch(staging: Path, target: Path) -> Path | None:
+    """Put `staging` at `target`, as one atomic step where the system allows.
+
+    Returns:
+        Where the previous model now is, for the caller to remove; None when there was none.
+    """
+    if not os.path.lexists(target):
+        os.rename(staging, target)
+        return None
+    if _exchange(staging, target):
+        return staging  # the previous model, under the staging name
+    # two steps: a save killed between them leaves the previous model aside, where load finds it
+    aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.{SET_ASIDE}-", dir=target.parent))
+    aside.rmdir()
+    os.rename(target, aside)
+    try:
+        os.rename(staging, target)
+    except BaseException:
+        os.rename(aside, target)
+        raise
+    return aside
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap the directory entries `first` and `second` in one atomic step (Linux 3.15+
+    renameat2 with RENAME_EXCHANGE); False, having changed nothing, where the system or the
+    filesystem cannot."""
+    renameat2 = _renameat2()
+    if renameat2 is None:
+        return False
+    paths = os.fsencode(first), os.fsencode(second)
+    if renameat2(_AT_FDCWD, paths[0], _AT_FDCWD, paths[1], _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), str(first), None, str(second))
+
+
+@functools.cache
+def _renameat2() -> Callable[..., int] | None:
+    """libc's renameat2 (glibc 2.28+), or None where there is none."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_uint,
+    ]
+    function.restype = ctypes.c_int
+    return function
+
+
+def _remove_debris(target: Path) -> None:
+    """Remove what killed saves to `target` left beside it: staging directories and models
+    set aside, recognised by their names and by holding nothing but latentrec's files. One
+    that another save holds locked is its staging directory, still being written."""
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.({STAGING}|{SET_ASIDE})-[a-z0-9_]{{8}}")
+    try:
+        entries = list(os.scandir(target.parent))
+    except OSError:
+        return
+    for entry in entries:
+        if not pattern.fullmatch(entry.name) or not entry.is_dir(follow_symlinks=False):
+            continue
+        debris = Path(entry.path)
+        if _not_ours(debris, partial=True) is not None:
+            continue
+        lock = _try_lock(debris)
+        if lock is None:
+            continue
+        try:
+            shutil.rmtree(debris, ignore_errors=True)
+        finally:
+            os.close(lock)
+
+
+def _try_lock(folder: Path) -> int | None:
+    """An open descriptor of `folder` holding an exclusive lock on it, taken without waiting
+    (the lock goes with the descriptor, or with the process if it is killed); None when
+    another process holds the lock or the folder cannot be opened."""
+    try:
+        handle = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return None
+    if fcntl is not None:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(handle)
+            return None
+    return handle
 
 
 def load(directory: str | Path, device: str | torch.device = "cpu") -> SavedModel:
-    """Read a model directory written by `save`; `ModelFileError` says what is wrong."""
+    """Read a model directory written by `save`; `ModelFileError` says what is wrong.
+
+    Everything in the directory is checked against its config before anything as large as
+    the model is allocated, so a damaged or hostile directory costs only its own size.
+    """
     folder = Path(directory).expanduser()
+    for _ in range(3):
+        found = _committed(folder)
+        before = _identity(found)
+        try:
+            saved = _load(found, device)
+        except ModelFileError:
+            if _identity(found) == before:
+                raise
+            continue  # a save switched a new model in while this one was read: read again
+        if _identity(found) == before:
+            return saved
+    raise ModelFileError(f"{folder} kept changing while it was read; try again when the save ends")
+
+
+def _committed(folder: Path) -> Path:
+    """`folder`, or, when a save that could not exchange directories was killed between its
+    two renames, the previous model it set aside."""
+    if os.path.lexists(folder):
+        return folder
+    pattern = re.compile(rf"\.{re.escape(folder.name)}\.{SET_ASIDE}-[a-z0-9_]{{8}}")
+    try:
+        entries = list(os.scandir(folder.parent))
+    except OSError:
+        return folder
+    aside = [
+        Path(entry.path)
+        for entry in entries
+        if pattern.fullmatch(entry.name)
+        and entry.is_dir(follow_symlinks=False)
+        and all((Path(entry.path) / name).is_file() for name in FILES)
+        and _not_ours(Path(entry.path)) is None
+    ]
+    return max(aside, key=lambda path: path.stat().st_mtime, default=folder)
+
+
+def _identity(folder: Path) -> tuple[int, int] | None:
+    try:
+        status = os.stat(folder)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
+
+
+def _load(folder: Path, device: str | torch.device) -> SavedModel:
     if not folder.is_dir():
         raise ModelFileError(
             f"no model directory at {folder}; train one with `latentrec train --out`"
@@ -158,6 +484,14 @@ def load(directory: str | Path, device: str | torch.device = "cpu") -> SavedMode
         model_config = ModelConfig.from_json(config["model"])
     except (ConfigError, KeyError, TypeError) as err:
         raise ModelFileError(f"{folder / 'config.json'} has a bad model config: {err}") from err
+    info, source = config.get("info", {}), config.get("source", "")
+    if not isinstance(info, dict) or not isinstance(source, str):
+        raise ModelFileError(
+            f"{folder / 'config.json'} is damaged: its info must be an object and its source "
+            "a string"
+        )
+    _check_weights_fit(folder / "model.safetensors", model_config)
+    ratings = _read_ratings(folder, model_config, source)
     model = build_model(model_config)
     weights = _read_tensors(folder / "model.safetensors")
     try:
@@ -168,15 +502,48 @@ def load(directory: str | Path, device: str | torch.device = "cpu") -> SavedMode
             f"{folder / 'model.safetensors'} does not fit its config: {first}"
         ) from err
     model.to(device).eval()
-    ratings = _read_ratings(folder, model_config, config.get("source", ""))
-    return SavedModel(model, ratings, config.get("info", {}))
+    return SavedModel(model, ratings, info)
+
+
+def _check_weights_fit(path: Path, config: ModelConfig) -> None:
+    """Compare the tensor shapes in `path`'s header with those `config` describes, before
+    the model is built: a config claiming millions of users fails here, with nothing
+    allocated, instead of after building tables its weights cannot fill."""
+    try:
+        with torch.device("meta"):  # shapes without memory
+            model = build_model(config)
+        expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    except (RuntimeError, TypeError, ValueError, OverflowError) as err:
+        raise ModelFileError(
+            f"{path.parent / 'config.json'} describes a model that cannot be built: "
+            f"{type(err).__name__}"
+        ) from err
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            names = handle.keys()  # a safe_open handle is not itself iterable
+            found = {name: tuple(handle.get_slice(name).get_shape()) for name in names}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ModelFileError(f"{path} is damaged or not a safetensors file: {err}") from err
+    problems = [f"{name} is missing" for name in sorted(expected.keys() - found.keys())]
+    problems += [f"{name} is unexpected" for name in sorted(found.keys() - expected.keys())]
+    problems += [
+        f"{name} is {list(found[name])}, the config needs {list(expected[name])}"
+        for name in sorted(expected.keys() & found.keys())
+        if found[name] != expected[name]
+    ]
+    if problems:
+        more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
+        raise ModelFileError(f"{path} does not fit its config: {'; '.join(problems[:3])}{more}")
 
 
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ModelFileError(f"{path} is damaged: {err}") from err
+    except (ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError
+        detail = "nested too deeply" if isinstance(err, RecursionError) else str(err)
+        raise ModelFileError(f"{path} is damaged: {detail}") from err
+    except OSError as err:
+        raise ModelFileError(f"{path} cannot be read: {err.strerror or err}") from err
 
 
 def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -187,34 +554,80 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _read_ratings(folder: Path, config: ModelConfig, source: str) -> Ratings:
-    ids = _read_json(folder / "ids.json")
+    ids_path, train_path = folder / "ids.json", folder / "train.safetensors"
+    ids = _read_json(ids_path)
+    if not isinstance(ids, dict) or not all(
+        isinstance(ids.get(name), list) for name in ("users", "items")
+    ):
+        raise ModelFileError(f"{ids_path} is damaged: it needs a list of users and of items")
     try:
         users, items = IdMap.from_json(ids["users"]), IdMap.from_json(ids["items"])
-        titles_list = ids.get("titles")
-    except (KeyError, TypeError) as err:
-        raise ModelFileError(f"{folder / 'ids.json'} is damaged: missing {err}") from err
+    except (ValueError, TypeError) as err:  # DataError is a ValueError
+        raise ModelFileError(f"{ids_path} is damaged: {err}") from err
     if len(users) != config.n_users or len(items) != config.n_items:
         raise ModelFileError(
-            f"{folder / 'ids.json'} lists {len(users)} users and {len(items)} items, but the "
+            f"{ids_path} lists {len(users)} users and {len(items)} items, but the "
             f"model has {config.n_users} and {config.n_items}"
         )
-    titles = None
-    if titles_list is not None:
-        titles = {
-            item_id: title
-            for item_id, title in zip(items.ids.tolist(), titles_list, strict=True)
-            if title is not None
-        }
-    train = _read_tensors(folder / "train.safetensors")
-    try:
-        user_index = train["user_index"].numpy().astype(np.int64)
-        item_index = train["item_index"].numpy().astype(np.int64)
-        rating = train["rating"].numpy()
-    except KeyError as err:
-        raise ModelFileError(f"{folder / 'train.safetensors'} lacks {err}") from err
-    if len(user_index) and (user_index.max() >= len(users) or item_index.max() >= len(items)):
-        raise ModelFileError(f"{folder / 'train.safetensors'} refers to ids beyond ids.json")
-    return Ratings(user_index, item_index, rating, users, items, None, titles, source)
+    titles = _read_titles(ids_path, ids.get("titles"), items)
+    train = _read_tensors(train_path)
+    columns = ("user_index", "item_index", "rating")
+    missing = [name for name in columns if name not in train]
+    if missing:
+        raise ModelFileError(f"{train_path} lacks {', '.join(missing)}")
+    user_index, item_index, rating = (train[name] for name in columns)
+    if any(column.dim() != 1 or len(column) != len(rating) for column in (user_index, item_index)):
+        raise ModelFileError(f"{train_path} is damaged: its columns differ in shape")
+    for name, column in (("user_index", user_index), ("item_index", item_index)):
+        if column.is_floating_point() or column.is_complex() or column.dtype == torch.bool:
+            raise ModelFileError(
+                f"{train_path} is damaged: {name} holds {column.dtype}, not integers"
+            )
+    if not rating.is_floating_point() or not bool(torch.isfinite(rating).all()):
+        raise ModelFileError(f"{train_path} is damaged: rating must hold finite numbers")
+    for name, column, count in (
+        ("user_index", user_index, len(users)),
+        ("item_index", item_index, len(items)),
+    ):
+        if len(column) and (int(column.min()) < 0 or int(column.max()) >= count):
+            raise ModelFileError(
+                f"{train_path} is damaged: {name} runs from {int(column.min())} to "
+                f"{int(column.max())}, outside the {count} ids of {ids_path.name} (0..{count - 1})"
+            )
+    return Ratings(
+        user_index.long().numpy(),
+        item_index.long().numpy(),
+        rating.float().numpy(),
+        users,
+        items,
+        None,
+        titles,
+        source,
+    )
+
+
+def _read_titles(ids_path: Path, titles: Any, items: IdMap) -> dict[Any, str] | None:
+    """The item titles in ids.json (a list in item order, null where unknown), as a dict."""
+    if titles is None:
+        return None
+    if not isinstance(titles, list) or len(titles) != len(items):
+        count = len(titles) if isinstance(titles, list) else type(titles).__name__
+        raise ModelFileError(
+            f"{ids_path} is damaged: titles must be a list of {len(items)}, one per item, "
+            f"got {count}"
+        )
+    wrong = next(
+        (title for title in titles if title is not None and not isinstance(title, str)), None
+    )
+    if wrong is not None:
+        raise ModelFileError(
+            f"{ids_path} is damaged: titles must be strings or null, got {type(wrong).__name__}"
+        )
+    return {
+        item_id: title
+        for item_id, title in zip(items.ids.tolist(), titles, strict=True)
+        if title is not None
+    }
 
 
 class Checkpoint(NamedTuple):
@@ -247,8 +660,9 @@ def save_checkpoint(
         if old != meta_path:
             old.unlink(missing_ok=True)  # the marker first: a pair is never half there
             old.with_suffix(".safetensors").unlink(missing_ok=True)
-    for stale in folder.glob(".*.tmp"):
-        stale.unlink(missing_ok=True)
+    for stale in folder.glob(".*"):
+        if stale.name.endswith(".tmp") or _SAFETENSORS_TEMPORARY.fullmatch(stale.name):
+            stale.unlink(missing_ok=True)
     for orphan in folder.glob("step-*.safetensors"):
         if not orphan.with_suffix(".json").exists():
             orphan.unlink(missing_ok=True)
@@ -259,8 +673,8 @@ def clear_checkpoints(directory: str | Path) -> None:
     """Remove the checkpoints (and any debris of one being written) in `directory`."""
     folder = Path(directory).expanduser()
     if folder.is_dir():
-        for pattern in ("step-*.json", "step-*.safetensors", ".step-*.tmp"):
-            for path in folder.glob(pattern):
+        for path in folder.iterdir():
+            if _CHECKPOINT_FILE.fullmatch(path.name) and not path.is_dir():
                 path.unlink(missing_ok=True)
 
 

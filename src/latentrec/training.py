@@ -25,10 +25,17 @@ from torch import Tensor
 
 from latentrec import distributed, fused
 from latentrec.data import Ratings, Split
-from latentrec.errors import ConfigError, DataError
-from latentrec.memory import Plan, parse_size, plan, sample_rows
+from latentrec.errors import ConfigError, DataError, TrainingError
+from latentrec.memory import Plan, available_bytes, format_bytes, parse_size, plan, sample_rows
 from latentrec.metrics import mae, rmse
-from latentrec.models import MODEL_KINDS, LatentModel, ModelConfig, build_model
+from latentrec.models import (
+    MODEL_KINDS,
+    LatentModel,
+    ModelConfig,
+    build_model,
+    parameter_count,
+    y_range_for,
+)
 from latentrec.optim import FusedDotRunner, StepRunner, make_optimizer, training_forward
 from latentrec.storage import Checkpoint, clear_checkpoints, load_checkpoint, save_checkpoint
 
@@ -227,10 +234,33 @@ def make_configs(
         **{k: options[k] for k in train_fields & set(options)},
     }
     model_options.setdefault("global_mean", float(np.mean(train.rating)) if len(train) else 0.0)
+    model_options["y_range"] = _y_range(train, model_options.get("y_range"))
     model_config = ModelConfig(
         kind=model, n_users=max(train.n_users, 1), n_items=max(train.n_items, 1), **model_options
     )
     return model_config, TrainConfig(**train_options)
+
+
+def _y_range(train: Ratings, given: Any) -> tuple[float, float]:
+    """The model's prediction range: `given` when set (it must cover the training ratings),
+    else one around the training ratings (`y_range_for`)."""
+    if len(train) == 0:
+        return given if given is not None else (0.0, 5.5)
+    low, high = train.rating_range
+    if given is None:
+        return y_range_for(low, high)
+    try:
+        bottom, top = (float(v) for v in given)
+    except (TypeError, ValueError):
+        raise ConfigError(f"y_range must be two numbers (low, high), got {given!r}") from None
+    if not (math.isfinite(bottom) and math.isfinite(top) and bottom < top):
+        raise ConfigError(f"y_range must be two finite numbers with low < high, got {given!r}")
+    if bottom > low or top < high:
+        raise ConfigError(
+            f"the rating range {bottom:g}..{top:g} does not cover the training ratings, which "
+            f"run from {low:g} to {high:g}; widen it, or leave it out to take it from the data"
+        )
+    return (bottom, top)
 
 
 def fit(
@@ -289,6 +319,7 @@ def fit(
     fingerprint = _fingerprint(train)
     if checkpoint is not None:
         _check_resumable(checkpoint, model_config, config, fingerprint, context)
+    _check_memory(model_config, config, device)
     torch.manual_seed(config.seed)
     net = build_model(model_config).to(device=device, dtype=config.torch_dtype)
     history = History(model_config, config, len(train), len(test) if test else 0, str(device))
@@ -327,6 +358,7 @@ def fit(
         for epoch in range(start_epoch, config.epochs):
             started = time.perf_counter()
             train_loss = trainer.run_epoch(epoch, bar, start_step, loss_so_far)
+            trainer.check_finite(train_loss, epoch, trainer.steps_per_epoch)
             start_step, loss_so_far = 0, 0.0
             seconds = time.perf_counter() - started + trainer.seconds_before_resume
             trainer.seconds_before_resume = 0.0
@@ -343,6 +375,20 @@ def fit(
                 on_epoch(stats)
     net.eval()
     return net, history
+
+
+def _check_memory(model_config: ModelConfig, config: TrainConfig, device: torch.device) -> None:
+    """Refuse, before allocating, a model whose weights and Adam's two moments alone do not fit
+    in the memory available (CPU; CUDA reports its own out-of-memory errors)."""
+    available = available_bytes() if device.type == "cpu" else None
+    needed = 3 * parameter_count(model_config) * config.torch_dtype.itemsize
+    if available is not None and needed > available:
+        size = "--factors" if model_config.kind == "dot" else "--layers or the embedding sizes"
+        raise ConfigError(
+            f"the {model_config.kind} model needs {format_bytes(needed)} for its weights and "
+            f"optimiser state, but only {format_bytes(available)} of memory is available; "
+            f"use smaller {size}"
+        )
 
 
 def checkpoint_notes(checkpoint_dir: str | Path) -> dict[str, Any] | None:
@@ -583,7 +629,10 @@ class _Trainer:
             self.schedule.step()  # once per optimiser step, not per micro-batch
             seen = min((step + 1) * self.step_size, self.n)
             if step % 32 == 31 or step == self.steps_per_epoch - 1:  # a host sync every 32 steps
-                progress.update(epoch * self.steps_per_epoch + step + 1, loss_sum.item() / seen)
+                loss = loss_sum.item() / seen
+                if world == 1:  # under torchrun the epoch's summed loss says it, on every rank
+                    self.check_finite(loss, epoch, step + 1)
+                progress.update(epoch * self.steps_per_epoch + step + 1, loss)
             if self.checkpoints is not None and self.checkpoints.due(self.schedule.steps_done):
                 # every rank joins the sum; rank 0 keeps it in the checkpoint
                 self._save(epoch, step + 1, distributed.all_reduce_sum(loss_sum))
@@ -616,14 +665,30 @@ class _Trainer:
                 hyper.append(self.fused.hyper(size))
                 self.schedule.step()  # once per optimiser step, as in the autograd engine
             loss_sum += self.fused.run(order[start:stop], sizes, np.array(hyper))
+            self.check_finite(loss_sum, epoch, last)
             progress.update(epoch * self.steps_per_epoch + last, loss_sum / stop)
             if self.checkpoints is not None and self.checkpoints.due(self.schedule.steps_done):
                 self._save(epoch, last, torch.tensor(loss_sum))
             first = last
         return loss_sum
 
+    def check_finite(self, loss: float, epoch: int, step_in_epoch: int) -> None:
+        """Stop with `TrainingError` once the loss is NaN or infinite: the weights are too, and
+        every later step, checkpoint or saved model would carry them."""
+        if math.isfinite(loss):
+            return
+        raise TrainingError(
+            f"training diverged: the loss became {loss} in epoch {epoch + 1}, by step "
+            f"{step_in_epoch} of {self.steps_per_epoch}; lower the learning rate (lr "
+            f"{self.config.lr:g}) or the weight decay (wd {self.config.wd:g}); the model was not "
+            "kept"
+        )
+
     def _save(self, epoch: int, step_in_epoch: int, loss_sum: Tensor) -> None:
         """Checkpoint after `step_in_epoch` steps of `epoch` (rank 0 writes; all ranks wait)."""
+        # keep the last good checkpoint: the loss so far, and the weights the step just made
+        finite = all(bool(torch.isfinite(p).all()) for p in self.net.parameters())
+        self.check_finite(float(loss_sum) if finite else math.nan, epoch, step_in_epoch)
         if self.context.is_main:
             tensors, state = self.state()
             seconds = time.perf_counter() - self.epoch_started + self.seconds_before_resume

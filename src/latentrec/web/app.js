@@ -1,8 +1,20 @@
 // The page keeps the visitor's ratings in localStorage and asks the service for the rest.
+// Ids stay exactly as the service sent them (a number, or a string for ids a JavaScript number
+// cannot hold); they are never converted with Number() or parseInt.
 "use strict";
 const STORE = "latentrec.ratings";
 const $ = (id) => document.getElementById(id);
-let ratings = JSON.parse(localStorage.getItem(STORE) || "{}");  // item_id -> {title, rating}
+let ratings = readStore();  // String(item_id) -> {id: item_id as received, title, rating}
+let scale = [1, 2, 3, 4, 5];  // the rating values the stars give, lowest first; see loadScale
+
+function readStore() {
+  try {
+    const stored = JSON.parse(localStorage.getItem(STORE) || "{}");
+    return stored && typeof stored === "object" && !Array.isArray(stored) ? stored : {};
+  } catch {
+    return {};
+  }
+}
 
 function save() {
   localStorage.setItem(STORE, JSON.stringify(ratings));
@@ -26,18 +38,46 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+// The star values for the model's scale: its whole numbers when there are 2 to 10 of them
+// (0.5..5 gives 1..5, 1..10 gives 1..10, -2..2 gives -2..2), otherwise even steps from the
+// lowest rating to the highest.
+function scaleValues(low, high) {
+  const first = Math.ceil(low);
+  const count = Math.floor(high) - first + 1;
+  if (count >= 2 && count <= 10) return Array.from({ length: count }, (_, i) => first + i);
+  if (!(high > low)) return [low];
+  const steps = count > 10 ? 10 : 5;
+  return Array.from({ length: steps }, (_, i) => {
+    if (i === 0) return low;
+    if (i === steps - 1) return high;
+    return Math.min(high, Math.max(low, Number((low + (i * (high - low)) / (steps - 1)).toPrecision(3))));
+  });
+}
+
+async function loadScale() {
+  try {
+    const health = await api("/health");
+    const [low, high] = health.rating_range;
+    scale = scaleValues(low, high);
+    $("scale").textContent = `Ratings go from ${low} to ${high}.`;
+  } catch (error) {
+    $("status").textContent = error.message;
+  }
+}
+
 function stars(itemId, title) {
-  const box = el("span", { class: "stars", role: "group", "aria-label": `Rate ${title}` });
-  for (let value = 1; value <= 5; value++) {
-    const on = ratings[itemId] && ratings[itemId].rating >= value;
-    const star = el("button", { type: "button", class: on ? "on" : "", "aria-label": `${value} stars`, "data-value": value }, "★");
+  const key = String(itemId);
+  const box = el("span", { class: "stars", role: "group", "aria-label": `Rate ${title || key}` });
+  scale.forEach((value) => {
+    const on = ratings[key] && ratings[key].rating >= value;
+    const star = el("button", { type: "button", class: on ? "on" : "", title: String(value), "aria-label": `rating ${value}`, "data-value": value }, "★");
     star.addEventListener("click", () => {
-      ratings[itemId] = { title, rating: value };
+      ratings[key] = { id: itemId, title, rating: value };
       save();
-      box.querySelectorAll("button").forEach((b) => b.classList.toggle("on", Number(b.dataset.value) <= value));
+      box.querySelectorAll("button").forEach((b, i) => b.classList.toggle("on", scale[i] <= value));
     });
     box.append(star);
-  }
+  });
   return box;
 }
 
@@ -51,7 +91,10 @@ function renderRated() {
   const list = $("rated");
   list.replaceChildren();
   const entries = Object.entries(ratings);
-  entries.forEach(([id, { title }]) => list.append(el("li", {}, titleButton(id, title), stars(id, title))));
+  entries.forEach(([key, { id, title }]) => {
+    const itemId = id === undefined ? key : id;  // entries saved before ids were kept
+    list.append(el("li", {}, titleButton(itemId, title), stars(itemId, title)));
+  });
   $("rated-count").textContent = entries.length ? `(${entries.length})` : "";
   $("recommend").disabled = entries.length === 0;
 }
@@ -62,10 +105,11 @@ async function search(event) {
   if (!query) return;
   const list = $("results");
   list.replaceChildren();
+  await scaleLoaded;
   try {
     const items = await api(`/items?query=${encodeURIComponent(query)}&limit=10`);
     if (!items.length) list.append(el("li", {}, "No title matches."));
-    items.forEach((item) => list.append(el("li", {}, titleButton(item.item_id, item.title), stars(String(item.item_id), item.title))));
+    items.forEach((item) => list.append(el("li", {}, titleButton(item.item_id, item.title), stars(item.item_id, item.title))));
   } catch (error) {
     list.append(el("li", {}, error.message));
   }
@@ -76,7 +120,8 @@ async function recommend() {
   list.replaceChildren();
   $("status").textContent = "Thinking…";
   const body = {
-    ratings: Object.entries(ratings).map(([id, r]) => ({ item_id: /^\d+$/.test(id) ? Number(id) : id, rating: r.rating })),
+    // the id as the service sent it; a key alone (older entries) is a string the service reads
+    ratings: Object.entries(ratings).map(([key, r]) => ({ item_id: r.id === undefined ? key : r.id, rating: r.rating })),
     k: 10,
   };
   try {
@@ -94,12 +139,12 @@ async function recommend() {
 
 async function showSimilar(itemId, title) {
   $("similar-section").hidden = false;
-  $("similar-name").textContent = title || itemId;
+  $("similar-name").textContent = title || String(itemId);
   const list = $("similar");
   list.replaceChildren();
   try {
     const items = await api(`/items/${encodeURIComponent(itemId)}/similar?k=10`);
-    items.forEach((item) => list.append(el("li", {}, titleButton(item.item_id, item.title), stars(String(item.item_id), item.title))));
+    items.forEach((item) => list.append(el("li", {}, titleButton(item.item_id, item.title), stars(item.item_id, item.title))));
   } catch (error) {
     list.append(el("li", {}, error.message));
   }
@@ -109,4 +154,5 @@ async function showSimilar(itemId, title) {
 $("search-form").addEventListener("submit", search);
 $("recommend").addEventListener("click", recommend);
 $("clear").addEventListener("click", () => { ratings = {}; save(); });
-renderRated();
+const scaleLoaded = loadScale();
+scaleLoaded.then(renderRated);
