@@ -313,8 +313,15 @@ def markup_dir(tmp_path_factory) -> Path:
     rows = [(u, i, float((u * i) % 5 + 1)) for u in range(1, 9) for i in range(1, 7)]
     lines = "".join(f"{u},{i},{r}\n" for u, i, r in rows)
     (folder / "ratings.csv").write_text("userId,movieId,rating\n" + lines)
-    titles = ["Blade Runner [director's cut]", "[/x] broken", "[bold]Bold[/bold]", ":smile: B"]
-    movies = "".join(f'{i},"{titles[i % 4]}",Drama\n' for i in range(1, 7))
+    titles = [
+        "Blade Runner [director's cut]",
+        "[/x] broken",
+        "[bold]Bold[/bold]",
+        ":smile: B",
+        "Half $x^$ a",
+        "Clear\x1b[2J\x1b]0;title\x07 end",
+    ]
+    movies = "".join(f'{i},"{titles[i - 1]}",Drama\n' for i in range(1, 7))
     (folder / "movies.csv").write_text("movieId,title,genres\n" + movies)
     out = folder / "model"
     result = invoke("train", "--data", folder, "--epochs", "1", "--out", out)
@@ -326,8 +333,18 @@ def test_markup_in_titles_is_printed_verbatim(markup_dir: Path):
     # regression (issue 14): "[director's cut]" vanished from tables, "[/x]" crashed
     result = invoke("similar", markup_dir, "--item", "1", "-k", "5")
     assert result.exit_code == 0, result.output
-    for title in ("[director's cut]", "[/x] broken", "[bold]Bold[/bold]", ":smile: B"):
+    for title in ("[director's cut]", "[/x] broken", "[bold]Bold[/bold]", ":smile: B", "$x^$"):
         assert title in result.output
+    # control characters are shown, never sent: an escape sequence would drive the terminal
+    assert "\x1b" not in result.output and "\x07" not in result.output
+    assert "Clear\\x1b[2J\\x1b]0;title\\x07 end" in result.output
+
+
+def test_titles_are_drawn_as_text_on_the_item_map(markup_dir: Path, tmp_path: Path):
+    # regression (review): "$x^$" was parsed as matplotlib mathtext and the plot crashed
+    result = invoke("explain", markup_dir, "--plot", tmp_path / "map.png")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "map.png").stat().st_size > 0
 
 
 @pytest.mark.parametrize("user", ["[/x]", "[bold]hi", "[red]", ":smile:"])
@@ -410,7 +427,7 @@ def test_diverged_training_keeps_the_earlier_model(trained_dir: Path):
     before = (trained_dir / "model.safetensors").read_bytes()
     result = invoke("train", "--out", trained_dir, "--lr", "1e30", "--epochs", "2")
     assert result.exit_code == 2, result.output
-    assert "training diverged" in result.output and "--lr" not in result.output.split("lr")[0]
+    assert result.stderr.strip().splitlines()[-1].startswith("error: training diverged")
     assert (trained_dir / "model.safetensors").read_bytes() == before
 
 
@@ -433,7 +450,38 @@ def test_rating_range_option(tmp_path: Path):
     )
     assert result.exit_code == 0, result.output
     config = json.loads((out / "config.json").read_text())
-    assert config["model"]["y_range"] == [0.0, 11.0]
+    assert config["model"]["rating_range"] == [0.0, 11.0]
+    assert config["model"]["y_range"] == pytest.approx([-11 / 9, 11 + 11 / 9])
+    # a new user may use the whole declared scale, not only what the training ratings used
+    result = invoke("recommend", out, "--new-user", "1:0,2:11", "-k", "3")
+    assert result.exit_code == 0, result.output
+    result = invoke("recommend", out, "--new-user", "1:12")
+    assert result.exit_code == 2 and "outside the model's range 0..11" in result.output
     for bad, needle in (("5,11", "does not cover"), ("a,b", "LOW,HIGH"), ("3,1", "LOW < HIGH")):
         result = invoke("train", "--data", data, "--rating-range", bad, "--epochs", "1")
         assert result.exit_code == 2 and needle in result.output, result.output
+
+
+def test_error_lines_quote_the_input_exactly(trained_dir: Path):
+    # regression (review): runs of spaces in the user's input were collapsed
+    result = invoke("recommend", trained_dir, "--user", "a    b")
+    assert result.exit_code == 2 and "unknown user id 'a    b'" in result.output
+
+
+def test_no_arguments_print_the_help_once():
+    result = invoke()
+    assert result.exit_code == 2 and result.output.count("Usage: ") == 1
+
+
+def test_a_learning_rate_beyond_the_arithmetic_is_refused():
+    # regression (review): --lr 1e38 overflowed Adam's first step with a traceback
+    result = invoke("train", "--lr", "1e38", "--engine", "autograd", "--epochs", "1")
+    assert result.exit_code == 2 and "lr must be at most" in result.output
+
+
+def test_a_batch_beyond_memory_is_refused_before_training():
+    # regression (review): the nn step's activations (100000 x 100000) were not counted
+    result = invoke(
+        "train", "--model", "nn", "--layers", "100000", "--batch-size", "100000", "--epochs", "1"
+    )
+    assert result.exit_code == 2 and "smaller --batch-size" in result.output

@@ -290,3 +290,23 @@ def test_id_maps_round_trip_through_json_exactly():
         restored = IdMap.from_json(IdMap.from_json(ids).to_json())
         assert [str(v) for v in restored.ids.tolist()] == [str(v) for v in ids]
     assert IdMap.from_json([1, 2**63]).ids.tolist() == ["1", str(2**63)]  # never a float
+
+
+def test_numeric_ids_of_another_file_find_string_ids(tmp_path: Path):
+    # regression (review): one id of 2^63 made the train ids strings, and a test file's
+    # small numeric ids then matched nothing (every rating counted as unseen)
+    train = tmp_path / "train.csv"
+    rows = [(u, i, 3.0) for u in [*range(1, 6), 2**63] for i in range(1, 4)]
+    train.write_text("user,item,rating\n" + "".join(f"{u},{i},{r}\n" for u, i, r in rows))
+    test = tmp_path / "test.csv"
+    test.write_text("user,item,rating\n2,1,4\n3,2,2\n")
+    parts = Split.from_parts(load_ratings(train), load_ratings(test))
+    assert parts.cold_ratings == 0 and parts.cold_users == 0
+
+
+def test_titles_of_ids_of_2_63_and_more_are_kept(tmp_path: Path):
+    big = 2**63 + 5
+    (tmp_path / "ratings.csv").write_text(f"userId,movieId,rating\n1,{big},4\n2,{big},3\n2,7,1\n")
+    (tmp_path / "movies.csv").write_text(f'movieId,title,genres\n{big},"Big",x\n7,1984,x\n')
+    ratings = load_ratings(tmp_path)
+    assert ratings.title(big) == "Big" and ratings.title(7) == "1984"  # a title of digits: text

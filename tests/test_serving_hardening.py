@@ -221,3 +221,28 @@ def test_serve_caps_request_heads(model_dir, monkeypatch):
     assert result.exit_code == 0, result.output
     assert calls[0]["port"] == port
     assert MAX_HEADER_BYTES <= calls[0]["h11_max_incomplete_event_size"] <= 8 * MAX_HEADER_BYTES
+
+
+def test_ids_holding_a_slash_are_reachable():
+    # regression (review): /items/a%2Fb was a 404, as were users and similar items like it
+    from latentrec import fit
+
+    users = IdMap(np.array(["u/1", "u2", "u3"], dtype=object))
+    items = IdMap(np.array(["a/b", "http://e.com/m/1", "c", "d"], dtype=object))
+    pairs = [(u, i) for u in range(3) for i in range(4) if (u + i) % 3]
+    train = Ratings(
+        np.array([u for u, _ in pairs]),
+        np.array([i for _, i in pairs]),
+        np.array([float(1 + (u * i) % 5) for u, i in pairs], dtype=np.float32),
+        users,
+        items,
+    )
+    net, _ = fit(train, "dot", epochs=1, progress=False)
+    with TestClient(create_app(Recommender(net, train))) as client:
+        assert client.get("/items/a%2Fb").json()["item_id"] == "a/b"
+        assert client.get("/items/http%3A%2F%2Fe.com%2Fm%2F1").json()["item_id"].startswith("http")
+        similar = client.get("/items/a%2Fb/similar", params={"k": 2})
+        assert similar.status_code == 200 and "a/b" not in {r["item_id"] for r in similar.json()}
+        recs = client.get("/users/u%2F1/recommendations", params={"k": 1})
+        assert recs.status_code == 200 and len(recs.json()) == 1
+        assert client.get("/items/zz%2Fy").status_code == 404

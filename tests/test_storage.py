@@ -52,7 +52,7 @@ def test_failed_save_leaves_the_previous_model_intact(trained, tmp_path: Path, m
         raise OSError("disk full")
 
     monkeypatch.setattr("latentrec.storage.save_file", broken)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(ModelFileError, match=r"cannot save the model to .*model: disk full"):
         save(net, target, train, info={"version": 2})
     assert {p.name: p.read_bytes() for p in target.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no temporary left behind

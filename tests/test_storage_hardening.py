@@ -100,7 +100,8 @@ def test_save_replaces_only_latentrec_directories(
 
 def test_check_target_accepts_what_latentrec_wrote(trained, tmp_path: Path):
     net, train = trained
-    assert check_target(tmp_path / "new" / "deeper" / "model").parent.is_dir()
+    deeper = tmp_path / "new" / "deeper" / "model"
+    assert check_target(deeper) == deeper and not (tmp_path / "new").exists()  # save makes it
     (tmp_path / "empty").mkdir()
     check_target(tmp_path / "empty")
     save(net, tmp_path / "model", train)
@@ -494,3 +495,59 @@ def test_what_safetensors_leaves_when_killed_is_latentrec_debris(trained, model_
     ]
     save(net, model_dir, train, info={"version": 2})
     assert [p.name for p in model_dir.parent.iterdir()] == ["model"]
+
+
+def test_a_model_with_non_finite_weights_is_refused(model_dir):
+    # regression (review): a diverged model saved by an earlier release loaded silently
+    path = model_dir / "model.safetensors"
+    weights = load_file(str(path))
+    weights["item_bias.weight"][3] = float("nan")
+    save_file(weights, str(path), metadata={"format": "latentrec-model"})
+    with pytest.raises(ModelFileError, match=r"NaN or infinite weights in item_bias\.weight"):
+        load(model_dir)
+
+
+def test_a_full_disk_during_a_save_is_one_error_naming_the_users_path(board, tmp_path, monkeypatch):
+    # regression (review): safetensors reports ENOSPC as SafetensorError, which was a traceback
+    from safetensors import SafetensorError
+
+    net, _ = fit(board, "dot", epochs=1, progress=False)
+    save(net, tmp_path / "model", board[0])
+    before = (tmp_path / "model" / "model.safetensors").read_bytes()
+
+    def full(*args, **kwargs):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device")
+
+    monkeypatch.setattr(storage, "save_file", full)
+    with pytest.raises(ModelFileError, match=r"cannot save the model to .*model: Error while"):
+        save(net, tmp_path / "model", board[0])
+    assert (tmp_path / "model" / "model.safetensors").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    result = runner.invoke(app, ["train", "--epochs", "1", "--out", str(tmp_path / "model")])
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert result.exit_code == 2 and len(errors) == 1 and "No space left on device" in errors[0]
+
+
+def test_a_mount_point_is_refused_before_training(tmp_path):
+    import subprocess
+
+    target = tmp_path / "mounted"
+    target.mkdir()
+    (tmp_path / "source").mkdir()
+    mounted = subprocess.run(
+        ["mount", "--bind", str(tmp_path / "source"), str(target)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip("cannot bind-mount here (not root, or no mount namespace)")
+    try:
+        with pytest.raises(ModelFileError, match="is a mount point"):
+            check_target(target)
+    finally:
+        subprocess.run(["umount", str(target)], check=False)
+
+
+def test_a_refused_out_creates_no_directories(tmp_path):
+    # regression (review): the check created the missing parents, and left them on refusal
+    with pytest.raises(ModelFileError, match="File name too long"):
+        check_target(tmp_path / "new" / ("a" * 300) / "model")
+    assert not (tmp_path / "new").exists()

@@ -225,12 +225,31 @@ def test_movielens_scale_keeps_fastais_range(board):
 
 
 def test_a_given_rating_range_is_kept_and_must_cover_the_ratings(board):
-    net, _ = fit(board, "dot", epochs=1, y_range=(0, 6), progress=False)
-    assert net.config.y_range == (0.0, 6.0)
+    net, _ = fit(board, "dot", epochs=1, rating_range=(1, 10), progress=False)
+    assert net.config.rating_range == (1.0, 10.0) and net.config.y_range == (0.0, 11.0)
     with pytest.raises(ConfigError, match=r"1\.5\.\.6 does not cover .* from 1 to 5"):
+        fit(board, "dot", epochs=1, rating_range=(1.5, 6), progress=False)
+    net, _ = fit(board, "dot", epochs=1, y_range=(0, 6), progress=False)  # the squashing alone
+    assert net.config.y_range == (0.0, 6.0) and net.config.rating_range == (1.0, 5.0)
+    with pytest.raises(ConfigError, match=r"y_range 1\.5\.\.6 does not cover the rating scale"):
         fit(board, "dot", epochs=1, y_range=(1.5, 6), progress=False)
-    with pytest.raises(ConfigError, match="low < high"):
+    with pytest.raises(ConfigError, match="low <= high"):
         fit(board, "dot", epochs=1, y_range=(6, 0), progress=False)
+
+
+def test_a_run_checkpointed_before_models_kept_their_scale_resumes(board, tmp_path):
+    # regression (review): the derived range differed from the old checkpoint's 0..5.5
+    import json as json_module
+
+    options = {"epochs": 2, "batch_size": 32, "progress": False}
+    fit(board, "dot", checkpoint_every=3, checkpoint_dir=tmp_path, **options)
+    for meta_path in tmp_path.glob("step-*.json"):  # as the previous release wrote it
+        meta = json_module.loads(meta_path.read_text())
+        del meta["model"]["rating_range"]
+        meta["model"]["y_range"] = [0.0, 5.5]
+        meta_path.write_text(json_module.dumps(meta))
+    net, history = fit(board, "dot", checkpoint_dir=tmp_path, resume=True, **options)
+    assert history.resumed_from is not None and net.config.y_range == (0.0, 5.5)
 
 
 @pytest.mark.parametrize("engine", ["fused", "autograd"])

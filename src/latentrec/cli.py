@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
+import torch
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -52,8 +53,8 @@ class _OneLineErrors(TyperGroup):
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except typer.TyperException as err:  # click's errors: usage, bad values, files
             context = getattr(err, "ctx", None)
-            if type(err).__name__ == "NoArgsIsHelpError" and context is not None:
-                console.print(context.get_help())
+            if type(err).__name__ == "NoArgsIsHelpError":
+                pass  # the help was printed as the error was made
             else:
                 where = context.command_path if context is not None else "latentrec"
                 message = err.format_message() if hasattr(err, "format_message") else str(err)
@@ -114,6 +115,13 @@ def user_errors(command: F) -> F:
             fail(_os_error(err))
         except MemoryError:
             fail("not enough memory; use fewer --factors or a smaller --batch-size")
+        except RuntimeError as err:  # torch's allocators say so with a RuntimeError
+            if not _out_of_memory(err):
+                raise
+            fail(
+                "not enough memory for this model and batch; use fewer --factors or --layers, "
+                f"or a smaller --batch-size ({str(err).splitlines()[0][:200]})"
+            )
         except KeyboardInterrupt:
             errors.print("interrupted; nothing was saved")
             raise typer.Exit(130) from None
@@ -121,11 +129,26 @@ def user_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+# control characters in data (an escape sequence in a title) would drive the terminal
+_CONTROLS = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))}
+
+
+def shown(value: object) -> str:
+    """`value` as text for the terminal: verbatim, but control characters as `\\xNN`."""
+    return str(value).translate(_CONTROLS)
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print `error: message` as one line on stderr and exit with `code`."""
-    line = " ".join(message.split())  # one line, whatever the message holds
+    line = shown(" ".join(message.splitlines()))  # one line, whatever the message holds
     errors.print(Text.assemble(("error: ", "bold red"), line), soft_wrap=True)
     raise typer.Exit(code)
+
+
+def _out_of_memory(err: RuntimeError) -> bool:
+    oom = getattr(torch, "OutOfMemoryError", ())
+    text = str(err)
+    return isinstance(err, oom) or "can't allocate memory" in text or "out of memory" in text
 
 
 def _os_error(err: OSError) -> str:
@@ -250,8 +273,8 @@ def train(
     rating_range: Annotated[
         str | None,
         typer.Option(
-            help="LOW,HIGH: the range predictions fall in (e.g. 0,5.5 or 1,10). Default: the "
-            "training ratings' range widened by a ninth of its span on each side."
+            help="LOWEST,HIGHEST: the scale ratings are given on (e.g. 1,10), if the training "
+            "ratings do not span it. Default: the lowest and highest training rating."
         ),
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
@@ -294,7 +317,7 @@ def train(
         "memory_budget": memory_budget,
         "negatives": negatives,
         "checkpoint_every": checkpoint_every,
-        "y_range": _rating_range(rating_range) if rating_range is not None else None,
+        "rating_range": _rating_range(rating_range) if rating_range is not None else None,
     }
     if model != "dot" and factors is not None:
         raise ConfigError(
@@ -378,7 +401,8 @@ def _train_run(
         errors.print(
             f"{parts.cold_users} users and {parts.cold_items} items appear only in the test set "
             f"({parts.cold_ratings} test ratings): they are predicted from the known side's "
-            "average and biases"
+            "average and biases",
+            soft_wrap=True,
         )
     options: dict[str, Any] = {
         "seed": run["seed"],
@@ -414,7 +438,7 @@ def _train_run(
         f"({history.n_test:,} ratings); trained on {history.n_train:,} ratings in "
         f"{history.train_seconds:.2f} s ({history.ratings_per_second:,.0f} ratings/s)"
         + (f" by {history.world_size} processes" if history.world_size > 1 else "")
-        + (f"; saved to {model_dir}" if model_dir else "")
+        + (f"; saved to {shown(model_dir)}" if model_dir else "")
     )
     if as_json and context.is_main:
         print_json(_info(history) | {"model_dir": str(model_dir) if model_dir else None})
@@ -518,7 +542,7 @@ def evaluate_command(
     recommender = Recommender(saved.model, saved.ratings) if ranking_ks else None
     for k in sorted(ranking_ks):
         result |= evaluate_ranking(recommender, known, k)
-    table = Table(title=f"{model_dir} on {ratings.source}")
+    table = Table(title=shown(f"{model_dir} on {ratings.source}"))
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name in wanted:
@@ -530,11 +554,11 @@ def evaluate_command(
 
 
 def _print_items(title: str, items: list[Recommendation], score_name: str, as_json: bool) -> None:
-    table = Table(title=title)
+    table = Table(title=shown(title))
     for column in ("#", "item", "title", score_name):
         table.add_column(column, justify="right" if column != "title" else "left")
     for rank, rec in enumerate(items, start=1):
-        table.add_row(str(rank), str(rec.item_id), rec.title or "", f"{rec.score:.3f}")
+        table.add_row(str(rank), shown(rec.item_id), shown(rec.title or ""), f"{rec.score:.3f}")
     console.print(table)
     if as_json:
         print_json([rec.to_json() for rec in items])
@@ -582,7 +606,7 @@ def recommend(
             warnings.simplefilter("always")
             target: Any = recommender.fold_in(_new_user_ratings(new_user))
         for warning in caught:
-            errors.print(f"warning: {warning.message}")
+            errors.print(shown(f"warning: {warning.message}"))
         label = f"a new user ({len(target.ratings)} ratings)"
     else:
         target, label = user, f"user {user}"
@@ -616,7 +640,7 @@ def _item_by_title(recommender: Recommender, title: str) -> Any:
         hint = "; close matches: " + "; ".join(m.title for m in matches) if matches else ""
         raise UnknownIdError(f"no title contains {title!r}{hint}")
     if len(matches) > 1:
-        errors.print(f"{len(matches)}+ titles match {title!r}; using {matches[0].title}")
+        errors.print(shown(f"{len(matches)}+ titles match {title!r}; using {matches[0].title}"))
     return matches[0].item_id
 
 
@@ -651,14 +675,14 @@ def explain(
     if user is not None:
         reasons = recommender.explain(user, item, n)
         table = Table(
-            title=f"why user {user} gets {recommender.title(recommender.item_index(item))}"
+            title=shown(f"why user {user} gets {recommender.title(recommender.item_index(item))}")
         )
         for column in ("item", "title", "rating", "weight"):
             table.add_column(column, justify="left" if column == "title" else "right")
         for reason in reasons:
             table.add_row(
-                str(reason.item_id),
-                reason.title or "",
+                shown(reason.item_id),
+                shown(reason.title or ""),
                 f"{reason.rating:g}",
                 f"{reason.weight:.3f}",
             )
@@ -679,7 +703,9 @@ def _plot_map(points: list, path: Path) -> Path:
     xs, ys = [p.x for p in points], [p.y for p in points]
     axes.scatter(xs, ys, s=12, color="tab:blue")
     for point in points:
-        axes.annotate((point.title or str(point.item_id))[:32], (point.x, point.y), fontsize=7)
+        label = (point.title or str(point.item_id))[:32]
+        # titles are text, never math: "$x^$" would not parse, "$\\frac{1}{2}$" would typeset
+        axes.annotate(label, (point.x, point.y), fontsize=7, parse_math=False)
     axes.set_title(f"item factors of the {len(points)} most-rated items, first two components")
     figure.tight_layout()
     target.parent.mkdir(parents=True, exist_ok=True)

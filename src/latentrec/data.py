@@ -83,6 +83,9 @@ class IdMap:
             return np.zeros(0, dtype=np.int64)
         if self.is_numeric and values.dtype.kind not in "iuf":
             values = np.array([self.coerce(v) for v in values], dtype=object)
+        elif not self.is_numeric and values.dtype.kind != "U":
+            # string ids (some were too large for int64): other files' numbers as text
+            values = np.array([self.coerce(v) for v in values.tolist()], dtype=object)
         return self._index.get_indexer(values).astype(np.int64)
 
     def describe(self, noun: str) -> str:
@@ -519,8 +522,15 @@ def _load_csv_layout(ratings_file: Path, movies_file: Path | None, source: str) 
     ratings = _load_table(ratings_file, None, None, None, None)
     titles = None
     if movies_file is not None:
-        movies = _read_csv_arrow(movies_file, convert={"include_columns": ["movieId", "title"]})
-        titles = dict(zip(movies["movieId"].to_pylist(), movies["title"].to_pylist(), strict=True))
+        movies = _read_csv_arrow(
+            movies_file,
+            convert={
+                "include_columns": ["movieId", "title"],
+                "column_types": {"movieId": pa.string(), "title": pa.string()},
+            },
+        )
+        keys = [ratings.items.coerce(key) for key in movies["movieId"].to_pylist()]
+        titles = dict(zip(keys, movies["title"].to_pylist(), strict=True))
     return replace(ratings, titles=titles, source=source)
 
 

@@ -81,6 +81,9 @@ class ModelConfig:
         emb_dropout: dropout on the nn model's concatenated embeddings (its main regulariser).
         y_range: predictions are `low + (high - low) * sigmoid(x)`.
         global_mean: the prediction when neither user nor item is known.
+        rating_range: the scale ratings are given on (lowest, highest): what a new user's
+            ratings may be. `fit` takes it from the training ratings unless told; None in
+            models saved before it was kept (the training ratings' range then stands in).
     """
 
     kind: str = "dot"
@@ -94,6 +97,7 @@ class ModelConfig:
     emb_dropout: float = 0.0
     y_range: tuple[float, float] = (0.0, 5.5)
     global_mean: float = 0.0
+    rating_range: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         # a config also comes from a model file someone may have edited: check every type,
@@ -145,6 +149,19 @@ class ModelConfig:
                 f"{shown(y_range)}"
             )
         object.__setattr__(self, "y_range", (float(y_range[0]), float(y_range[1])))
+        scale = self.rating_range
+        if scale is not None:
+            if (
+                not isinstance(scale, (list, tuple))
+                or len(scale) != 2
+                or not all(finite(v) for v in scale)
+                or not float(scale[0]) <= float(scale[1])
+            ):
+                raise ConfigError(
+                    f"rating_range must be (lowest, highest), two finite numbers in order, got "
+                    f"{shown(scale)}"
+                )
+            object.__setattr__(self, "rating_range", (float(scale[0]), float(scale[1])))
         if not finite(self.global_mean):
             raise ConfigError(f"global_mean must be a finite number, got {shown(self.global_mean)}")
         object.__setattr__(self, "global_mean", float(self.global_mean))
@@ -153,6 +170,8 @@ class ModelConfig:
         data = asdict(self)
         data["layers"] = list(self.layers)
         data["y_range"] = list(self.y_range)
+        if self.rating_range is not None:
+            data["rating_range"] = list(self.rating_range)
         return data
 
     @classmethod
@@ -165,11 +184,15 @@ class ModelConfig:
         if unknown:
             raise ConfigError(f"unknown model config fields {reprlib.repr(sorted(unknown))}")
         values = dict(data)
-        for name in ("layers", "y_range"):
+        for name in ("layers", "y_range", "rating_range"):
             if name in values and not isinstance(values[name], list):
+                if name == "rating_range" and values[name] is None:
+                    continue
                 raise ConfigError(f"{name} must be a JSON list, got {reprlib.repr(values[name])}")
         values["layers"] = tuple(values.get("layers", ()))
         values["y_range"] = tuple(values.get("y_range", (0.0, 5.5)))
+        if values.get("rating_range") is not None:
+            values["rating_range"] = tuple(values["rating_range"])
         return cls(**values)
 
 
@@ -431,6 +454,12 @@ class EmbeddingNN(LatentModel):
 
 def build_model(config: ModelConfig) -> LatentModel:
     """A freshly initialised model of the configured architecture."""
+    net = _build_network(config)
+    net.config = config  # the whole config, the rating scale included
+    return net
+
+
+def _build_network(config: ModelConfig) -> LatentModel:
     if config.kind == "dot":
         return DotProductBias(
             config.n_users, config.n_items, config.n_factors, config.y_range, config.global_mean

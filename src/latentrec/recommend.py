@@ -128,6 +128,12 @@ class Recommender:
         return self._unit
 
     @property
+    def rating_range(self) -> tuple[float, float]:
+        """The scale ratings are given on (lowest, highest): the model's, or for a model saved
+        without one, its training ratings' range. A new user's ratings must lie in it."""
+        return self.model.config.rating_range or self.ratings.rating_range
+
+    @property
     def item_counts(self) -> np.ndarray:
         """Training ratings per item index."""
         return self._item_counts
@@ -323,7 +329,7 @@ class Recommender:
     def _known_ratings(self, ratings: Mapping[Any, float]) -> tuple[dict[Any, float], list[Any]]:
         if not ratings:
             raise ConfigError("fold_in needs at least one rating: {item_id: rating, ...}")
-        low, high = self.ratings.rating_range
+        low, high = self.rating_range
         known: dict[Any, float] = {}
         ignored = []
         for item_id, value in ratings.items():

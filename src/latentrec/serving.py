@@ -100,19 +100,20 @@ class Health(BaseModel):
     users: int
     items: int
     rating_range: tuple[float, float] = Field(
-        description="The lowest and highest rating the model was trained on: the scale of "
-        "POST /recommendations."
+        description="The scale ratings are given on (lowest, highest): the range of "
+        "POST /recommendations' ratings."
     )
 
 
 K = Annotated[int, Query(ge=1, le=100, description="How many items, 1 to 100.")]
+PathId = Annotated[str, PathParam(min_length=1, max_length=200, description=ID_HELP)]
 
 
 def create_app(model: str | Path | Recommender) -> FastAPI:
     """The app for one model directory (loaded here, once) or a ready `Recommender`."""
     torch.set_num_threads(1)  # one core per worker process: workers scale, threads contend
     recommender = model if isinstance(model, Recommender) else Recommender.from_dir(model)
-    low, high = recommender.ratings.rating_range
+    low, high = recommender.rating_range
     # FastAPIOffline serves the interactive docs from files it installs, not from a CDN
     app = FastAPIOffline(
         title="latentrec",
@@ -155,20 +156,18 @@ def create_app(model: str | Path | Recommender) -> FastAPI:
     ) -> list[ItemOut]:
         return [_item(recommender, m.item_id) for m in recommender.find_items(query, limit)]
 
-    @app.get("/items/{item_id}")
-    def get_item(item_id: Annotated[str, PathParam(max_length=100)]) -> ItemOut:
-        return _item(recommender, item_id)
-
-    @app.get("/items/{item_id}/similar")
-    def similar(
-        item_id: Annotated[str, PathParam(max_length=100)], k: K = 10
-    ) -> list[RecommendationOut]:
+    # ids may hold "/" (sent as %2F): path parameters take the rest of the path, and the
+    # similar-items route comes first so that its suffix is not read as part of an id
+    @app.get("/items/{item_id:path}/similar")
+    def similar(item_id: PathId, k: K = 10) -> list[RecommendationOut]:
         return [_out(r) for r in recommender.similar_items(item_id, k=k)]
 
-    @app.get("/users/{user_id}/recommendations")
-    def recommend_user(
-        user_id: Annotated[str, PathParam(max_length=100)], k: K = 10
-    ) -> list[RecommendationOut]:
+    @app.get("/items/{item_id:path}")
+    def get_item(item_id: PathId) -> ItemOut:
+        return _item(recommender, item_id)
+
+    @app.get("/users/{user_id:path}/recommendations")
+    def recommend_user(user_id: PathId, k: K = 10) -> list[RecommendationOut]:
         return [_out(r) for r in recommender.recommend(user_id, k=k)]
 
     @app.post("/recommendations")

@@ -100,15 +100,21 @@ def save(
             f"was built for {model.n_users} and {model.n_items}; save it with its training ratings"
         )
     target = check_target(directory)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.{STAGING}-", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.{STAGING}-", dir=target.parent))
+    except OSError as err:
+        raise _save_failed(directory, err) from err
     lock = _try_lock(staging)  # tells a concurrent save's clean-up that this one is in use
     try:
         try:
             _write(model, staging, ratings, info or {})
             _fsync_directory(staging)
             previous = _switch(staging, target)
-        except BaseException:
+        except BaseException as err:
             shutil.rmtree(staging, ignore_errors=True)
+            if isinstance(err, (OSError, SafetensorError)):  # a full disk, a busy mount
+                raise _save_failed(directory, err) from err
             raise
         _fsync_directory(target.parent)
         if previous is not None:
@@ -118,6 +124,16 @@ def save(
         if lock is not None:
             os.close(lock)
     return Path(directory).expanduser()
+
+
+def _save_failed(directory: str | Path, err: Exception) -> ModelFileError:
+    """A failed write as one line naming the user's path (not the staging directory's); the
+    previous model, if any, is still in place."""
+    reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+    return ModelFileError(
+        f"cannot save the model to {Path(directory).expanduser()}: {reason}; any earlier model "
+        "there is unchanged"
+    )
 
 
 def check_target(directory: str | Path) -> Path:
@@ -140,7 +156,9 @@ def check_target(directory: str | Path) -> Path:
         target = Path(os.path.realpath(shown))
         _check_place(target, shown)
     except OSError as err:  # a directory on the way that cannot be searched or read
-        where = f" ({err.filename})" if err.filename else ""
+        # the folder that refused, never the name of the probe made to find out
+        named = err.filename is not None and not Path(err.filename).name.startswith(".")
+        where = f" ({err.filename})" if named else ""
         raise ModelFileError(
             f"cannot write a model to {shown}: {err.strerror or err}{where}; choose a directory "
             "you can write to"
@@ -168,6 +186,11 @@ def _check_place(target: Path, shown: Path) -> None:
             f"cannot save a model to {shown}: {blocker} is a file, not a directory; choose "
             "another path"
         )
+    if target.is_dir() and _is_mount_point(target):
+        raise ModelFileError(
+            f"{shown} is a mount point, and saving replaces the model directory as a whole; "
+            f"save to a directory inside it, such as {shown / 'model'}"
+        )
     if target.is_dir():
         reason = _not_ours(target)
         if reason is not None:
@@ -178,14 +201,44 @@ def _check_place(target: Path, shown: Path) -> None:
     _check_writable(target)
 
 
+def _is_mount_point(folder: Path) -> bool:
+    """Whether something is mounted on `folder`, bind mounts within one filesystem included
+    (Linux's mount table; `os.path.ismount` sees only a change of device)."""
+    if os.path.ismount(folder):
+        return True
+    try:
+        table = Path("/proc/self/mountinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    # the fifth field is the mount point, with space, tab, newline and backslash as octal
+    points = {
+        re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split(" ")[4])
+        for line in table.splitlines()
+        if line.count(" ") >= 4
+    }
+    return str(folder) in points
+
+
 def _check_writable(target: Path) -> None:
-    """Create the parent as `save` will, then a staging directory in it (removed at once):
-    `os.access` alone says yes to root on a read-only filesystem. Raises OSError."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    for folder in (target.parent, target) if target.is_dir() else (target.parent,):
+    """Check that `save` can create what it needs, creating nothing that stays: a directory
+    is made and removed at once in the deepest folder that exists (`os.access` alone says yes
+    to root on a read-only filesystem). Raises OSError."""
+    existing = target.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    below = [p.name for p in target.parents if p != existing and p.is_relative_to(existing)]
+    missing = [target.name, *below]
+    longest = os.pathconf(existing, "PC_NAME_MAX") if hasattr(os, "pathconf") else 255
+    for name in missing:
+        if len(os.fsencode(f".{name}.{STAGING}-12345678")) > longest:
+            raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), name[:40] + "...")
+    for folder in (existing, target) if target.is_dir() else (existing,):
         if not os.access(folder, os.W_OK | os.X_OK):
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(folder))
-    probe = tempfile.mkdtemp(prefix=f".{target.name}.{STAGING}-", dir=target.parent)
+    # named as a staging directory where one would be, so a kill here leaves debris the next
+    # save removes
+    prefix = f".{target.name}.{STAGING}-" if existing == target.parent else f".{STAGING}-probe-"
+    probe = tempfile.mkdtemp(prefix=prefix, dir=existing)
     with contextlib.suppress(FileNotFoundError):  # a concurrent save may have cleared it
         os.rmdir(probe)
 
@@ -494,6 +547,12 @@ def _load(folder: Path, device: str | torch.device) -> SavedModel:
     ratings = _read_ratings(folder, model_config, source)
     model = build_model(model_config)
     weights = _read_tensors(folder / "model.safetensors")
+    damaged = [k for k, v in weights.items() if v.is_floating_point() and not v.isfinite().all()]
+    if damaged:
+        raise ModelFileError(
+            f"{folder / 'model.safetensors'} holds NaN or infinite weights in {damaged[0]} (a "
+            "training that diverged); train the model again with a lower learning rate"
+        )
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as err:

@@ -33,6 +33,7 @@ from latentrec.models import (
     LatentModel,
     ModelConfig,
     build_model,
+    embedding_size,
     parameter_count,
     y_range_for,
 )
@@ -62,9 +63,10 @@ class TrainConfig:
             measures steps and picks the largest micro-batch that fits, with the accumulation
             that reaches `effective_batch_size` (see `latentrec.memory.plan`).
         dtype: "float32" or "float64" for the model and the arithmetic.
-        negatives: per rating, this many (user, random item) pairs with the lowest rating as
-            target. 0 trains for rating prediction; a few (8 with 20 epochs, lr 0.01, wd 0.1)
-            train for top-N ranking, where what a user chooses to rate matters.
+        negatives: per rating, this many (user, random item) pairs whose target is the bottom
+            of the model's prediction range (`y_range`, below the lowest rating). 0 trains for
+            rating prediction; a few (8 with 20 epochs, lr 0.01, wd 0.1) train for top-N
+            ranking, where what a user chooses to rate matters.
         device: "auto" (CUDA when present), "cpu" or "cuda".
         engine: "fused" runs the dot model's steps on the CPU in one compiled kernel (same
             mathematics, several times faster); "autograd" runs every model through PyTorch's
@@ -136,6 +138,13 @@ class TrainConfig:
             raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         if not 0.0 < self.pct_start < 1.0:
             raise ConfigError(f"pct_start must be between 0 and 1, got {self.pct_start}")
+        # Adam's first step scales lr by 1 / (1 - beta1): beyond the dtype it cannot even start
+        largest = torch.finfo(DTYPES[self.dtype]).max * (1 - self.betas[0])
+        if self.lr > largest:
+            raise ConfigError(
+                f"lr must be at most {largest:.3g} for {self.dtype} arithmetic, got {self.lr:g}; "
+                "learning rates that work are far smaller (0.001 to 0.1)"
+            )
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -234,31 +243,54 @@ def make_configs(
         **{k: options[k] for k in train_fields & set(options)},
     }
     model_options.setdefault("global_mean", float(np.mean(train.rating)) if len(train) else 0.0)
-    model_options["y_range"] = _y_range(train, model_options.get("y_range"))
+    scale = _rating_range(train, model_options.get("rating_range"))
+    model_options["rating_range"] = scale
+    model_options["y_range"] = _y_range(scale, model_options.get("y_range"))
     model_config = ModelConfig(
         kind=model, n_users=max(train.n_users, 1), n_items=max(train.n_items, 1), **model_options
     )
     return model_config, TrainConfig(**train_options)
 
 
-def _y_range(train: Ratings, given: Any) -> tuple[float, float]:
-    """The model's prediction range: `given` when set (it must cover the training ratings),
-    else one around the training ratings (`y_range_for`)."""
+def _pair(given: Any, name: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in given)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be two numbers (low, high), got {given!r}") from None
+    if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+        raise ConfigError(f"{name} must be two finite numbers with low <= high, got {given!r}")
+    return low, high
+
+
+def _rating_range(train: Ratings, given: Any) -> tuple[float, float]:
+    """The scale ratings are given on: `given` when set (it must cover the training ratings),
+    else the lowest and highest training rating."""
     if len(train) == 0:
-        return given if given is not None else (0.0, 5.5)
+        return _pair(given, "rating_range") if given is not None else (0.0, 5.0)
     low, high = train.rating_range
     if given is None:
-        return y_range_for(low, high)
-    try:
-        bottom, top = (float(v) for v in given)
-    except (TypeError, ValueError):
-        raise ConfigError(f"y_range must be two numbers (low, high), got {given!r}") from None
-    if not (math.isfinite(bottom) and math.isfinite(top) and bottom < top):
-        raise ConfigError(f"y_range must be two finite numbers with low < high, got {given!r}")
+        return (low, high)
+    bottom, top = _pair(given, "rating_range")
     if bottom > low or top < high:
         raise ConfigError(
             f"the rating range {bottom:g}..{top:g} does not cover the training ratings, which "
             f"run from {low:g} to {high:g}; widen it, or leave it out to take it from the data"
+        )
+    return (bottom, top)
+
+
+def _y_range(scale: tuple[float, float], given: Any) -> tuple[float, float]:
+    """The range predictions are squashed into: `given` when set (it must hold the rating
+    scale and be wider than a point), else the scale widened (`y_range_for`)."""
+    if given is None:
+        return y_range_for(*scale)
+    bottom, top = _pair(given, "y_range")
+    if not bottom < top:
+        raise ConfigError(f"y_range must be two finite numbers with low < high, got {given!r}")
+    if bottom > scale[0] or top < scale[1]:
+        raise ConfigError(
+            f"y_range {bottom:g}..{top:g} does not cover the rating scale "
+            f"{scale[0]:g}..{scale[1]:g}"
         )
     return (bottom, top)
 
@@ -295,11 +327,8 @@ def fit(
     train, test, cold = _unpack(data)
     if len(train) == 0:
         raise DataError("there are no training ratings to fit")
-    model_config, config = make_configs(train, model, options)
-    if (config.checkpoint_every or resume) and checkpoint_dir is None:
+    if (options.get("checkpoint_every") or resume) and checkpoint_dir is None:
         raise ConfigError("checkpoint_every and resume need a checkpoint_dir")
-    context = distributed.setup(resolve_device(config.device))
-    device = distributed.device_for(resolve_device(config.device), context)
     checkpoint = None
     if resume:
         checkpoint = load_checkpoint(checkpoint_dir)
@@ -307,6 +336,13 @@ def fit(
             raise ConfigError(
                 f"no checkpoint in {checkpoint_dir} to resume from; start the run without resume"
             )
+        # the ranges the run started with, which a run checkpointed before the rating scale
+        # came from the data does not find in its options
+        saved = checkpoint.meta.get("model", {})
+        options = {k: saved.get(k) for k in ("y_range", "rating_range")} | options
+    model_config, config = make_configs(train, model, options)
+    context = distributed.setup(resolve_device(config.device))
+    device = distributed.device_for(resolve_device(config.device), context)
     memory_plan = None
     if config.memory_budget is not None:
         memory_plan = _plan_batches(train, model_config, config, device)
@@ -378,15 +414,26 @@ def fit(
 
 
 def _check_memory(model_config: ModelConfig, config: TrainConfig, device: torch.device) -> None:
-    """Refuse, before allocating, a model whose weights and Adam's two moments alone do not fit
-    in the memory available (CPU; CUDA reports its own out-of-memory errors)."""
+    """Refuse, before allocating, a model whose weights and Adam's two moments, with a step's
+    activations and their gradients, do not fit in the memory available (CPU; CUDA reports
+    its own out-of-memory errors)."""
     available = available_bytes() if device.type == "cpu" else None
-    needed = 3 * parameter_count(model_config) * config.torch_dtype.itemsize
+    if model_config.kind == "dot":
+        widths = 2 * (model_config.n_factors + 1)
+    else:
+        embeddings = (model_config.user_size or embedding_size(model_config.n_users)) + (
+            model_config.item_size or embedding_size(model_config.n_items)
+        )
+        widths = embeddings + sum(model_config.layers)
+    per_step = 4 * config.batch_size * (1 + config.negatives) * widths  # values, grads, copies
+    needed = (3 * parameter_count(model_config) + per_step) * config.torch_dtype.itemsize
     if available is not None and needed > available:
-        size = "--factors" if model_config.kind == "dot" else "--layers or the embedding sizes"
+        size = "--factors" if model_config.kind == "dot" else "--layers"
+        size += " or a smaller --batch-size"
         raise ConfigError(
-            f"the {model_config.kind} model needs {format_bytes(needed)} for its weights and "
-            f"optimiser state, but only {format_bytes(available)} of memory is available; "
+            f"the {model_config.kind} model needs {format_bytes(needed)} for its weights, "
+            f"optimiser state and a training step, but only {format_bytes(available)} of memory "
+            "is available; "
             f"use smaller {size}"
         )
 
@@ -419,7 +466,10 @@ def _check_resumable(
             f"the checkpoint at step {checkpoint.step} was trained on other ratings "
             f"({meta['data']['n']:,} of them, not {fingerprint['n']:,}); resume with its data"
         )
-    if meta["model"] != model_config.to_json():
+    current = model_config.to_json()
+    if "rating_range" not in meta["model"]:  # checkpointed before models kept their scale
+        current.pop("rating_range", None)
+    if meta["model"] != current:
         raise ConfigError("the checkpoint holds another model configuration; resume with its own")
     saved, now = meta["train"], config.to_json()
     ignored = {"progress", "device", "checkpoint_every", "evaluate_every_epoch", "engine"}
