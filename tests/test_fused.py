@@ -1,4 +1,5 @@
-"""The compiled kernels' helpers: the parallel shuffle behind each epoch's order."""
+"""The compiled kernels' helpers: the parallel shuffle behind each epoch's order, and the
+choice of threads on a busy machine."""
 
 from __future__ import annotations
 
@@ -6,12 +7,15 @@ import itertools
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import latentrec
 from latentrec import fused
 
 pytestmark = pytest.mark.skipif(not fused.AVAILABLE, reason="numba is not installed")
@@ -98,3 +102,55 @@ def test_every_lane_owns_a_fair_share_of_the_rows(lanes):
     assert owners.min() == 0 and owners.max() == lanes - 1
     shares = np.bincount(owners, minlength=lanes) / (20_000 / lanes)
     assert shares.min() > 0.95 and shares.max() < 1.05
+
+
+@pytest.mark.parametrize(
+    ("wanted", "n_cpus", "others", "threads"),
+    [(2, 2, 0.0, 2), (2, 2, 0.15, 2), (2, 2, 0.3, 1), (2, 2, 1.0, 1), (2, 2, 3.0, 1),
+     (16, 16, 1.0, 15), (16, 16, 2.5, 13), (4, 16, 1.0, 4), (1, 2, 0.0, 1)],
+)  # fmt: skip
+def test_the_kernels_leave_each_busy_core_to_whoever_keeps_it_busy(wanted, n_cpus, others, threads):
+    assert fused.threads_for(wanted, n_cpus, others) == threads
+
+
+@pytest.mark.skipif(
+    not os.path.exists("/proc/stat") or len(os.sched_getaffinity(0)) < 2,
+    reason="needs Linux's /proc/stat and two CPUs",
+)
+def test_a_busy_process_beside_training_takes_a_thread_away():
+    """Regression (issue 14): beside one busy process, two threads on two cores stalled at
+    every barrier of the kernel (an epoch took twice as long as on one thread)."""
+    n_cpus = len(os.sched_getaffinity(0))
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)  # started and spinning
+        meter = fused.FreeCores()
+        time.sleep(0.2)
+        assert meter.threads(n_cpus) <= n_cpus - 1
+        assert meter.others > 0.8
+    finally:
+        busy.kill()
+        busy.wait()
+
+
+def test_training_gives_the_same_model_and_loss_whatever_threads_each_call_gets(monkeypatch):
+    """The thread count changes with the machine's load from one kernel call to the next;
+    the model and the reported loss must not."""
+    ratings = latentrec.load_ratings("synthetic:ratings=4000,users=300,items=60,seed=3")
+    # 250 steps an epoch: 8 kernel calls, each choosing its threads
+    options = {"n_factors": 8, "epochs": 2, "batch_size": 16, "dtype": "float64"}
+    options |= {"engine": "fused", "progress": False}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        monkeypatch.setattr(fused, "free_threads", lambda wanted: 1)
+        steady, steady_history = latentrec.fit(ratings, "dot", **options)
+        turns = itertools.cycle([2, 1, 1, 2])
+        monkeypatch.setattr(fused, "free_threads", lambda wanted: min(next(turns), wanted))
+        changing, changing_history = latentrec.fit(ratings, "dot", **options)
+    finally:
+        torch.set_num_threads(threads)
+    for name, value in steady.state_dict().items():
+        assert torch.equal(value, changing.state_dict()[name]), name
+    losses = [[e.train_loss for e in h.epochs] for h in (steady_history, changing_history)]
+    assert losses[0] == losses[1]

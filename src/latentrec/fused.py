@@ -4,13 +4,13 @@ The autograd path (`latentrec.optim`) materialises every (batch x factors) tenso
 dozen framework operations per table per step; on the CPU that overhead, not arithmetic, sets
 its speed. This kernel does the same mathematics in place, row by row:
 
-1. each thread ("lane") computes, for its share of the ratings, the logit
-   `p_u . q_i + b_u + b_i`, the prediction `low + (high - low) * sigmoid(logit)` and the
-   derivative of the step's mean squared error with respect to the logit;
-2. each lane owns the users and items that a hash of their index gives it: it gives each of
-   its distinct rows in the step a gradient slot of its own (no sort: a slot array per table
-   marks rows already seen) and adds the ratings' gradients into them in rating order, so no
-   two threads write the same row and the sums are the same on every run and thread count;
+1. the threads compute, for the ratings of the step, the logit `p_u . q_i + b_u + b_i`, the
+   prediction `low + (high - low) * sigmoid(logit)` and the derivative of the step's mean
+   squared error with respect to the logit;
+2. each thread ("lane") owns the users and items that a hash of their index gives it: it gives
+   each of its distinct rows in the step a gradient slot of its own (no sort: a slot array per
+   table marks rows already seen) and adds the ratings' gradients into them in rating order, so
+   no two threads write the same row and the sums are the same on every run and thread count;
 3. each lane applies lazy AdamW to its touched rows (the rule `RowSparseAdamW` applies), then
    clears their slots for the next step.
 
@@ -18,12 +18,22 @@ The rows of large tables (and their entries in the slot arrays) are scattered ov
 the passes that read them ask for them a few ratings ahead (`prefetch`), and the trips to memory
 overlap.
 
+The three passes end in barriers, three a step, which every thread must reach: a thread that
+another process keeps off its core stalls the others, and OpenMP's waiting threads spin. So
+`FreeCores` picks each call's thread count from the cores that other processes leave free.
+
 One call runs many steps, whose learning rate and beta1 come from the schedule as arrays, so the
 Python overhead is paid per call, not per step. Arrays are numpy views of the model's tensors:
 the kernel updates the model and the optimiser state in place.
 """
 
 from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -58,6 +68,101 @@ def set_threads(n: int) -> int:
     numba.set_num_threads(n)
     torch.set_num_threads(torch_threads)
     return n
+
+
+@contextlib.contextmanager
+def threads(n: int) -> Iterator[None]:
+    """Run the kernels on n threads (at most the count `set_threads` gave) inside the block."""
+    if not AVAILABLE:
+        yield
+        return
+    before = numba.get_num_threads()
+    chosen = max(1, min(n, before))
+    if chosen == before:  # the usual case, at no cost: setting the count takes time
+        yield
+        return
+    numba.set_num_threads(chosen)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
+
+
+# a core that other processes use more than this fraction of is not free for the kernels
+BUSY_CORE = 0.2
+# the shortest window, in seconds, FreeCores measures over: /proc/stat counts idle time in
+# clock ticks (10 ms), whose rounding would swamp a shorter window
+_MIN_WINDOW = 0.03
+
+
+def threads_for(wanted: int, n_cpus: int, others: float) -> int:
+    """How many threads (1..wanted) to run on n_cpus CPUs of which other processes use
+    `others` (in cores): one fewer for each core they use more than BUSY_CORE of."""
+    return max(1, min(wanted, n_cpus - math.ceil(others - BUSY_CORE)))
+
+
+def _idle_seconds(cpus: frozenset[int], tick: float) -> float | None:
+    """The seconds the given CPUs have been idle since boot (idle or waiting for I/O), from
+    /proc/stat; None where it cannot be read."""
+    idle = 0
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            for line in stat:
+                name, *fields = line.split()
+                if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+                    idle += int(fields[3]) + int(fields[4])  # after user, nice, system
+    except (OSError, ValueError, IndexError):
+        return None
+    return idle * tick
+
+
+class FreeCores:
+    """How many threads the kernels should run, from how busy other processes keep this
+    process's CPUs (from Linux's /proc/stat; elsewhere always the threads asked for).
+
+    A thread that waits for a core stalls every barrier of a step, and a team's waiting
+    threads spin meanwhile, taking the core from the thread they wait for: beside a busy
+    process, two threads on two cores are slower than one. `threads` measures, over the time
+    since its last measurement, the CPU time that neither idled nor ran this process (other
+    processes, the kernel, a hypervisor's steal), and runs one thread fewer for each core that
+    took more than `BUSY_CORE` of. Every thread count trains the same model, so the choice
+    changes only speed.
+    """
+
+    def __init__(self) -> None:
+        affinity = getattr(os, "sched_getaffinity", None)
+        self.cpus = frozenset(affinity(0)) if affinity else frozenset()
+        self.tick = 1.0 / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0.01
+        self.others = 0.0  # cores that other processes used in the last window
+        self.last = self._sample()
+
+    def _sample(self) -> tuple[float, float, float] | None:
+        idle = _idle_seconds(self.cpus, self.tick) if self.cpus else None
+        return None if idle is None else (time.perf_counter(), idle, time.process_time())
+
+    def threads(self, wanted: int) -> int:
+        """Threads (1..wanted) for the next call of a kernel."""
+        if self.last is None:
+            return wanted
+        if time.perf_counter() - self.last[0] >= _MIN_WINDOW:  # else /proc/stat is not read
+            now = self._sample()
+            if now is None:
+                return wanted
+            wall, idle, own = (a - b for a, b in zip(now, self.last, strict=True))
+            self.others = max(0.0, len(self.cpus) - (idle + own) / wall)
+            self.last = now
+        return threads_for(wanted, len(self.cpus), self.others)
+
+
+# one for the process, whose CPUs they are: measuring from the import on, a fit's first call
+# already knows how busy the machine was while the data loaded
+_FREE_CORES = FreeCores()
+
+
+def free_threads(wanted: int) -> int:
+    """Threads (1..wanted) for the next call of a kernel: fewer where other processes keep
+    cores busy (`FreeCores`)."""
+    return _FREE_CORES.threads(wanted)
 
 
 def _kernel(func):
@@ -205,8 +310,11 @@ def permutation(n: int, seed: int, parallel: bool = True) -> np.ndarray:
     if not AVAILABLE:
         return np.random.default_rng(seed).permutation(n)
     out = np.empty(n, dtype=np.int64)
-    shuffle = _scatter_shuffle_parallel if parallel else _scatter_shuffle_serial
-    shuffle(n, np.uint64(seed % 2**64), out)
+    if not parallel:
+        _scatter_shuffle_serial(n, np.uint64(seed % 2**64), out)
+        return out
+    with threads(free_threads(numba.get_num_threads())):
+        _scatter_shuffle_parallel(n, np.uint64(seed % 2**64), out)
     return out
 
 
@@ -258,6 +366,9 @@ def _owner(row, lanes):  # pragma: no cover - compiled
     return np.int64((mixed * np.uint64(lanes)) >> np.uint64(32))
 
 
+_LOSS_BLOCKS = 16  # fixed, as the shuffle's chunks: the loss's sums do not depend on threads
+
+
 @_kernel
 def dot_steps(
     users,
@@ -290,7 +401,8 @@ def dot_steps(
             array of Adam's first and second moments.
         slots: per side (users, items) an int64 array over the table's rows: the row's slot in
             this step, -1 when it has none (all -1 between steps).
-        touched: per side, (lanes, largest step) rows in order of their slots.
+        touched: per side, (lanes, largest step) rows in order of their slots; lanes is the
+            call's thread count, which may change from call to call (the results do not).
         counts: (lanes, 2) distinct users and items of each lane in the step.
         grads: (per-rating logit gradient, user factor, user bias, item factor and item bias
             gradients by slot: zero between steps; lane k's slots are rows k * largest step
@@ -307,20 +419,21 @@ def dot_steps(
     n_factors = user_factors.shape[1]
     lanes = counts.shape[0]
     largest = touched_users.shape[1]
+    block_loss = np.zeros(_LOSS_BLOCKS)
     total = 0.0
     for step in range(len(bounds) - 1):
         start, stop = bounds[step], bounds[step + 1]
         size = stop - start
         rule = hyper[step]
         scale = rule[5]
-        share = (size + lanes - 1) // lanes
-        # 1. each lane: the forward pass of its share of the ratings
-        loss = 0.0
-        for lane in prange(lanes):
-            lane_loss = 0.0
-            end = min(start + (lane + 1) * share, stop)
-            for r in range(start + lane * share, end):
-                if r + AHEAD < end:
+        # 1. the forward pass, in a fixed number of blocks: their losses are summed in block
+        # order, so the loss, like the weights, is the same on any number of threads
+        share = (size + _LOSS_BLOCKS - 1) // _LOSS_BLOCKS
+        for block in prange(_LOSS_BLOCKS):
+            block_sum = 0.0
+            end = min(start + (block + 1) * share, stop)
+            for r in range(start + block * share, end):
+                if r + AHEAD < stop:  # past the block's end too: its neighbour's thread may wait
                     prefetch(user_factors, users[r + AHEAD])
                     prefetch(item_factors, items[r + AHEAD])
                     prefetch(user_bias, users[r + AHEAD])
@@ -333,9 +446,10 @@ def dot_steps(
                 s = one / (one + np.exp(-logit))
                 error = low + span * s - targets[r]
                 d_logit[r - start] = scale * error * s * (one - s)
-                lane_loss += np.float64(error * error)
-            loss += lane_loss
-        total += loss
+                block_sum += np.float64(error * error)
+            block_loss[block] = block_sum
+        for block in range(_LOSS_BLOCKS):
+            total += block_loss[block]
         # 2. each lane gives each of its own rows a slot the first time it meets it, and adds
         # the ratings' gradients into them in rating order
         for lane in prange(lanes):

@@ -318,7 +318,9 @@ class FusedDotRunner:
         dtype = self.tables[0].dtype
         self.constants = np.array([beta2, 1 - beta2, eps, low, high - low, 1.0], dtype=dtype)
         self.span = high - low
-        lanes = fused.set_threads(torch.get_num_threads())
+        # the most threads a call runs; each runs as many as other processes leave cores free
+        # for (`fused.free_threads`), and every count gives the same model and loss
+        lanes = self.threads = fused.set_threads(torch.get_num_threads())
         n_factors = net.config.n_factors
         self.slots = (
             np.full(net.n_users, -1, dtype=np.int64),
@@ -334,6 +336,11 @@ class FusedDotRunner:
             np.zeros((lanes * max_step, n_factors), dtype=dtype),
             np.zeros((lanes * max_step, 1), dtype=dtype),
         )
+        # by thread count, the first lanes' rows of the touched rows and counts
+        self.lane_views = {
+            k: (tuple(rows[:k] for rows in self.touched), self.counts[:k])
+            for k in range(1, lanes + 1)
+        }
         self.run(np.zeros(0, dtype=np.int64), [], np.zeros((0, 6)))  # compile or load it now
 
     def hyper(self, size: int) -> tuple[float, ...]:
@@ -367,10 +374,15 @@ class FusedDotRunner:
                 np.empty_like(self.ratings, shape=n),
             )
         users, items, ratings = (array[:n] for array in self.ordered)
-        fused.gather(order, self.users, self.items, self.ratings, users, items, ratings)
+        # each call on as many threads as other processes leave cores free for: the caller
+        # keeps calls to a few dozen steps, so a process that starts beside one slows only those
+        lanes = fused.free_threads(self.threads)
+        touched, counts = self.lane_views[lanes]
+        with fused.threads(lanes):
+            fused.gather(order, self.users, self.items, self.ratings, users, items, ratings)
         bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         hyper = hyper.astype(self.constants.dtype)
-        with torch.no_grad():
+        with torch.no_grad(), fused.threads(lanes):
             return float(
                 fused.dot_steps(
                     users,
@@ -382,8 +394,8 @@ class FusedDotRunner:
                     *self.tables,
                     self.moments,
                     self.slots,
-                    self.touched,
-                    self.counts,
+                    touched,
+                    counts,
                     self.grads,
                 )
             )
