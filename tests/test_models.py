@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from latentrec import ConfigError, DotProductBias, EmbeddingNN, ModelConfig, build_model
-from latentrec.models import HUGE_PAGE, embedding_size, zeros_in_huge_pages
+from latentrec import ConfigError, DotConfig, DotProductBias, EmbeddingNN, NNConfig, build_model
+from latentrec.models import HUGE_PAGE, config_from_json, embedding_size, zeros_in_huge_pages
 
 
 def test_embedding_size_rule_of_thumb():
@@ -21,7 +21,7 @@ def test_nn_uses_rule_of_thumb_unless_sizes_are_given():
     net = EmbeddingNN(610, 9000)
     assert net.user_embedding.weight.shape == (610, embedding_size(610))
     assert net.item_embedding.weight.shape == (9000, embedding_size(9000))
-    sized = EmbeddingNN(610, 9000, emb_sizes=(8, 12), layers=[7])
+    sized = EmbeddingNN(610, 9000, user_size=8, item_size=12, layers=[7])
     assert sized.user_embedding.weight.shape[1] == 8
     linears = [m for m in sized.layers if isinstance(m, torch.nn.Linear)]
     assert [m.out_features for m in linears] == [7, 1]
@@ -44,7 +44,7 @@ def _push_logits(net, value: float) -> None:
 @pytest.mark.parametrize(
     "make",
     [
-        lambda r: DotProductBias(5, 7, 4, y_range=r),
+        lambda r: DotProductBias(5, 7, n_factors=4, y_range=r),
         lambda r: EmbeddingNN(5, 7, y_range=r),
     ],
 )
@@ -86,23 +86,28 @@ def test_unknown_ids_fall_back_to_average_rows_and_global_mean():
 
 
 @pytest.mark.parametrize(
-    ("field", "value", "needle"),
+    ("config", "field", "value", "needle"),
     [
-        ("kind", "svd", "model must be one of"),
-        ("n_factors", 0, "n_factors"),
-        ("layers", (10, -1), "layers"),
-        ("dropout", 1.0, "dropout"),
-        ("y_range", (5, 1), "y_range"),
+        (DotConfig, "n_factors", 0, "n_factors"),
+        (NNConfig, "layers", (10, -1), "layers"),
+        (NNConfig, "dropout", 1.0, "dropout"),
+        (DotConfig, "y_range", (5, 1), "y_range"),
+        (NNConfig, "rating_range", (5, 1), "rating_range"),
     ],
 )
-def test_config_validation_names_the_field(field, value, needle):
+def test_config_validation_names_the_field(config, field, value, needle):
     with pytest.raises(ConfigError, match=needle):
-        ModelConfig(**{field: value})
+        config(**{field: value})
+
+
+def test_an_unknown_model_kind_names_the_registered_ones():
+    with pytest.raises(ConfigError, match="model must be one of dot, nn, got 'svd'"):
+        config_from_json({"kind": "svd"})
 
 
 def test_config_json_round_trip_rebuilds_the_same_architecture():
     config = EmbeddingNN(10, 20, layers=[16, 8], dropout=0.1).config
-    again = ModelConfig.from_json(config.to_json())
+    again = config_from_json(config.to_json())
     assert again == config
     assert isinstance(build_model(again), EmbeddingNN)
 
@@ -190,10 +195,10 @@ def test_nn_scores_every_user_in_bounded_memory():
 
 
 @pytest.mark.parametrize("emb_dropout", [0.0, 0.5])
-def test_nn_score_matrix_equals_the_model_on_each_pair(emb_dropout):
+def test_nn_predict_equals_the_model_on_each_pair(emb_dropout):
     torch.manual_seed(0)
     net = EmbeddingNN(6, 9, layers=(12, 5), emb_dropout=emb_dropout).eval()
     users, items = torch.arange(6), torch.arange(9)
-    matrix = net.score_matrix(net.user_rows(users), net.item_rows())
+    matrix = net.predict(net.user_rows(users), net.item_rows())
     pairs = net(users.repeat_interleave(9), items.repeat(6)).reshape(6, 9)
     assert torch.allclose(matrix, pairs, atol=1e-6)

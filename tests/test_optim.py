@@ -117,7 +117,7 @@ def test_auto_engine_falls_back_to_autograd_where_the_kernel_does_not_apply():
 
 
 def test_asking_the_fused_engine_for_the_nn_model_says_why_not():
-    with pytest.raises(ConfigError, match="only the dot model, not 'nn'"):
+    with pytest.raises(ConfigError, match="the nn model trains with autograd"):
         fit(_ratings(50), "nn", engine="fused", epochs=1, progress=False)
     with pytest.raises(ConfigError, match="engine must be one of auto, fused, autograd"):
         fit(_ratings(50), "dot", engine="numba", epochs=1, progress=False)

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from latentrec import ConfigError, ModelFileError, fit, load, save, storage
 from latentrec.cli import app
-from latentrec.models import ModelConfig, build_model
+from latentrec.models import ModelConfig, NNConfig, build_model, config_from_json
 from latentrec.storage import CHECKPOINT_DIR, check_target, save_checkpoint
 
 runner = CliRunner()
@@ -371,13 +371,9 @@ DAMAGE = {
     "y_range of one": (_set("y_range", [5]), "y_range"),
     "y_range not numbers": (_set("y_range", ["0", "5"]), "y_range"),
     "y_range infinite": (_set("y_range", [0, 1e999]), "y_range"),
-    "layers of letters": (_set("layers", ["a"]), "layers"),
-    "layers a string": (_set("layers", "ab"), "layers"),
     "kind a list": (_set("kind", ["dot"]), "model must be one of"),
     "n_users a bool": (_set("n_users", True), "n_users"),
     "n_factors a string": (_set("n_factors", "8"), "n_factors"),
-    "item_size a string": (_set("item_size", "8"), "item_size"),
-    "dropout a string": (_set("dropout", "0.1"), "dropout"),
     "global_mean NaN": (_set("global_mean", float("nan")), "global_mean"),
     "info a list": (_edit_config(lambda c: c.__setitem__("info", [1])), "info"),
     "deep nesting": (_deep_config, "nested too deeply"),
@@ -399,6 +395,33 @@ def test_damaged_files_raise_one_model_file_error(model_dir: Path, case):
     with pytest.raises(ModelFileError, match=needle) as caught:
         load(model_dir)
     assert "\n" not in str(caught.value)
+
+
+NN_DAMAGE = {
+    "layers of letters": (_set("layers", ["a"]), "layers"),
+    "layers a string": (_set("layers", "ab"), "layers"),
+    "item_size a string": (_set("item_size", "8"), "item_size"),
+    "dropout a string": (_set("dropout", "0.1"), "dropout"),
+    "a field of no model": (_set("n_layers", 3), "n_layers"),
+}
+
+
+@pytest.mark.parametrize("case", NN_DAMAGE)
+def test_damaged_nn_configs_raise_one_model_file_error(board, tmp_path: Path, case):
+    net, _ = fit(board, "nn", epochs=1, layers=(8,), progress=False)
+    folder = save(net, tmp_path / "model", board[0])
+    damage, needle = NN_DAMAGE[case]
+    damage(folder)
+    with pytest.raises(ModelFileError, match=needle) as caught:
+        load(folder)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_model_file_listing_every_model_s_fields_loads(model_dir: Path):
+    """Model files from before each model had a config of its own list every model's fields
+    (a dot model's has layers and dropout): they load as they did."""
+    _edit_config(lambda c: c["model"].update(layers=[100, 50], user_size=0, dropout=0.0))(model_dir)
+    assert load(model_dir).model.config.n_factors > 0
 
 
 def test_a_config_claiming_millions_of_users_fails_before_building_the_model(
@@ -447,15 +470,15 @@ def test_every_damaged_model_is_one_line_from_the_cli(trained, tmp_path: Path):
 )
 def test_model_config_checks_types_as_well_as_values(values, needle):
     with pytest.raises(ConfigError, match=needle):
-        ModelConfig(**values)
+        NNConfig(**values)
 
 
 def test_model_config_from_json_wants_an_object_and_lists():
-    for data in ([], "dot", {"layers": "12"}, {"y_range": 5}):
+    for data in ([], "dot", {"kind": "nn", "layers": "12"}, {"y_range": 5}):
         with pytest.raises(ConfigError):
-            ModelConfig.from_json(data)
-    config = ModelConfig(kind="nn", layers=(8, 4), y_range=(1, 10))
-    assert ModelConfig.from_json(config.to_json()) == config
+            config_from_json(data)
+    config = NNConfig(layers=(8, 4), y_range=(1, 10))
+    assert config_from_json(config.to_json()) == config
 
 
 def test_a_symbolic_link_to_a_model_is_saved_through(trained, model_dir: Path):

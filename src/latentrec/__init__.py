@@ -9,24 +9,35 @@ from latentrec.errors import (
     TrainingError,
     UnknownIdError,
 )
-from latentrec.models import DotProductBias, EmbeddingNN, ModelConfig, build_model
+from latentrec.models import (
+    MODELS,
+    DotConfig,
+    DotProductBias,
+    EmbeddingNN,
+    ModelConfig,
+    NNConfig,
+    build_model,
+)
 from latentrec.recommend import NewUser, Recommendation, Recommender, evaluate_ranking
 from latentrec.storage import SavedModel, load, save
 from latentrec.training import EpochStats, History, TrainConfig, evaluate, fit
 
 __version__ = "0.1.0"
 
-__all__ = [
+__all__ = [  # noqa: RUF022 (plain sorted(), as a test checks)
     "ConfigError",
     "DataError",
+    "DotConfig",
     "DotProductBias",
     "EmbeddingNN",
     "EpochStats",
     "History",
     "IdMap",
     "LatentrecError",
+    "MODELS",
     "ModelConfig",
     "ModelFileError",
+    "NNConfig",
     "NewUser",
     "Ratings",
     "Recommendation",

@@ -20,21 +20,30 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
-from latentrec import __version__, distributed, memory
+from latentrec import __version__, checkpoints, distributed, memory
 from latentrec.data import BUNDLED, Split, load_ratings
 from latentrec.errors import ConfigError, LatentrecError, UnknownIdError
 from latentrec.metrics import RANKING_METRICS
-from latentrec.models import DotProductBias
+from latentrec.models import DEFAULT_MODEL, MODELS, model_class
 from latentrec.recommend import Recommendation, Recommender, evaluate_ranking
 from latentrec.storage import CHECKPOINT_DIR, check_target, load, save
 from latentrec.training import (
     History,
-    checkpoint_notes,
+    TrainConfig,
     evaluate,
     fit,
     make_configs,
     resolve_device,
 )
+
+MODEL_NAMES = ", ".join(f"{name} ({cls.__name__})" for name, cls in MODELS.items())
+# the model config fields the command line sets, by option
+MODEL_OPTIONS = {
+    "n_factors": "--factors",
+    "layers": "--layers",
+    "dropout": "--dropout",
+    "emb_dropout": "--emb-dropout",
+}
 
 
 class _OneLineErrors(TyperGroup):
@@ -201,6 +210,16 @@ def _layers(text: str) -> tuple[int, ...]:
     return widths
 
 
+def _check_model_options(model: str, given: dict[str, Any]) -> None:
+    """A model option given for a model whose config lacks it is one line naming the models
+    it applies to."""
+    fields = model_class(model).Config.__dataclass_fields__
+    for name, option in MODEL_OPTIONS.items():
+        if given.get(name) is not None and name not in fields:
+            owners = [m for m, cls in MODELS.items() if name in cls.Config.__dataclass_fields__]
+            raise ConfigError(f"{option} applies to the {' and '.join(owners)} model, not {model}")
+
+
 def _rating_range(text: str) -> list[float]:
     """`"1,10"` -> [1.0, 10.0]; `"-2,2"` too."""
     parts = text.split(",")
@@ -242,8 +261,10 @@ def train(
     split: Annotated[str, typer.Option(help="random, user (per-user holdout) or time.")] = "random",
     last_n: Annotated[int | None, typer.Option(help="Time split: each user's last n.")] = None,
     cutoff: Annotated[float | None, typer.Option(help="Time split: timestamps >= cutoff.")] = None,
-    seed: Annotated[int, typer.Option(help="Seeds the split, initialisation and order.")] = 42,
-    model: Annotated[str, typer.Option(help="dot (DotProductBias) or nn (EmbeddingNN).")] = "dot",
+    seed: Annotated[
+        int, typer.Option(help="Seeds the split, initialisation and order.")
+    ] = TrainConfig.seed,
+    model: Annotated[str, typer.Option(help=f"{MODEL_NAMES}.")] = DEFAULT_MODEL,
     factors: Annotated[int | None, typer.Option(help="Factors of the dot model.")] = None,
     layers: Annotated[str | None, typer.Option(help="Hidden widths of the nn model.")] = None,
     dropout: Annotated[float | None, typer.Option(help="nn: dropout after hidden layers.")] = None,
@@ -277,11 +298,13 @@ def train(
             "ratings do not span it. Default: the lowest and highest training rating."
         ),
     ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = TrainConfig.device,
     engine: Annotated[
         str,
-        typer.Option(help="auto, fused (compiled CPU kernel, dot model) or autograd."),
-    ] = "auto",
+        typer.Option(
+            help="auto, fused (compiled CPU kernel, for models that have one) or autograd."
+        ),
+    ] = TrainConfig.engine,
     out: Annotated[Path | None, typer.Option(help="Save the model to this directory.")] = None,
     checkpoint_every: Annotated[
         int | None,
@@ -319,12 +342,7 @@ def train(
         "checkpoint_every": checkpoint_every,
         "rating_range": _rating_range(rating_range) if rating_range is not None else None,
     }
-    if model != "dot" and factors is not None:
-        raise ConfigError(
-            "--factors applies to the dot model; the nn model sizes embeddings itself"
-        )
-    if model != "nn" and (layers, dropout, emb_dropout) != (None, None, None):
-        raise ConfigError("--layers, --dropout and --emb-dropout apply to the nn model only")
+    _check_model_options(model, given)
     if checkpoint_every is not None and out is None and resume is None:
         raise ConfigError("--checkpoint-every needs --out: checkpoints go to OUT/checkpoint")
     if out is not None:
@@ -346,7 +364,7 @@ def train(
     }
     notes = None
     if resume is not None:
-        notes = checkpoint_notes(resume / CHECKPOINT_DIR)
+        notes = checkpoints.notes_of(resume / CHECKPOINT_DIR)
         if notes is None:
             raise ConfigError(
                 f"no checkpoint in {resume / CHECKPOINT_DIR}; was the run started with "
@@ -355,7 +373,7 @@ def train(
         run = notes["run"]
     elif context.restart and out is not None and checkpoint_every is not None:
         # torchrun restarted the worker group: carry on from the last checkpoint, if any
-        notes = checkpoint_notes(out / CHECKPOINT_DIR)
+        notes = checkpoints.notes_of(out / CHECKPOINT_DIR)
         if notes is None:
             errors.print(f"restart {context.restart}: no checkpoint yet, starting over")
     if notes is not None and context.is_main:
@@ -368,7 +386,7 @@ def train(
         _train_run(run, resume=notes is not None, as_json=as_json, context=context)
     except KeyboardInterrupt:
         where = Path(run["out"]) if run["out"] is not None else None
-        last = checkpoint_notes(where / CHECKPOINT_DIR) if where is not None else None
+        last = checkpoints.notes_of(where / CHECKPOINT_DIR) if where is not None else None
         if last is None:
             raise
         errors.print(
@@ -662,16 +680,19 @@ def explain(
         memory.plot_path(plot)  # a bad path fails now, not after the tables
     recommender = Recommender.from_dir(model_dir)
     result: dict[str, Any] = {}
-    if isinstance(recommender.model, DotProductBias):
+    if recommender.supports("biases"):
         top, bottom = recommender.item_biases(n)
         _print_items("highest item biases: liked regardless of taste", top, "bias", False)
         _print_items("lowest item biases", bottom, "bias", False)
         result["top_biases"] = [r.to_json() for r in top]
         result["bottom_biases"] = [r.to_json() for r in bottom]
-    points = recommender.factor_map(50)
-    result["map"] = [p._asdict() | {"item_id": p.item_id} for p in points]
-    if plot is not None:
-        console.print(f"item map written to {_plot_map(points, plot)}")
+    if recommender.supports("map"):
+        points = recommender.factor_map(50)
+        result["map"] = [p._asdict() | {"item_id": p.item_id} for p in points]
+        if plot is not None:
+            console.print(f"item map written to {_plot_map(points, plot)}")
+    elif plot is not None:
+        recommender.require("map")
     if user is not None:
         reasons = recommender.explain(user, item, n)
         table = Table(
@@ -728,11 +749,18 @@ def _numbers(text: str, option: str) -> list[int]:
 @user_errors
 def memory_command(
     now: Annotated[bool, typer.Option("--now", help="Report memory in use now and exit.")] = False,
-    model: Annotated[str, typer.Option(help="Models to compare: dot, nn or dot,nn.")] = "dot,nn",
-    factors: Annotated[str, typer.Option(help="Dot model factor counts, e.g. 50,200.")] = "50",
+    model: Annotated[
+        str, typer.Option(help=f"Models to compare, comma-separated: {', '.join(MODELS)}.")
+    ] = ",".join(MODELS),
+    factors: Annotated[
+        str | None,
+        typer.Option(help="Factor counts of models with factors, e.g. 50,200 (default: theirs)."),
+    ] = None,
     layers: Annotated[
         list[str] | None,
-        typer.Option(help="nn hidden widths, e.g. 1000,500; repeat for several."),
+        typer.Option(
+            help="Hidden widths of models with layers, e.g. 1000,500; repeat for several."
+        ),
     ] = None,
     batch_size: Annotated[str, typer.Option(help="Micro-batch sizes.")] = "64,1024,8192",
     accumulate: Annotated[str, typer.Option(help="Accumulation counts.")] = "1",
@@ -747,14 +775,18 @@ def memory_command(
         return
     if plot is not None:
         memory.plot_path(plot)
+    sweeps = {
+        "n_factors": _numbers(factors, "--factors") if factors else None,
+        "layers": [_layers(spec) for spec in layers] if layers else None,
+    }
     variants: list[tuple[str, dict[str, Any]]] = []
-    for kind in (part.strip() for part in model.split(",") if part.strip()):
-        if kind == "dot":
-            variants += [("dot", {"n_factors": n}) for n in _numbers(factors, "--factors")]
-        elif kind == "nn":
-            variants += [("nn", {"layers": _layers(spec)}) for spec in (layers or ["100,50"])]
-        else:
-            raise ConfigError(f"--model takes dot and nn, got {kind!r}")
+    for name in (part.strip() for part in model.split(",") if part.strip()):
+        fields = model_class(name).Config.__dataclass_fields__
+        options: list[dict[str, Any]] = [{}]
+        for field, values in sweeps.items():
+            if values and field in fields:
+                options = [o | {field: v} for o in options for v in values]
+        variants += [(name, o) for o in options]
     shapes = [
         (b, n)
         for b in _numbers(batch_size, "--batch-size")
@@ -817,9 +849,8 @@ def _print_memory_table(uses: list[memory.MemoryUse], source: str) -> None:
         table.add_column(column, justify="left" if column == "model" else "right")
     size = memory.format_bytes
     for use in uses:
-        shape = f"{use.n_factors}f" if use.model == "dot" else ",".join(map(str, use.layers or ()))
         table.add_row(
-            f"{use.model} {shape}",
+            f"{use.model} {use.shape}",
             str(use.batch_size),
             str(use.accumulate),
             size(use.peak_bytes),

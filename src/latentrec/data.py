@@ -442,8 +442,8 @@ def _read_csv_arrow(path: Path, **options: Any) -> pa.Table:
 def _release_arrow_memory() -> None:
     """Hand the memory Arrow's allocator keeps for reuse back to the system.
 
-    Parsing 22.5M ratings of CSV leaves 730 MB of freed parse buffers held that way (beside a
-    515 MB table), and converting the table to arrays would add to them."""
+    Parsing a large CSV leaves freed parse buffers held that way, more than the table itself
+    takes, and converting the table to arrays would add to them."""
     pa.default_memory_pool().release_unused()
 
 

@@ -186,9 +186,9 @@ def _exchange_gradients(state, bucket):  # no annotations: DDP checks them, and 
     sparse gradients.
 
     gloo's own sparse all-reduce takes several round trips per table, and DDP starts one per
-    table: 4 per step of the dot model, about 2 ms each on loopback here. Worse, gloo runs them
-    on two threads at once, which now and then corrupts the heap (the worker dies with SIGSEGV
-    or "malloc(): unaligned tcache chunk detected" inside the sparse all-reduce). So sparse
+    table: 4 per step of the dot model. Worse, gloo runs them on two threads at once, which
+    now and then corrupts the heap (the worker dies with SIGSEGV or "malloc(): unaligned
+    tcache chunk detected" inside the sparse all-reduce). So sparse
     gradients wait here until all of the step's have come (or its last bucket has: counting
     rather than waiting for the last bucket alone also works under `static_graph`, whose first
     step numbers every bucket 0), and then every rank sends all of them as one block of bytes;

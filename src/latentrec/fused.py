@@ -58,8 +58,8 @@ def set_threads(n: int) -> int:
 
     numba's OpenMP pool shares the OpenMP runtime with torch, and starting it sets the
     runtime's thread count to the pool's size, which torch then uses too: under torchrun, whose
-    workers get one thread each, every worker would run torch on all cores, and two workers on
-    two cores took twice as long. So torch's thread count is put back after the pool starts.
+    workers get one thread each, every worker would run torch on all cores and the workers
+    would contend for them. So torch's thread count is put back after the pool starts.
     """
     if not AVAILABLE:
         return 1
@@ -178,7 +178,7 @@ def _inline(func):
 
 
 # how many rows ahead the kernel asks for the rows it will read: a random row of a large table
-# is a trip to memory, and asking early lets those trips overlap (1.5x faster at 5M ratings)
+# is a trip to memory, and asking early lets those trips overlap
 AHEAD = 16
 
 
@@ -301,9 +301,9 @@ def permutation(n: int, seed: int, parallel: bool = True) -> np.ndarray:
     Each position draws one of 1024 buckets from a hash of (seed, position); the buckets are
     laid end to end and each is shuffled by its own random stream. With independent uniform
     buckets and uniform shuffles within them, every order is equally likely; unlike a
-    Fisher-Yates pass over all n, the work runs on every thread (5M positions: about 2x faster
-    than torch.randperm on 2 cores). `parallel=False` gives the same order on one thread,
-    without starting numba's thread pool (torchrun workers, which run one thread each).
+    Fisher-Yates pass over all n, the work runs on every thread. `parallel=False` gives the
+    same order on one thread, without starting numba's thread pool (torchrun workers, which run
+    one thread each).
     """
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
@@ -361,7 +361,7 @@ def _adam_row(weight, moments, grad, row, slot, rule, constants):  # pragma: no 
 def _owner(row, lanes):  # pragma: no cover - compiled
     """The lane (0..lanes-1) that owns a table row: a multiplicative hash of the row scaled to
     the lanes by a multiply and a shift. A lookup table misses the cache at scale, and `%` is an
-    integer division: both cost more than the hash (10% of an epoch at 1M and 25M ratings)."""
+    integer division: both cost more than the hash."""
     mixed = np.uint64(np.uint32(np.uint32(row) * np.uint32(0x9E3779B9)))
     return np.int64((mixed * np.uint64(lanes)) >> np.uint64(32))
 
@@ -456,8 +456,8 @@ def dot_steps(
             n_u = 0
             n_i = 0
             for r in range(start, stop):
-                # the slot arrays span the catalogue: at 25M ratings a lookup is a trip to
-                # memory, and asking ahead took 14% off the epoch (1M ratings: no change)
+                # the slot arrays span the catalogue: at scale a lookup is a trip to memory,
+                # and asking ahead lets those trips overlap
                 if r + AHEAD < stop:
                     prefetch(user_slot, users[r + AHEAD])
                     prefetch(item_slot, items[r + AHEAD])

@@ -28,7 +28,7 @@ import torch
 
 from latentrec.data import Ratings
 from latentrec.errors import ConfigError, LatentrecError
-from latentrec.models import ModelConfig, build_model
+from latentrec.models import ModelConfig, build_model, config_from_json
 from latentrec.optim import StepRunner, make_optimizer
 
 _UNITS = {
@@ -233,6 +233,7 @@ class MemoryUse:
     """
 
     model: str
+    shape: str
     n_factors: int | None
     layers: tuple[int, ...] | None
     batch_size: int
@@ -335,8 +336,9 @@ def _memory_use(config: StepConfig, measured: dict[str, Any]) -> MemoryUse:
     step = max(int(measured["step_bytes"]), 0)
     return MemoryUse(
         model=model.kind,
-        n_factors=model.n_factors if model.kind == "dot" else None,
-        layers=model.layers if model.kind == "nn" else None,
+        shape=model.shape(),
+        n_factors=getattr(model, "n_factors", None),
+        layers=getattr(model, "layers", None),
         batch_size=config.batch_size,
         accumulate=config.accumulate,
         device=measured["device"],
@@ -353,7 +355,7 @@ def _memory_use(config: StepConfig, measured: dict[str, Any]) -> MemoryUse:
 def _child() -> None:
     """Subprocess side of measure_step: build, warm up, then measure one step."""
     request = json.loads(sys.stdin.read())
-    config = ModelConfig.from_json(request["model"])
+    config = config_from_json(request["model"])
     device = torch.device(request["device"])
     dtype = {"float32": torch.float32, "float64": torch.float64}[request["dtype"]]
     with np.load(request["rows"], allow_pickle=False) as rows:
@@ -541,8 +543,7 @@ def plot_path(path: str | Path) -> Path:
 
 
 def _label(use: MemoryUse) -> str:
-    shape = f"f{use.n_factors}" if use.model == "dot" else ",".join(map(str, use.layers or ()))
-    return f"{use.model} {shape}\n{use.batch_size}x{use.accumulate}"
+    return f"{use.model} {use.shape}\n{use.batch_size}x{use.accumulate}"
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from latentrec import distributed, fused
-from latentrec.models import DotProductBias, LatentModel, zeros_in_huge_pages
+from latentrec.models import LatentModel, zeros_in_huge_pages
 
 
 class RowSparseAdamW(torch.optim.Optimizer):
@@ -226,9 +226,7 @@ class StepRunner:
         drawn = torch.randint(
             0, self.net.n_items, (count,), generator=self.generator, device="cpu"
         ).to(items.device)
-        low = torch.full(
-            (count,), self.net.config.y_range[0], dtype=target.dtype, device=target.device
-        )
+        low = torch.full((count,), self.net.y_range[0], dtype=target.dtype, device=target.device)
         return (
             torch.cat([users, users.repeat(self.negatives)]),
             torch.cat([items, drawn]),
@@ -277,33 +275,73 @@ def _gather(net: LatentModel, names: tuple[str, ...], index: Tensor):
     return rows, leaves
 
 
-class FusedDotRunner:
-    """Optimiser steps of a DotProductBias on the CPU in one compiled kernel (`fused.py`).
+class AutogradEngine:
+    """Optimiser steps of any model through autograd (`StepRunner`): the engine every model
+    trains with, on any device and under torchrun.
+
+    Under torchrun, every rank holds the same order; a step covers `step_size` ratings of it
+    (all ranks together) and each rank takes its contiguous share.
+
+    Args:
+        on_step: called after each optimiser step (the schedule advances there).
+    """
+
+    steps_per_call = 32  # the loss is read back (a host sync) once per call
+
+    def __init__(
+        self,
+        runner: StepRunner,
+        step_size: int,
+        on_step: Callable[[], None],
+        context: distributed.Context,
+    ) -> None:
+        self.runner, self.step_size, self.on_step = runner, step_size, on_step
+        self.rank, self.world = context.rank, context.world_size
+
+    def run(self, order: Tensor, first: int, last: int) -> float:
+        """Steps `first` to `last` (exclusive) of the epoch whose ratings come in `order`;
+        the summed loss of this rank's share."""
+        loss_sum = torch.zeros((), dtype=self.runner.ratings.dtype, device=order.device)
+        for step in range(first, last):
+            group = order[step * self.step_size : (step + 1) * self.step_size]
+            share = torch.tensor_split(group, self.world)[self.rank] if self.world > 1 else group
+            loss_sum += self.runner.step(share, total=len(group))
+            self.on_step()
+        return float(loss_sum)
+
+
+class FusedEngine:
+    """Optimiser steps of a model with a dot product and biases on the CPU in one compiled
+    kernel (`fused.py`), for models that declare the "fused" engine and give their weights by
+    `fused_tables()` (user factors and bias, item factors and bias).
 
     The same mathematics as `StepRunner` with `RowSparseAdamW` (each step's mean squared error,
     lazy AdamW on the rows it touches), without materialising (batch x factors) tensors. A
     step has no micro-batches: its scratch memory is O(step size x factors) whatever the step.
 
     Args:
-        max_step: the most ratings one optimiser step will hold.
+        step_size: ratings per optimiser step.
+        on_step: called after each step's coefficients are read (the schedule advances there).
     """
+
+    steps_per_call = 32  # a process that starts beside a call slows only that call
 
     def __init__(
         self,
-        net: DotProductBias,
+        tables: tuple[Tensor, Tensor, Tensor, Tensor],
+        y_range: tuple[float, float],
         users: Tensor,
         items: Tensor,
         ratings: Tensor,
-        max_step: int,
+        step_size: int,
         optimizer: RowSparseAdamW,
+        on_step: Callable[[], None],
     ) -> None:
-        self.optimizer = optimizer
-        self.params = [
-            net.user_factors.weight,
-            net.user_bias.weight,
-            net.item_factors.weight,
-            net.item_bias.weight,
-        ]
+        self.optimizer, self.on_step = optimizer, on_step
+        self.n = len(ratings)
+        self.step_size = step_size
+        max_step = min(step_size, self.n)
+        self.params = list(tables)
         # numpy views share the tensors' memory: the kernel updates model and state in place
         self.tables = tuple(p.detach().numpy() for p in self.params)
         self.moments = tuple(optimizer.state_for(p)["moments"].numpy() for p in self.params)
@@ -312,7 +350,7 @@ class FusedDotRunner:
         self.items = items.numpy().astype(np.int32)
         self.ratings = ratings.numpy()
         self.ordered = (np.empty(0, np.int32), np.empty(0, np.int32), self.ratings[:0].copy())
-        low, high = net.config.y_range
+        low, high = y_range
         group = optimizer.param_groups[0]
         beta2, eps = group["betas"][1], group["eps"]
         dtype = self.tables[0].dtype
@@ -321,10 +359,10 @@ class FusedDotRunner:
         # the most threads a call runs; each runs as many as other processes leave cores free
         # for (`fused.free_threads`), and every count gives the same model and loss
         lanes = self.threads = fused.set_threads(torch.get_num_threads())
-        n_factors = net.config.n_factors
+        n_users, n_factors = self.tables[0].shape
         self.slots = (
-            np.full(net.n_users, -1, dtype=np.int64),
-            np.full(net.n_items, -1, dtype=np.int64),
+            np.full(n_users, -1, dtype=np.int64),
+            np.full(len(self.tables[2]), -1, dtype=np.int64),
         )
         self.touched = tuple(np.zeros((lanes, max_step), dtype=np.int64) for _ in range(2))
         self.counts = np.zeros((lanes, 2), dtype=np.int64)
@@ -341,7 +379,18 @@ class FusedDotRunner:
             k: (tuple(rows[:k] for rows in self.touched), self.counts[:k])
             for k in range(1, lanes + 1)
         }
-        self.run(np.zeros(0, dtype=np.int64), [], np.zeros((0, 6)))  # compile or load it now
+        self._steps(np.zeros(0, dtype=np.int64), [], np.zeros((0, 6)))  # compile or load it now
+
+    def run(self, order: Tensor, first: int, last: int) -> float:
+        """Steps `first` to `last` (exclusive) of the epoch whose ratings come in `order`;
+        their summed squared error."""
+        start, stop = first * self.step_size, min(last * self.step_size, self.n)
+        sizes = [min(self.step_size, self.n - s) for s in range(start, stop, self.step_size)]
+        hyper = []
+        for size in sizes:
+            hyper.append(self.hyper(size))
+            self.on_step()
+        return self._steps(order.numpy()[start:stop], sizes, np.array(hyper))
 
     def hyper(self, size: int) -> tuple[float, ...]:
         """Count one optimiser step of `size` ratings; the kernel's per-step coefficients
@@ -362,7 +411,7 @@ class FusedDotRunner:
             2 * self.span / size,
         )
 
-    def run(self, order: np.ndarray, sizes: list[int], hyper: np.ndarray) -> float:
+    def _steps(self, order: np.ndarray, sizes: list[int], hyper: np.ndarray) -> float:
         """Consecutive steps of `sizes` ratings, taken from `order` (positions into the
         ratings), with the coefficients hyper[s] (from `hyper`); the summed squared error."""
         # the steps' ratings side by side: every pass then reads memory in order

@@ -20,7 +20,7 @@ from torch import Tensor
 from latentrec.data import IdMap, Ratings
 from latentrec.errors import ConfigError, DataError, UnknownIdError
 from latentrec.metrics import ranking_metrics
-from latentrec.models import DotProductBias, LatentModel
+from latentrec.models import LatentModel
 from latentrec.storage import load
 
 BATCH_CHUNK = 2048  # users scored at once by recommend_batch: a (chunk x items) matrix
@@ -110,7 +110,7 @@ class Recommender:
         self._seen_items = keys % ratings.n_items
         self._item_counts = np.bincount(ratings.item_index, minlength=ratings.n_items)
         self._device = next(model.parameters()).device
-        self._prior: _Prior | None = None
+        self._prior: tuple[Any] | None = None  # (the model's fold-in prior,), made once
         self._unit: Tensor | None = None
 
     @classmethod
@@ -132,6 +132,18 @@ class Recommender:
         """The scale ratings are given on (lowest, highest): the model's, or for a model saved
         without one, its training ratings' range. A new user's ratings must lie in it."""
         return self.model.config.rating_range or self.ratings.rating_range
+
+    def supports(self, extra: str) -> bool:
+        """Whether the model declares an optional ability ("biases", "map")."""
+        return extra in self.model.extras
+
+    def require(self, extra: str) -> None:
+        """ConfigError, in one line, unless the model declares `extra`."""
+        if not self.supports(extra):
+            has = ", ".join(sorted(self.model.extras)) or "none"
+            raise ConfigError(
+                f"the {self.model.kind} model has no {extra!r}; its extras are: {has}"
+            )
 
     @property
     def item_counts(self) -> np.ndarray:
@@ -194,7 +206,7 @@ class Recommender:
         item_rows = [
             rows.index_select(0, items.to(self._device)) for rows in self.model.item_rows()
         ]
-        scores = self.model.score_matrix(self._user_rows(user), item_rows)
+        scores = self.model.predict(self._user_rows(user), item_rows)
         return scores[0].double().cpu().numpy()
 
     @torch.no_grad()
@@ -212,7 +224,7 @@ class Recommender:
             candidates: raw item ids to choose from; all items when None.
         """
         _check_k(k)
-        scores = self.model.rank_matrix(self._user_rows(user), self.model.item_rows())
+        scores = self.model.rank(self._user_rows(user), self.model.item_rows())
         allowed = np.ones(self.items.__len__(), dtype=bool)
         if candidates is not None:
             allowed[:] = False
@@ -240,7 +252,7 @@ class Recommender:
         for start in range(0, len(index), BATCH_CHUNK):
             chunk = index[start : start + BATCH_CHUNK]
             rows = self.model.user_rows(torch.from_numpy(chunk).to(self._device))
-            scores = self.model.rank_matrix(rows, self.model.item_rows())
+            scores = self.model.rank(rows, self.model.item_rows())
             if exclude_seen:
                 self._mask_seen(scores, chunk, k)
             results += self._top(scores, k)
@@ -306,24 +318,29 @@ class Recommender:
     # ------------------------------------------------------------------ fold-in
 
     def fold_in(self, ratings: Mapping[Any, float], steps: int = 60) -> NewUser:
-        """A user who is not in the model, learned from their ratings with every weight frozen.
+        """A user who is not in the model, learned from their ratings with every weight frozen
+        (the model's `fold_in`: the dot model solves in closed form, the nn model takes `steps`
+        gradient steps on a fresh user embedding that starts at the mean user).
 
-        The dot model solves for the user's factors and bias in closed form: ridge regression
-        on the logit scale of its sigmoid, with a Gaussian prior whose mean and variance are
-        those of the trained users' rows (the shrinkage training's weight decay produced).
-        The nn model takes `steps` Adam steps on a fresh user embedding that starts at the mean
-        user and is pulled back towards it.
-
-        Unknown item ids are ignored with a warning; ratings outside the range the model was
-        trained on are an error.
+        Unknown item ids are ignored with a warning; ratings outside the model's rating scale
+        are an error.
         """
         known, ignored = self._known_ratings(ratings)
         item_index = np.array([self.items.index_of(i) for i in known], dtype=np.int64)
-        values = np.array(list(known.values()), dtype=np.float64)
-        if isinstance(self.model, DotProductBias):
-            rows = self._fold_in_dot(item_index, values)
-        else:
-            rows = self._fold_in_gradient(item_index, values, steps)
+        values = torch.tensor(list(known.values()), dtype=torch.float64)
+        if self._prior is None:
+            # a seeded sample of the training ratings: the same prior every time
+            sample = np.random.default_rng(0).permutation(len(self.ratings))[:50_000]
+            self._prior = (
+                self.model.fold_in_prior(
+                    torch.from_numpy(self.ratings.user_index[sample]).to(self._device),
+                    torch.from_numpy(self.ratings.item_index[sample]).to(self._device),
+                    torch.from_numpy(self.ratings.rating[sample]).to(self._device),
+                ),
+            )
+        rows = self.model.fold_in(
+            torch.from_numpy(item_index).to(self._device), values, self._prior[0], steps
+        )
         return NewUser(tuple(rows), np.unique(item_index), dict(known), tuple(ignored))
 
     def _known_ratings(self, ratings: Mapping[Any, float]) -> tuple[dict[Any, float], list[Any]]:
@@ -362,74 +379,14 @@ class Recommender:
             )
         return known, ignored
 
-    @torch.no_grad()
-    def _fold_in_dot(self, item_index: np.ndarray, values: np.ndarray) -> list[Tensor]:
-        prior = self._dot_prior()
-        net = self.model
-        low, high = net.config.y_range
-        q = net.item_factors.weight.double()[torch.from_numpy(item_index)]
-        b_i = net.item_bias.weight.double()[torch.from_numpy(item_index), 0]
-        scaled = ((torch.from_numpy(values) - low) / (high - low)).clamp(1e-4, 1 - 1e-4)
-        target = torch.logit(scaled) - b_i
-        design = torch.cat([q.cpu(), torch.ones(len(values), 1, dtype=torch.float64)], dim=1)
-        precision = torch.diag(1.0 / prior.variance)
-        lhs = design.T @ design / prior.noise + precision
-        rhs = design.T @ target.cpu() / prior.noise + precision @ prior.mean
-        solution = torch.linalg.solve(lhs, rhs)
-        dtype = net.user_factors.weight.dtype
-        factors = solution[:-1].to(self._device, dtype)[None]
-        bias = solution[-1:].to(self._device, dtype)[None]
-        return [factors, bias]
-
-    def _dot_prior(self) -> _Prior:
-        """Mean and variance of the trained users' [factors, bias], and the noise variance of
-        the logit-scale fit on (a sample of) the training ratings. Computed once."""
-        if self._prior is None:
-            net = self.model
-            with torch.no_grad():
-                rows = torch.cat([net.user_factors.weight, net.user_bias.weight], 1).double().cpu()
-                sample = np.random.default_rng(0).permutation(len(self.ratings))[:50_000]
-                users = torch.from_numpy(self.ratings.user_index[sample]).to(self._device)
-                items = torch.from_numpy(self.ratings.item_index[sample]).to(self._device)
-                low, high = net.config.y_range
-                x = torch.logit(((net(users, items) - low) / (high - low)).clamp(1e-4, 1 - 1e-4))
-                truth = torch.from_numpy(self.ratings.rating[sample]).to(x)
-                t = torch.logit(((truth - low) / (high - low)).clamp(1e-4, 1 - 1e-4))
-                noise = float(((t - x) ** 2).mean())
-            self._prior = _Prior(rows.mean(0), rows.var(0).clamp(min=1e-6), max(noise, 1e-3))
-        return self._prior
-
-    def _fold_in_gradient(
-        self, item_index: np.ndarray, values: np.ndarray, steps: int
-    ) -> list[Tensor]:
-        net = self.model
-        items = torch.from_numpy(item_index).to(self._device)
-        item_rows = [rows.detach().index_select(0, items) for rows in net.item_rows()]
-        target = torch.from_numpy(values).to(item_rows[0])
-        means = [getattr(net, n).weight.detach().mean(0, keepdim=True) for n in net.user_tables]
-        rows = [mean.clone().requires_grad_() for mean in means]
-        optimizer = torch.optim.Adam(rows, lr=0.05)
-        strength = 1.0 / len(values)  # the prior weighs like one rating
-        for _ in range(steps):
-            optimizer.zero_grad()
-            prediction = net.score_matrix(rows, item_rows)[0]
-            loss = torch.nn.functional.mse_loss(prediction, target)
-            loss = loss + strength * sum(
-                ((r - m) ** 2).sum() for r, m in zip(rows, means, strict=True)
-            )
-            loss.backward()
-            optimizer.step()
-        return [row.detach() for row in rows]
-
     # ------------------------------------------------------------------ explaining
 
     def item_biases(self, n: int = 10) -> tuple[list[Recommendation], list[Recommendation]]:
         """The n items with the highest and the lowest learned bias: liked or disliked
-        regardless of taste (dot model). Score = the bias."""
-        if not isinstance(self.model, DotProductBias):
-            raise ConfigError("item biases are part of the dot model; this model is nn")
+        regardless of taste (models with the "biases" extra). Score = the bias."""
+        self.require("biases")
         _check_k(n)
-        bias = self.model.item_bias.weight.detach()[:, 0].float().cpu()
+        bias = self.model.item_biases().detach().float().cpu()
         n = min(n, len(bias))
         top = self._top(bias[None], n, predict=False)[0]
         bottom = [r._replace(score=-r.score) for r in self._top(-bias[None], n, predict=False)[0]]
@@ -438,6 +395,7 @@ class Recommender:
     def factor_map(self, n: int = 50) -> list[MapPoint]:
         """A 2-D map of the n most-rated items: their factors (or embeddings) projected on
         the first two principal components."""
+        self.require("map")
         _check_k(n)
         chosen = np.argsort(-self._item_counts, kind="stable")[: min(n, len(self.items))]
         with torch.no_grad():
@@ -491,12 +449,6 @@ class Recommender:
         position = self.user_index(user)
         start, end = self._rated_indptr[position], self._rated_indptr[position + 1]
         return self._rated_items[start:end], self._rated_values[start:end].astype(np.float64)
-
-
-class _Prior(NamedTuple):
-    mean: Tensor
-    variance: Tensor
-    noise: float
 
 
 def _check_k(k: int) -> None:

@@ -45,7 +45,7 @@ from safetensors.torch import load_file, save_file
 
 from latentrec.data import IdMap, Ratings
 from latentrec.errors import ConfigError, ModelFileError
-from latentrec.models import LatentModel, ModelConfig, build_model
+from latentrec.models import LatentModel, ModelConfig, build_model, config_from_json
 
 try:
     import fcntl
@@ -534,7 +534,7 @@ def _load(folder: Path, device: str | torch.device) -> SavedModel:
             f"version {FORMAT_VERSION}"
         )
     try:
-        model_config = ModelConfig.from_json(config["model"])
+        model_config = config_from_json(config["model"])
     except (ConfigError, KeyError, TypeError) as err:
         raise ModelFileError(f"{folder / 'config.json'} has a bad model config: {err}") from err
     info, source = config.get("info", {}), config.get("source", "")

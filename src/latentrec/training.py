@@ -11,9 +11,8 @@ import json
 import math
 import sys
 import time
-import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,27 +22,32 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import Tensor
 
-from latentrec import distributed, fused
+from latentrec import checkpoints, distributed, fused
 from latentrec.data import Ratings, Split
 from latentrec.errors import ConfigError, DataError, TrainingError
 from latentrec.memory import Plan, available_bytes, format_bytes, parse_size, plan, sample_rows
 from latentrec.metrics import mae, rmse
 from latentrec.models import (
-    MODEL_KINDS,
+    DEFAULT_MODEL,
+    MODELS,
     LatentModel,
     ModelConfig,
     build_model,
-    embedding_size,
-    parameter_count,
+    model_class,
     y_range_for,
 )
-from latentrec.optim import FusedDotRunner, StepRunner, make_optimizer, training_forward
-from latentrec.storage import Checkpoint, clear_checkpoints, load_checkpoint, save_checkpoint
+from latentrec.optim import (
+    AutogradEngine,
+    FusedEngine,
+    StepRunner,
+    make_optimizer,
+    training_forward,
+)
+from latentrec.storage import Checkpoint
 
 PREDICT_CHUNK = 1 << 16
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 ENGINES = ("auto", "fused", "autograd")
-FUSED_STEPS_PER_CALL = 32
 
 
 @dataclass(frozen=True)
@@ -158,16 +162,11 @@ class TrainConfig:
     def to_json(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self)))
 
-
-MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
-    "dot": {"n_factors": 50},
-    "nn": {"layers": (100, 50), "dropout": 0.0, "emb_dropout": 0.6},
-}
-# measured on the bundled data (90/10 split, seed 42); see README.md for the figures
-TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
-    "dot": {},
-    "nn": {"lr": 0.003, "wd": 0.01, "batch_size": 512},
-}
+    @classmethod
+    def for_model(cls, model: str = DEFAULT_MODEL, **changes: Any) -> TrainConfig:
+        """The training defaults for a model (the general ones, with those the model declares
+        in its `train_defaults`), with `changes` on top."""
+        return cls(**{**model_class(model).train_defaults, **changes})
 
 
 @dataclass
@@ -206,6 +205,10 @@ class History:
     def rmse(self) -> float | None:
         return self.epochs[-1].test_rmse if self.epochs else None
 
+    def so_far(self) -> dict[str, Any]:
+        """The epochs and seconds so far, as JSON (kept in checkpoints)."""
+        return {"epochs": [asdict(e) for e in self.epochs], "train_seconds": self.train_seconds}
+
     @property
     def mae(self) -> float | None:
         return self.epochs[-1].test_mae if self.epochs else None
@@ -220,36 +223,83 @@ def resolve_device(device: str) -> torch.device:
 
 
 def make_configs(
-    train: Ratings, model: str, options: dict[str, Any]
+    train: Ratings,
+    model: str | ModelConfig = DEFAULT_MODEL,
+    options: dict[str, Any] | None = None,
+    train_config: TrainConfig | None = None,
+    fallback: dict[str, Any] | None = None,
 ) -> tuple[ModelConfig, TrainConfig]:
-    """Split fit's keyword options into the model's and the training's configs."""
-    if model not in MODEL_KINDS:
-        raise ConfigError(f"model must be one of {', '.join(MODEL_KINDS)}, got {model!r}")
-    model_fields = {f.name for f in fields(ModelConfig)} - {"kind", "n_users", "n_items"}
-    train_fields = {f.name for f in fields(TrainConfig)}
+    """The model's and the training's configs for `train`.
+
+    Args:
+        model: a registered model's name (its config's defaults) or a config.
+        options: fields of the model's config and of `TrainConfig`, on top of those.
+        train_config: the training config; None: `TrainConfig.for_model`.
+        fallback: model fields (y_range, rating_range) to take where neither the config nor
+            the options set them, before they come from the data.
+
+    n_users, n_items and global_mean come from `train`; rating_range and y_range too unless
+    set (`fit` documents how).
+    """
+    options = dict(options or {})
+    cls = model_class(model.kind if isinstance(model, ModelConfig) else model)
+    model_fields = set(cls.Config.__dataclass_fields__) - {"n_users", "n_items"}
+    train_fields = set(TrainConfig.__dataclass_fields__)
     unknown = set(options) - model_fields - train_fields
     if unknown:
-        raise ConfigError(
-            f"unknown option(s) {', '.join(sorted(unknown))}; model options are "
-            f"{', '.join(sorted(model_fields))}; training options are "
-            f"{', '.join(sorted(train_fields))}"
-        )
-    model_options = {
-        **MODEL_DEFAULTS[model],
-        **{k: options[k] for k in model_fields & set(options)},
-    }
-    train_options = {
-        **TRAIN_DEFAULTS[model],
-        **{k: options[k] for k in train_fields & set(options)},
-    }
-    model_options.setdefault("global_mean", float(np.mean(train.rating)) if len(train) else 0.0)
-    scale = _rating_range(train, model_options.get("rating_range"))
-    model_options["rating_range"] = scale
-    model_options["y_range"] = _y_range(scale, model_options.get("y_range"))
-    model_config = ModelConfig(
-        kind=model, n_users=max(train.n_users, 1), n_items=max(train.n_items, 1), **model_options
+        raise ConfigError(_unknown_options(unknown, cls, model_fields, train_fields))
+    model_options = {k: v for k, v in options.items() if k in model_fields}
+    train_options = {k: v for k, v in options.items() if k in train_fields}
+    if isinstance(model, ModelConfig):
+        base = replace(model, **model_options)
+    else:
+        base = cls.Config(**model_options)
+    for name, value in (fallback or {}).items():
+        if getattr(base, name) is None and value is not None:
+            base = replace(base, **{name: value})
+    if train_config is None:
+        train_config = TrainConfig.for_model(cls.Config.kind, **train_options)
+    elif train_options:
+        train_config = replace(train_config, **train_options)
+    scale = _rating_range(train, base.rating_range)
+    model_config = replace(
+        base,
+        n_users=max(train.n_users, 1),
+        n_items=max(train.n_items, 1),
+        global_mean=(
+            base.global_mean
+            if base.global_mean is not None
+            else float(np.mean(train.rating))
+            if len(train)
+            else 0.0
+        ),
+        rating_range=scale,
+        y_range=_y_range(scale, base.y_range),
     )
-    return model_config, TrainConfig(**train_options)
+    return model_config, train_config
+
+
+def _unknown_options(
+    unknown: set[str], cls: type[LatentModel], model_fields: set[str], train_fields: set[str]
+) -> str:
+    """Which options do not apply, and to which other models they would."""
+    kind = cls.Config.kind
+    parts = []
+    for name in sorted(unknown):
+        owners = [m for m, c in MODELS.items() if name in c.Config.__dataclass_fields__]
+        where = f" (an option of the {', '.join(owners)} model)" if owners else ""
+        parts.append(f"{name}{where}")
+    known = any(" (an option of" in part for part in parts)
+    what = (
+        f"option(s) {', '.join(parts)} do not apply to"
+        if known
+        else (f"unknown option(s) {', '.join(parts)} for")
+    )
+    return (
+        f"{what} the {kind} model; its options are "
+        f"{', '.join(sorted(model_fields))}; training options are "
+        f"{', '.join(sorted(train_fields))}"
+    )
 
 
 def _pair(given: Any, name: str) -> tuple[float, float]:
@@ -297,7 +347,8 @@ def _y_range(scale: tuple[float, float], given: Any) -> tuple[float, float]:
 
 def fit(
     data: Ratings | Split | tuple[Ratings, Ratings],
-    model: str = "dot",
+    model: str | ModelConfig = DEFAULT_MODEL,
+    train_config: TrainConfig | None = None,
     *,
     on_epoch: Callable[[EpochStats], None] | None = None,
     checkpoint_dir: str | Path | None = None,
@@ -312,14 +363,20 @@ def fit(
 
     Args:
         data: training `Ratings`, or a `Split` / `(train, test)` pair.
-        model: `"dot"` (DotProductBias) or `"nn"` (EmbeddingNN).
+        model: a registered model's name (`latentrec.MODELS`: "dot", "nn") with its config's
+            defaults, or a config (`DotConfig(n_factors=100)`, `NNConfig(layers=(200, 100))`).
+            n_users, n_items and global_mean come from the data; so do rating_range (the
+            training ratings' lowest and highest) and y_range (the scale widened a ninth of
+            its span each side) unless set.
+        train_config: how to train; None: `TrainConfig.for_model(model)`, the general defaults
+            with the model's own (`train_defaults`).
         on_epoch: called with each epoch's `EpochStats` as it ends.
         checkpoint_dir: where `checkpoint_every` writes checkpoints, and `resume` reads them.
         resume: continue from the newest checkpoint in `checkpoint_dir`; the data and the
             options must be those the checkpointed run was started with.
         run: JSON-able notes kept in each checkpoint (the CLI keeps its arguments there).
-        **options: fields of `ModelConfig` (n_factors, layers, dropout, y_range, ...) and of
-            `TrainConfig` (epochs, lr, wd, batch_size, accumulate, seed, device, ...).
+        **options: fields of the model's config and of `TrainConfig` (epochs, lr, wd,
+            batch_size, accumulate, seed, device, ...), set on top of the configs.
 
     Returns:
         The trained model (in eval mode) and its `History`.
@@ -327,20 +384,18 @@ def fit(
     train, test, cold = _unpack(data)
     if len(train) == 0:
         raise DataError("there are no training ratings to fit")
-    if (options.get("checkpoint_every") or resume) and checkpoint_dir is None:
-        raise ConfigError("checkpoint_every and resume need a checkpoint_dir")
     checkpoint = None
     if resume:
-        checkpoint = load_checkpoint(checkpoint_dir)
-        if checkpoint is None:
-            raise ConfigError(
-                f"no checkpoint in {checkpoint_dir} to resume from; start the run without resume"
-            )
-        # the ranges the run started with, which a run checkpointed before the rating scale
-        # came from the data does not find in its options
-        saved = checkpoint.meta.get("model", {})
-        options = {k: saved.get(k) for k in ("y_range", "rating_range")} | options
-    model_config, config = make_configs(train, model, options)
+        if checkpoint_dir is None:
+            raise ConfigError("checkpoint_every and resume need a checkpoint_dir")
+        checkpoint = checkpoints.latest(checkpoint_dir)
+    # the ranges the run started with, which a run checkpointed before the rating scale came
+    # from the data does not find in its options
+    saved = checkpoint.meta.get("model", {}) if checkpoint is not None else {}
+    fallback = {k: saved.get(k) for k in ("y_range", "rating_range")}
+    model_config, config = make_configs(train, model, options, train_config, fallback)
+    if config.checkpoint_every and checkpoint_dir is None:
+        raise ConfigError("checkpoint_every and resume need a checkpoint_dir")
     context = distributed.setup(resolve_device(config.device))
     device = distributed.device_for(resolve_device(config.device), context)
     memory_plan = None
@@ -352,39 +407,47 @@ def fit(
             accumulate=memory_plan.accumulate,
             effective_batch_size=None,
         )
-    fingerprint = _fingerprint(train)
+    notes = {
+        "model": model_config.to_json(),
+        "train": config.to_json(),
+        "data": checkpoints.fingerprint(train),
+        "world_size": context.world_size,
+        "run": run or {},
+    }
     if checkpoint is not None:
-        _check_resumable(checkpoint, model_config, config, fingerprint, context)
+        checkpoints.check_resumable(checkpoint, notes)
     _check_memory(model_config, config, device)
     torch.manual_seed(config.seed)
     net = build_model(model_config).to(device=device, dtype=config.torch_dtype)
-    history = History(model_config, config, len(train), len(test) if test else 0, str(device))
-    history.cold_users, history.cold_items = cold
-    history.plan = memory_plan
-    history.world_size = context.world_size
-    history.engine = _choose_engine(model_config, config, device, context)
-    trainer = _Trainer(net, train, config, device, history.engine, context)
+    history = History(
+        model_config,
+        config,
+        len(train),
+        len(test) if test else 0,
+        str(device),
+        cold_users=cold[0],
+        cold_items=cold[1],
+        plan=memory_plan,
+        engine=_choose_engine(net, config, device, context),
+        world_size=context.world_size,
+    )
+    writer = None
+    if config.checkpoint_every:
+        writer = checkpoints.Checkpoints(
+            checkpoint_dir,
+            config.checkpoint_every,
+            notes,
+            history.so_far,
+            fresh=checkpoint is None and context.is_main,
+        )
+    trainer = _Trainer(net, train, config, device, history.engine, context, writer)
     start_epoch, start_step, loss_so_far = 0, 0, 0.0
     if checkpoint is not None:
         start_epoch, start_step, loss_so_far = trainer.restore(checkpoint)
         history.epochs = [EpochStats(**e) for e in checkpoint.meta["epochs"]]
         history.train_seconds = float(checkpoint.meta["train_seconds"])
         history.resumed_from = checkpoint.step
-    if config.checkpoint_every:
-        notes = {
-            "model": model_config.to_json(),
-            "train": config.to_json(),
-            "data": fingerprint,
-            "world_size": context.world_size,
-            "run": run or {},
-        }
-        trainer.checkpoints = _Checkpoints(Path(checkpoint_dir), config.checkpoint_every, notes)
-        trainer.checkpoints.history = history
-        if checkpoint is None and context.is_main:
-            clear_checkpoints(checkpoint_dir)  # a fresh run must never resume an older one
-    test_tensors = None
-    if test is not None and len(test):
-        test_tensors = _tensors(test, device, config.torch_dtype)
+    evaluator = _Evaluator(test, device, config.torch_dtype, context)
     show = config.progress if context.is_main else False
     with (
         _flushing_denormals(),
@@ -394,16 +457,13 @@ def fit(
         for epoch in range(start_epoch, config.epochs):
             started = time.perf_counter()
             train_loss = trainer.run_epoch(epoch, bar, start_step, loss_so_far)
-            trainer.check_finite(train_loss, epoch, trainer.steps_per_epoch)
             start_step, loss_so_far = 0, 0.0
             seconds = time.perf_counter() - started + trainer.seconds_before_resume
             trainer.seconds_before_resume = 0.0
             history.train_seconds += seconds
             test_rmse = test_mae = None
-            if test_tensors is not None and (
-                config.evaluate_every_epoch or epoch == config.epochs - 1
-            ):
-                test_rmse, test_mae = _evaluate_tensors(net, *test_tensors, context=context)
+            if evaluator.active and (config.evaluate_every_epoch or epoch == config.epochs - 1):
+                test_rmse, test_mae = evaluator(net)
                 net.train()
             stats = EpochStats(epoch + 1, train_loss, test_rmse, test_mae, seconds)
             history.epochs.append(stats)
@@ -418,85 +478,31 @@ def _check_memory(model_config: ModelConfig, config: TrainConfig, device: torch.
     activations and their gradients, do not fit in the memory available (CPU; CUDA reports
     its own out-of-memory errors)."""
     available = available_bytes() if device.type == "cpu" else None
-    if model_config.kind == "dot":
-        widths = 2 * (model_config.n_factors + 1)
-    else:
-        embeddings = (model_config.user_size or embedding_size(model_config.n_users)) + (
-            model_config.item_size or embedding_size(model_config.n_items)
-        )
-        widths = embeddings + sum(model_config.layers)
+    widths = model_config.step_width()
     per_step = 4 * config.batch_size * (1 + config.negatives) * widths  # values, grads, copies
-    needed = (3 * parameter_count(model_config) + per_step) * config.torch_dtype.itemsize
+    needed = (3 * model_config.parameter_count() + per_step) * config.torch_dtype.itemsize
     if available is not None and needed > available:
-        size = "--factors" if model_config.kind == "dot" else "--layers"
-        size += " or a smaller --batch-size"
         raise ConfigError(
             f"the {model_config.kind} model needs {format_bytes(needed)} for its weights, "
             f"optimiser state and a training step, but only {format_bytes(available)} of memory "
-            "is available; "
-            f"use smaller {size}"
-        )
-
-
-def checkpoint_notes(checkpoint_dir: str | Path) -> dict[str, Any] | None:
-    """The metadata of the newest checkpoint in `checkpoint_dir` (None when there is none):
-    its `step`, `epoch`, `step_in_epoch`, `steps_per_epoch` and the `run` notes fit kept."""
-    checkpoint = load_checkpoint(checkpoint_dir)
-    return None if checkpoint is None else checkpoint.meta
-
-
-def _fingerprint(train: Ratings) -> dict[str, Any]:
-    """Enough of the training data to tell that a resumed run sees the same ratings."""
-    crc = 0
-    for array in (train.user_index, train.item_index, train.rating):
-        crc = zlib.crc32(np.ascontiguousarray(array).view(np.uint8), crc)
-    return {"n": len(train), "users": train.n_users, "items": train.n_items, "crc32": crc}
-
-
-def _check_resumable(
-    checkpoint: Checkpoint,
-    model_config: ModelConfig,
-    config: TrainConfig,
-    fingerprint: dict[str, Any],
-    context: distributed.Context,
-) -> None:
-    meta = checkpoint.meta
-    if meta["data"] != fingerprint:
-        raise ConfigError(
-            f"the checkpoint at step {checkpoint.step} was trained on other ratings "
-            f"({meta['data']['n']:,} of them, not {fingerprint['n']:,}); resume with its data"
-        )
-    current = model_config.to_json()
-    if "rating_range" not in meta["model"]:  # checkpointed before models kept their scale
-        current.pop("rating_range", None)
-    if meta["model"] != current:
-        raise ConfigError("the checkpoint holds another model configuration; resume with its own")
-    saved, now = meta["train"], config.to_json()
-    ignored = {"progress", "device", "checkpoint_every", "evaluate_every_epoch", "engine"}
-    changed = sorted(k for k in now if k not in ignored and saved.get(k) != now[k])
-    if changed:
-        details = ", ".join(f"{k} {saved.get(k)!r} -> {now[k]!r}" for k in changed)
-        raise ConfigError(f"the checkpoint was trained with other options ({details})")
-    if meta["world_size"] != context.world_size:
-        raise ConfigError(
-            f"the checkpoint was written by {meta['world_size']} processes and this run has "
-            f"{context.world_size}; each step's ratings depend on it, so resume with "
-            f"{meta['world_size']}"
+            f"is available; use {model_config.size_advice} or a smaller --batch-size"
         )
 
 
 def _choose_engine(
-    model_config: ModelConfig,
+    net: LatentModel,
     config: TrainConfig,
     device: torch.device,
     context: distributed.Context,
 ) -> str:
     """The engine `config.engine` asks for, or the reason the fused kernel cannot run."""
     reasons = []
+    if "fused" not in net.engines:
+        reasons.append(
+            f"the {net.kind} model trains with {' and '.join(net.engines)} (it has no fused kernel)"
+        )
     if context.active:
         reasons.append("it runs in one process (torchrun trains through DDP and autograd)")
-    if model_config.kind != "dot":
-        reasons.append(f"it trains only the dot model, not {model_config.kind!r}")
     if device.type != "cpu":
         reasons.append(f"it runs on the CPU, not {device}")
     if config.negatives:
@@ -599,7 +605,7 @@ def _cosine(start: float, end: float, fraction: float) -> float:
 
 
 class _Trainer:
-    """Holds the training tensors, optimiser and schedule; runs epochs of optimiser steps.
+    """Holds the training tensors, optimiser, schedule and engine; runs epochs of steps.
 
     Under torchrun, every rank shuffles the same order; a step covers samples_per_step x
     world_size ratings of it and each rank takes its contiguous share.
@@ -611,48 +617,55 @@ class _Trainer:
         train: Ratings,
         config: TrainConfig,
         device: torch.device,
-        engine: str = "autograd",
-        context: distributed.Context | None = None,
+        engine: str,
+        context: distributed.Context,
+        checkpoints: checkpoints.Checkpoints | None,
     ) -> None:
         self.net, self.config, self.device = net, config, device
-        self.context = context or distributed.Context()
-        users, items, ratings = _tensors(train, device, config.torch_dtype)
+        self.context, self.checkpoints = context, checkpoints
         self.n = len(train)
-        self.step_size = config.samples_per_step * self.context.world_size
+        self.step_size = config.samples_per_step * context.world_size
         self.steps_per_epoch = math.ceil(self.n / self.step_size)
         self.optimizer = make_optimizer(net, config.lr, config.betas, config.eps, config.wd)
+        self.schedule = OneCycle(
+            self.optimizer, config.lr, config.epochs * self.steps_per_epoch, config.pct_start
+        )
         self.generator = torch.Generator(device="cpu").manual_seed(config.seed)
         self.epoch_generator_state = self.generator.get_state()
+        self.negatives = torch.Generator(device="cpu").manual_seed(config.seed + 1)
         # torchrun workers run one thread each and keep numba's thread pool out of the process:
-        # it shares the OpenMP runtime with torch, and workers whose pool had started ran two
-        # spinning threads each on two cores (an epoch took 3x as long). The order is the same.
-        self.parallel_shuffle = not self.context.active
+        # it shares the OpenMP runtime with torch, and a worker whose pool had started ran two
+        # spinning threads on its core. The order is the same.
+        self.parallel_shuffle = not context.active
         if self.parallel_shuffle:
             fused.set_threads(torch.get_num_threads())
         # compile or load the shuffle now, not in the first epoch's time
         fused.permutation(0, 0, parallel=self.parallel_shuffle)
-        self.checkpoints: _Checkpoints | None = None
         self.seconds_before_resume = 0.0
-        self.fused = None
-        if engine == "fused":
-            self.fused = FusedDotRunner(
-                net, users, items, ratings, min(config.samples_per_step, self.n), self.optimizer
+        self.epoch_started = time.perf_counter()
+        self.engine = self._engine(engine, _tensors(train, device, config.torch_dtype))
+
+    def _engine(self, name: str, tensors: tuple[Tensor, Tensor, Tensor]) -> Any:
+        if name == "fused":
+            return FusedEngine(
+                self.net.fused_tables(),
+                self.net.y_range,
+                *tensors,
+                self.step_size,
+                self.optimizer,
+                self.schedule.step,
             )
-        self.runner = StepRunner(
-            net,
-            users,
-            items,
-            ratings,
-            config.batch_size,
+        runner = StepRunner(
+            self.net,
+            *tensors,
+            self.config.batch_size,
             self.optimizer,
-            config.negatives,
-            torch.Generator(device="cpu").manual_seed(config.seed + 1),
-            ddp=training_forward(net, device) if self.context.active else None,
+            self.config.negatives,
+            self.negatives,
+            ddp=training_forward(self.net, self.device) if self.context.active else None,
             world_size=self.context.world_size,
         )
-        self.schedule = OneCycle(
-            self.optimizer, config.lr, config.epochs * self.steps_per_epoch, config.pct_start
-        )
+        return AutogradEngine(runner, self.step_size, self.schedule.step, self.context)
 
     def run_epoch(
         self, epoch: int, progress: _Progress, start_step: int = 0, loss_so_far: float = 0.0
@@ -667,60 +680,28 @@ class _Trainer:
         order = fused.permutation(self.n, seed, parallel=self.parallel_shuffle)
         order = torch.from_numpy(order).to(self.device)
         self.epoch_started = time.perf_counter()
-        if self.fused is not None:
-            loss = self._run_fused_epoch(epoch, order.numpy(), progress, start_step, loss_so_far)
-            return loss / self.n
-        loss_sum = torch.tensor(loss_so_far, dtype=self.config.torch_dtype, device=self.device)
-        rank, world = self.context.rank, self.context.world_size
-        for step in range(start_step, self.steps_per_epoch):
-            group = order[step * self.step_size : (step + 1) * self.step_size]
-            share = torch.tensor_split(group, world)[rank] if world > 1 else group
-            loss_sum += self.runner.step(share, total=len(group))
-            self.schedule.step()  # once per optimiser step, not per micro-batch
-            seen = min((step + 1) * self.step_size, self.n)
-            if step % 32 == 31 or step == self.steps_per_epoch - 1:  # a host sync every 32 steps
-                loss = loss_sum.item() / seen
-                if world == 1:  # under torchrun the epoch's summed loss says it, on every rank
-                    self.check_finite(loss, epoch, step + 1)
-                progress.update(epoch * self.steps_per_epoch + step + 1, loss)
-            if self.checkpoints is not None and self.checkpoints.due(self.schedule.steps_done):
-                # every rank joins the sum; rank 0 keeps it in the checkpoint
-                self._save(epoch, step + 1, distributed.all_reduce_sum(loss_sum))
-        return distributed.all_reduce_sum(loss_sum).item() / self.n
-
-    def _run_fused_epoch(
-        self,
-        epoch: int,
-        order: np.ndarray,
-        progress: _Progress,
-        start_step: int,
-        loss_sum: float,
-    ) -> float:
-        """The epoch through the compiled kernel, a few dozen steps per call (and never past
-        a checkpoint); returns the summed loss."""
-        step_size = self.step_size
-        first = start_step
+        loss_sum, first = loss_so_far, start_step
         while first < self.steps_per_epoch:
-            last = min(first + FUSED_STEPS_PER_CALL, self.steps_per_epoch)
-            if self.checkpoints is not None:
-                last = min(
-                    last,
-                    self.checkpoints.next_due(self.schedule.steps_done)
-                    - epoch * self.steps_per_epoch,
-                )
-            start, stop = first * step_size, min(last * step_size, self.n)
-            sizes = [min(step_size, self.n - s) for s in range(start, stop, step_size)]
-            hyper = []
-            for size in sizes:
-                hyper.append(self.fused.hyper(size))
-                self.schedule.step()  # once per optimiser step, as in the autograd engine
-            loss_sum += self.fused.run(order[start:stop], sizes, np.array(hyper))
-            self.check_finite(loss_sum, epoch, last)
-            progress.update(epoch * self.steps_per_epoch + last, loss_sum / stop)
+            last = min(first + self.engine.steps_per_call, self.steps_per_epoch)
+            if self.checkpoints is not None:  # a call never runs past a checkpoint
+                due = self.checkpoints.next_due(self.schedule.steps_done)
+                last = min(last, due - epoch * self.steps_per_epoch)
+            loss_sum += self.engine.run(order, first, last)
+            if not self.context.active:  # under torchrun the epoch's summed loss says it
+                self.check_finite(loss_sum, epoch, last)
+            progress.update(
+                epoch * self.steps_per_epoch + last, loss_sum / min(last * self.step_size, self.n)
+            )
             if self.checkpoints is not None and self.checkpoints.due(self.schedule.steps_done):
-                self._save(epoch, last, torch.tensor(loss_sum))
+                self._save(epoch, last, loss_sum)
             first = last
-        return loss_sum
+        loss = distributed.all_reduce_sum(self._total(loss_sum)).item()
+        self.check_finite(loss, epoch, self.steps_per_epoch)
+        return loss / self.n
+
+    def _total(self, loss_sum: float) -> Tensor:
+        # on the training device: NCCL reduces only CUDA tensors
+        return torch.tensor(loss_sum, dtype=torch.float64, device=self.device)
 
     def check_finite(self, loss: float, epoch: int, step_in_epoch: int) -> None:
         """Stop with `TrainingError` once the loss is NaN or infinite: the weights are too, and
@@ -734,11 +715,13 @@ class _Trainer:
             "kept"
         )
 
-    def _save(self, epoch: int, step_in_epoch: int, loss_sum: Tensor) -> None:
+    def _save(self, epoch: int, step_in_epoch: int, loss_sum: float) -> None:
         """Checkpoint after `step_in_epoch` steps of `epoch` (rank 0 writes; all ranks wait)."""
+        # every rank joins the sum; rank 0 keeps it in the checkpoint
+        total = distributed.all_reduce_sum(self._total(loss_sum)).item()
         # keep the last good checkpoint: the loss so far, and the weights the step just made
         finite = all(bool(torch.isfinite(p).all()) for p in self.net.parameters())
-        self.check_finite(float(loss_sum) if finite else math.nan, epoch, step_in_epoch)
+        self.check_finite(total if finite else math.nan, epoch, step_in_epoch)
         if self.context.is_main:
             tensors, state = self.state()
             seconds = time.perf_counter() - self.epoch_started + self.seconds_before_resume
@@ -750,7 +733,7 @@ class _Trainer:
                     "epoch": epoch,
                     "step_in_epoch": step_in_epoch,
                     "steps_per_epoch": self.steps_per_epoch,
-                    "loss_so_far": float(loss_sum),
+                    "loss_so_far": total,
                     "epoch_seconds": seconds,
                 },
             )
@@ -765,7 +748,7 @@ class _Trainer:
                 tensors[f"moments.{name}"] = self.optimizer.state[p]["moments"]
                 optimizer_steps[name] = self.optimizer.state[p]["step"]
         tensors["rng.order"] = self.epoch_generator_state
-        tensors["rng.negatives"] = self.runner.generator.get_state()
+        tensors["rng.negatives"] = self.negatives.get_state()
         tensors["rng.torch"] = torch.get_rng_state()
         if self.device.type == "cuda":
             tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
@@ -787,7 +770,7 @@ class _Trainer:
                 state["moments"].copy_(tensors[f"moments.{name}"])  # in place: the kernel's view
                 state["step"] = int(meta["optimizer_steps"][name])
         self.generator.set_state(tensors["rng.order"])
-        self.runner.generator.set_state(tensors["rng.negatives"])
+        self.negatives.set_state(tensors["rng.negatives"])
         torch.set_rng_state(tensors["rng.torch"])
         if self.device.type == "cuda" and "rng.cuda" in tensors:
             torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
@@ -798,28 +781,25 @@ class _Trainer:
         return int(meta["epoch"]), int(meta["step_in_epoch"]), loss
 
 
-class _Checkpoints:
-    """When to write checkpoints, and writing them with the run's notes and History."""
+class _Evaluator:
+    """Test RMSE and MAE after an epoch; under torchrun each rank predicts its share."""
 
-    def __init__(self, directory: Path, every: int, notes: dict[str, Any]) -> None:
-        self.directory, self.every, self.notes = directory, every, notes
-        self.history: History | None = None
+    def __init__(
+        self,
+        test: Ratings | None,
+        device: torch.device,
+        dtype: torch.dtype,
+        context: distributed.Context,
+    ) -> None:
+        self.context = context
+        self.tensors = _tensors(test, device, dtype) if test is not None and len(test) else None
 
-    def due(self, steps_done: int) -> bool:
-        return steps_done % self.every == 0
+    @property
+    def active(self) -> bool:
+        return self.tensors is not None
 
-    def next_due(self, steps_done: int) -> int:
-        return (steps_done // self.every + 1) * self.every
-
-    def write(self, step: int, tensors: dict[str, Tensor], state: dict[str, Any]) -> None:
-        history = self.history
-        meta = {
-            **self.notes,
-            **state,
-            "epochs": [asdict(e) for e in history.epochs] if history else [],
-            "train_seconds": history.train_seconds if history else 0.0,
-        }
-        save_checkpoint(self.directory, step, tensors, meta)
+    def __call__(self, net: LatentModel) -> tuple[float, float]:
+        return _evaluate_tensors(net, *self.tensors, context=self.context)
 
 
 @torch.no_grad()

@@ -1,0 +1,250 @@
+"""README's table of headline figures, rendered from the dated result files in results/.
+
+Each row takes its figure from the newest result file of its benchmark that holds it, so the
+table changes only when a benchmark is run again, never by hand. The table lies in README.md
+between the markers START and END.
+
+Run from the repository root:
+    .venv/bin/python benchmarks/headline.py           # rewrite README.md's table
+    .venv/bin/python benchmarks/headline.py --check   # exit 1, with a diff, when it differs
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import os
+import re
+import shlex
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "results"
+README = REPO / "README.md"
+START = "<!-- headline:start (benchmarks/headline.py writes this table) -->"
+END = "<!-- headline:end -->"
+
+# (system in a compare-*.json summary, how the table names it)
+SAMPLE_DOT = "latentrec dot @ movielens-small"
+SAMPLE_NN = "latentrec nn @ movielens-small"
+SAMPLE_DOT_PEERS = (
+    ("fastai dot bs64 @ movielens-small", "fastai (batch 64)"),
+    ("surprise svd++ @ movielens-small", "Surprise SVD++"),
+    ("cornac mf @ movielens-small", "cornac MF"),
+    ("surprise svd @ movielens-small", "Surprise SVD"),
+)
+SAMPLE_SPEED_PEERS = (
+    ("fastai dot bs1024 @ movielens-small", "fastai (batch 1024)"),
+    ("surprise svd @ movielens-small", "Surprise SVD"),
+    ("cornac mf @ movielens-small", "cornac MF"),
+)
+SAMPLE_NN_PEERS = (("fastai nn bs64 @ movielens-small", "fastai (batch 64)"),)
+
+
+def scale_peers(size: str) -> tuple[tuple[str, str], ...]:
+    """compare.py's peers of one synthetic scale case."""
+    return (
+        (f"cornac mf 1 epoch @ synthetic {size}", "cornac MF"),
+        (f"surprise svd 1 epoch @ synthetic {size}", "Surprise SVD"),
+    )
+
+
+@dataclass(frozen=True)
+class Result:
+    """One dated result file: its path and its JSON."""
+
+    path: Path
+    data: dict[str, Any]
+
+    def systems(self) -> dict[str, dict[str, Any]]:
+        """compare.py's summary by system name (empty for other benchmarks)."""
+        return {entry["system"]: entry for entry in self.data.get("summary", [])}
+
+
+def results(benchmark: str, folder: Path) -> list[Result]:
+    """`benchmark`'s dated result files in `folder`, oldest first (the stamp sorts by date)."""
+    pattern = re.compile(rf"{re.escape(benchmark)}-\d{{8}}-\d{{6}}\.json")
+    paths = sorted(p for p in folder.glob("*.json") if pattern.fullmatch(p.name))
+    return [Result(path, json.loads(path.read_text())) for path in paths]
+
+
+def newest(benchmark: str, folder: Path, holds: Callable[[Result], bool]) -> Result:
+    """The newest result file of `benchmark` for which `holds` is true."""
+    for result in reversed(results(benchmark, folder)):
+        if holds(result):
+            return result
+    raise SystemExit(f"no {benchmark}-*.json in {folder} holds what the headline table needs")
+
+
+def command(result: Result) -> str:
+    """The command that wrote a result file, as run from the repository root."""
+    words = shlex.split(result.data["command"])
+    if Path(words[0]).name.startswith("python"):
+        words[0] = ".venv/bin/python"
+    return shlex.join(words)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table: what is measured, latentrec's figure, the peers' figures."""
+
+    what: str
+    figure: str
+    peers: str
+    source: Result
+
+
+def compare_row(
+    what: str, folder: Path, system: str, peers: tuple[tuple[str, str], ...], field: str
+) -> Row:
+    """A row from compare.py's summary: `field` of latentrec's `system` and of its peers."""
+    wanted = [system, *(name for name, _ in peers)]
+    found = newest("compare", folder, lambda r: all(s in r.systems() for s in wanted))
+    by_system = found.systems()
+    formats = {"rmse": "{:.4f}", "train_seconds": "{:.2f} s", "peak_rss_mib": "{:,.0f} MiB"}
+    shown = formats[field].format
+    peer_text = ", ".join(f"{label} {shown(by_system[name][field])}" for name, label in peers)
+    return Row(what, shown(by_system[system][field]), peer_text, found)
+
+
+def rows(folder: Path) -> list[Row]:
+    """The headline rows, each from the newest result file that holds it."""
+    scaling = newest("scaling", folder, lambda r: "25M" in r.data["results"].get("growing", {}))
+    growing = scaling.data["results"]["growing"]
+    contention = newest("contention", folder, lambda r: "this tree" in r.data["results"])
+    busy = contention.data["results"]["this tree"]["busy_two_over_one"]
+    return [
+        compare_row(
+            "Test RMSE, `dot`, bundled MovieLens sample (90/10 split, seed 42)",
+            folder,
+            SAMPLE_DOT,
+            SAMPLE_DOT_PEERS,
+            "rmse",
+        ),
+        compare_row(
+            "Test RMSE, `nn`, bundled MovieLens sample",
+            folder,
+            SAMPLE_NN,
+            SAMPLE_NN_PEERS,
+            "rmse",
+        ),
+        compare_row(
+            "Training time, `dot`, bundled MovieLens sample (5 epochs)",
+            folder,
+            SAMPLE_DOT,
+            SAMPLE_SPEED_PEERS,
+            "train_seconds",
+        ),
+        compare_row(
+            "One epoch, 5M synthetic ratings (100 factors, batch 4096)",
+            folder,
+            "latentrec dot 1 epoch @ synthetic 5M",
+            scale_peers("5M"),
+            "train_seconds",
+        ),
+        compare_row(
+            "One epoch, 25M synthetic ratings (160,000 users x 60,000 items)",
+            folder,
+            "latentrec dot 1 epoch @ synthetic 25M",
+            scale_peers("25M"),
+            "train_seconds",
+        ),
+        compare_row(
+            "Peak RSS of that 25M command, data included (max of its runs)",
+            folder,
+            "latentrec dot 1 epoch @ synthetic 25M",
+            scale_peers("25M"),
+            "peak_rss_mib",
+        ),
+        Row(
+            "Time per rating of an epoch at 25M over that at 1M (medians of 7)",
+            f"{growing['25M']['times_linear_median']:.2f}x",
+            "",
+            scaling,
+        ),
+        Row(
+            "Epoch beside a busy process: 2 threads' time over 1 thread's",
+            f"{busy:.2f}x",
+            "",
+            contention,
+        ),
+    ]
+
+
+def render(folder: Path = RESULTS) -> str:
+    """The table, with a line saying where it was measured."""
+    table = rows(folder)
+    lines = [
+        "| what | latentrec | peers | command | result file |",
+        "|---|---:|---|---|---|",
+    ]
+    for row in table:
+        name = row.source.path.name
+        link = f"[{name}](benchmarks/results/{name})"
+        peers = row.peers or "-"
+        lines.append(f"| {row.what} | {row.figure} | {peers} | `{command(row.source)}` | {link} |")
+    sources = {id(row.source): row.source.data for row in table}.values()
+    cores = sorted({str(data["cpu_count"]) for data in sources})
+    pythons = sorted({data["python"] for data in sources})
+    lines += [
+        "",
+        f"Measured on {' or '.join(cores)} CPU cores, Python {', '.join(pythons)}; "
+        "medians of each file's runs (peak RSS: the largest).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def replace_table(text: str, table: str) -> str:
+    """README's text with the block between the markers replaced by `table`."""
+    start, end = text.find(START), text.find(END)
+    if start < 0 or end < start:
+        raise SystemExit(f"README.md lacks the markers {START!r} ... {END!r}")
+    return text[: start + len(START)] + "\n" + table + text[end:]
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write `text` to a temporary file beside `path`, then rename it over `path`."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.chmod(temporary, path.stat().st_mode & 0o777)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 when README differs")
+    parser.add_argument("--readme", type=Path, default=README)
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    text = args.readme.read_text(encoding="utf-8")
+    wanted = replace_table(text, render(args.results))
+    if wanted == text:
+        return 0
+    if args.check:
+        diff = difflib.unified_diff(
+            text.splitlines(keepends=True),
+            wanted.splitlines(keepends=True),
+            f"{args.readme} (as it is)",
+            f"{args.readme} (from {args.results})",
+        )
+        sys.stdout.writelines(diff)
+        print("README's headline table differs: run .venv/bin/python benchmarks/headline.py")
+        return 1
+    write_atomically(args.readme, wanted)
+    print(f"rewrote the headline table in {args.readme}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
