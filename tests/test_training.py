@@ -9,7 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from latentrec import ConfigError, DataError, TrainConfig, TrainingError, evaluate, fit
+from latentrec import (
+    ConfigError,
+    DataError,
+    DotConfig,
+    EmbeddingNN,
+    NNConfig,
+    TrainConfig,
+    TrainingError,
+    evaluate,
+    fit,
+)
 from latentrec.checkpoints import Checkpoints
 
 BOARD_OPTIONS = {"epochs": 30, "batch_size": 64, "lr": 0.05, "wd": 0.01, "progress": False}
@@ -278,3 +288,30 @@ def test_diverged_training_stops_with_one_error(board, engine, tmp_path):
 def test_a_model_too_large_for_memory_is_refused_before_allocating(board):
     with pytest.raises(ConfigError, match=r"needs .* GiB .* available; use smaller --factors"):
         fit(board, "dot", n_factors=2**40, epochs=1, progress=False)
+
+
+def test_typed_configs_train_the_model_keyword_options_do(board):
+    """fit(data, DotConfig(...), TrainConfig(...)) is fit(data, "dot", **the same options)."""
+    typed, typed_history = fit(
+        board, DotConfig(n_factors=8), TrainConfig.for_model("dot", epochs=2, progress=False)
+    )
+    keywords, _ = fit(board, "dot", n_factors=8, epochs=2, progress=False)
+    assert typed.config == keywords.config and typed.config.n_factors == 8
+    for mine, theirs in zip(typed.parameters(), keywords.parameters(), strict=True):
+        assert torch.equal(mine, theirs)
+    assert typed_history.train_config.lr == TrainConfig.lr
+
+
+def test_each_model_trains_with_its_own_defaults_unless_told(board):
+    _, history = fit(board, NNConfig(layers=(8,)), epochs=1, progress=False)
+    assert history.train_config == TrainConfig.for_model("nn", epochs=1, progress=False)
+    assert history.train_config.lr == EmbeddingNN.train_defaults["lr"] != TrainConfig.lr
+    _, history = fit(board, "nn", TrainConfig(epochs=1, progress=False), layers=(8,))
+    assert history.train_config.lr == TrainConfig.lr  # a TrainConfig given is used as it is
+
+
+def test_an_option_of_another_model_says_whose_it_is(board):
+    with pytest.raises(ConfigError, match=r"n_factors \(an option of the dot model\) do not"):
+        fit(board, "nn", n_factors=3, progress=False)
+    with pytest.raises(ConfigError, match=r"unknown option.* n_factorz for the dot model"):
+        fit(board, DotConfig(), n_factorz=3, progress=False)

@@ -213,10 +213,10 @@ def _layers(text: str) -> tuple[int, ...]:
 def _check_model_options(model: str, given: dict[str, Any]) -> None:
     """A model option given for a model whose config lacks it is one line naming the models
     it applies to."""
-    fields = model_class(model).Config.__dataclass_fields__
+    fields = model_class(model).Config.field_names()
     for name, option in MODEL_OPTIONS.items():
         if given.get(name) is not None and name not in fields:
-            owners = [m for m, cls in MODELS.items() if name in cls.Config.__dataclass_fields__]
+            owners = [m for m, cls in MODELS.items() if name in cls.Config.field_names()]
             raise ConfigError(f"{option} applies to the {' and '.join(owners)} model, not {model}")
 
 
@@ -679,6 +679,10 @@ def explain(
     if plot is not None:
         memory.plot_path(plot)  # a bad path fails now, not after the tables
     recommender = Recommender.from_dir(model_dir)
+    if plot is not None:
+        recommender.require("map")  # before any table: the plot is what was asked for
+    for extra in sorted({"biases", "map"} - recommender.model.extras):
+        errors.print(f"the {recommender.model.kind} model has no {extra!r}: that table is left out")
     result: dict[str, Any] = {}
     if recommender.supports("biases"):
         top, bottom = recommender.item_biases(n)
@@ -691,8 +695,6 @@ def explain(
         result["map"] = [p._asdict() | {"item_id": p.item_id} for p in points]
         if plot is not None:
             console.print(f"item map written to {_plot_map(points, plot)}")
-    elif plot is not None:
-        recommender.require("map")
     if user is not None:
         reasons = recommender.explain(user, item, n)
         table = Table(
@@ -781,7 +783,7 @@ def memory_command(
     }
     variants: list[tuple[str, dict[str, Any]]] = []
     for name in (part.strip() for part in model.split(",") if part.strip()):
-        fields = model_class(name).Config.__dataclass_fields__
+        fields = model_class(name).Config.field_names()
         options: list[dict[str, Any]] = [{}]
         for field, values in sweeps.items():
             if values and field in fields:

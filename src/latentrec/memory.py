@@ -11,6 +11,7 @@ the largest micro-batch whose step fits a memory budget.
 from __future__ import annotations
 
 import gc
+import importlib
 import json
 import math
 import os
@@ -28,8 +29,8 @@ import torch
 
 from latentrec.data import Ratings
 from latentrec.errors import ConfigError, LatentrecError
-from latentrec.models import ModelConfig, build_model, config_from_json
-from latentrec.optim import StepRunner, make_optimizer
+from latentrec.models import MODELS, ModelConfig, build_model, config_from_json, model_class
+from latentrec.optim import BETAS, EPS, StepRunner, make_optimizer
 
 _UNITS = {
     "": 1,
@@ -303,6 +304,8 @@ def measure_step(config: StepConfig, rows: dict[str, np.ndarray]) -> MemoryUse:
         np.savez(data_file, **{k: np.resize(v, needed) for k, v in rows.items()})
         request = {
             "model": config.model.to_json(),
+            # a model registered at run time is not in the fresh process's registry
+            "model_class": _class_path(model_class(config.model.kind)),
             "batch_size": config.batch_size,
             "accumulate": config.accumulate,
             "device": config.device,
@@ -352,9 +355,16 @@ def _memory_use(config: StepConfig, measured: dict[str, Any]) -> MemoryUse:
     )
 
 
+def _class_path(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
 def _child() -> None:
     """Subprocess side of measure_step: build, warm up, then measure one step."""
     request = json.loads(sys.stdin.read())
+    if request["model"]["kind"] not in MODELS:
+        module, name = request["model_class"].split(":")
+        MODELS[request["model"]["kind"]] = getattr(importlib.import_module(module), name)
     config = config_from_json(request["model"])
     device = torch.device(request["device"])
     dtype = {"float32": torch.float32, "float64": torch.float64}[request["dtype"]]
@@ -364,7 +374,7 @@ def _child() -> None:
         ratings = torch.from_numpy(rows["rating"]).to(device=device, dtype=dtype)
     torch.manual_seed(0)
     net = build_model(config).to(device=device, dtype=dtype).train()
-    optimizer = make_optimizer(net, 1e-3, (0.9, 0.99), 1e-5, 0.01)
+    optimizer = make_optimizer(net, 1e-3, BETAS, EPS, 0.01)  # the step's memory, not its values
     runner = StepRunner(net, users, items, ratings, request["batch_size"], optimizer)
     group = torch.arange(len(users), device=device)
     runner.step(group)  # warm-up: optimiser state and allocator pools now exist

@@ -23,6 +23,10 @@ from torch import Tensor, nn
 from latentrec import distributed, fused
 from latentrec.models import LatentModel, zeros_in_huge_pages
 
+# Adam's defaults for every model (TrainConfig reads them from here)
+BETAS = (0.9, 0.99)
+EPS = 1e-5
+
 
 class RowSparseAdamW(torch.optim.Optimizer):
     """AdamW that updates only the rows present in a sparse gradient; dense grads as usual.
@@ -36,8 +40,8 @@ class RowSparseAdamW(torch.optim.Optimizer):
         self,
         params,
         lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.99),
-        eps: float = 1e-5,
+        betas: tuple[float, float] = BETAS,
+        eps: float = EPS,
         weight_decay: float = 0.0,
     ) -> None:
         defaults = {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay}

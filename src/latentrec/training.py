@@ -12,7 +12,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,8 @@ from latentrec.models import (
     y_range_for,
 )
 from latentrec.optim import (
+    BETAS,
+    EPS,
     AutogradEngine,
     FusedEngine,
     StepRunner,
@@ -90,8 +92,8 @@ class TrainConfig:
     seed: int = 42
     device: str = "auto"
     progress: bool | None = None
-    betas: tuple[float, float] = (0.9, 0.99)
-    eps: float = 1e-5
+    betas: tuple[float, float] = BETAS
+    eps: float = EPS
     pct_start: float = 0.25
     evaluate_every_epoch: bool = True
     dtype: str = "float32"
@@ -243,8 +245,8 @@ def make_configs(
     """
     options = dict(options or {})
     cls = model_class(model.kind if isinstance(model, ModelConfig) else model)
-    model_fields = set(cls.Config.__dataclass_fields__) - {"n_users", "n_items"}
-    train_fields = set(TrainConfig.__dataclass_fields__)
+    model_fields = cls.Config.field_names() - {"n_users", "n_items"}
+    train_fields = {f.name for f in fields(TrainConfig)}
     unknown = set(options) - model_fields - train_fields
     if unknown:
         raise ConfigError(_unknown_options(unknown, cls, model_fields, train_fields))
@@ -286,7 +288,7 @@ def _unknown_options(
     kind = cls.Config.kind
     parts = []
     for name in sorted(unknown):
-        owners = [m for m, c in MODELS.items() if name in c.Config.__dataclass_fields__]
+        owners = [m for m, c in MODELS.items() if name in c.Config.field_names()]
         where = f" (an option of the {', '.join(owners)} model)" if owners else ""
         parts.append(f"{name}{where}")
     known = any(" (an option of" in part for part in parts)
@@ -363,7 +365,7 @@ def fit(
 
     Args:
         data: training `Ratings`, or a `Split` / `(train, test)` pair.
-        model: a registered model's name (`latentrec.MODELS`: "dot", "nn") with its config's
+        model: a registered model's name (a key of `latentrec.MODELS`) with its config's
             defaults, or a config (`DotConfig(n_factors=100)`, `NNConfig(layers=(200, 100))`).
             n_users, n_items and global_mean come from the data; so do rating_range (the
             training ratings' lowest and highest) and y_range (the scale widened a ninth of

@@ -52,8 +52,8 @@ def config_from_json(data: Any) -> ModelConfig:
         raise ConfigError(f"a model config is a JSON object, got {type(data).__name__}")
     values = dict(data)
     cls = model_class(values.pop("kind", DEFAULT_MODEL)).Config
-    own = set(cls.__dataclass_fields__)
-    others = {name for m in MODELS.values() for name in m.Config.__dataclass_fields__} - own
+    own = cls.field_names()
+    others = {name for m in MODELS.values() for name in m.Config.field_names()} - own
     return cls.from_json({k: v for k, v in values.items() if k not in others})
 
 

@@ -187,6 +187,11 @@ class ModelConfig:
             return self.y_range
         return y_range_for(*self.rating_range) if self.rating_range else (0.0, 5.5)
 
+    @classmethod
+    def field_names(cls) -> frozenset[str]:
+        """The config's fields (what `fit` and the model's constructor take)."""
+        return frozenset(f.name for f in fields(cls))
+
     def options(self) -> dict[str, Any]:
         """The fields as keyword arguments (what the model's constructor takes)."""
         return {f.name: getattr(self, f.name) for f in fields(self)}

@@ -1,0 +1,409 @@
+"""The contract every registered model keeps, checked the same way for each of them.
+
+Parametrised over `MODELS` as collected, so a newly registered model is checked without
+touching this file, and over `ToyModel` below: the smallest honest model, one config class
+and one model class registered only while this module runs, to show that adding a model
+takes no more than that.
+
+Known answers come from the checkerboard (tests/conftest.py): even users (raw ids 100, 102,
+...) rate even items (raw ids 500, 502, ...) 5 and odd items 1; odd users the opposite.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from torch import Tensor, nn
+from typer.testing import CliRunner
+
+from latentrec import ConfigError, Recommender, TrainConfig, UnknownIdError, evaluate, fit
+from latentrec.cli import app
+from latentrec.data import Ratings
+from latentrec.memory import StepConfig, measure_step, sample_rows
+from latentrec.models import MODELS, LatentModel, ModelConfig
+from latentrec.models.base import embedding, sigmoid_range, whole
+from latentrec.serving import create_app
+from latentrec.storage import load, save
+
+# ----------------------------------------------------------------------------- the toy model
+
+
+@dataclass(frozen=True)
+class ToyConfig(ModelConfig):
+    """The toy model's config: the width of its taste vectors."""
+
+    kind: ClassVar[str] = "toy"
+    rank: int = 3
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "rank", whole("rank", self.rank))
+
+    def parameter_count(self) -> int:
+        return (self.n_users + self.n_items) * (self.rank + 1)
+
+    def step_width(self) -> int:
+        return 2 * (self.rank + 1)
+
+    def shape(self) -> str:
+        return f"rank {self.rank}"
+
+
+class ToyModel(LatentModel):
+    """A user's taste dotted with an item's traits, plus the user's leniency and the item's
+    appeal, squashed to y_range. Declares no extras; folds in by the base class's gradient
+    steps."""
+
+    Config = ToyConfig
+    extras = frozenset()
+    user_tables = ("taste", "leniency")
+    item_tables = ("traits", "appeal")
+
+    def __init__(self, n_users: int = 1, n_items: int = 1, **options: Any) -> None:
+        super().__init__(n_users, n_items, **options)
+        self.taste = embedding(n_users, self.config.rank)
+        self.traits = embedding(n_items, self.config.rank)
+        self.leniency = embedding(n_users, 1)
+        self.appeal = embedding(n_items, 1)
+        for table in (self.taste, self.traits):
+            nn.init.normal_(table.weight, std=0.1)
+        for table in (self.leniency, self.appeal):
+            nn.init.zeros_(table.weight)
+
+    def interact(self, user_rows: list[Tensor], item_rows: list[Tensor]) -> Tensor:
+        (taste, leniency), (traits, appeal) = user_rows, item_rows
+        x = (taste * traits).sum(1) + leniency[:, 0] + appeal[:, 0]
+        return sigmoid_range(x, *self.y_range)
+
+    def item_vectors(self) -> Tensor:
+        return self.traits.weight
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+NAMES = [*sorted(MODELS), "toy"]  # the registry as collected, and the toy model
+EXTRAS = ("biases", "map")
+# fields filled from the training ratings; every other field is architecture with a default
+DATA_FIELDS = {"n_users", "n_items", "global_mean", "rating_range", "y_range"}
+# training options every model takes (TrainConfig's); the models' own defaults otherwise
+BOARD_TRAINING = {"epochs": 30, "batch_size": 64, "lr": 0.01, "wd": 0.01, "progress": False}
+UNKNOWN = 99_999  # neither a user nor an item id of the checkerboard
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def toy_registered():
+    """The toy model in the registry while this module runs, and only then."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(MODELS, "toy", ToyModel)
+        yield
+
+
+@dataclass
+class Trained:
+    name: str
+    net: LatentModel
+    train: Ratings
+    test: Ratings
+    recommender: Recommender
+    model_dir: Path
+
+
+@pytest.fixture(scope="module", params=NAMES)
+def trained(request, toy_registered, board, tmp_path_factory) -> Trained:
+    """Each model trained once on the checkerboard, and saved."""
+    train, test = board
+    net, _ = fit((train, test), request.param, **BOARD_TRAINING)
+    model_dir = save(net, tmp_path_factory.mktemp(request.param) / "model", train)
+    return Trained(request.param, net, train, test, Recommender(net, train), model_dir)
+
+
+@pytest.fixture(scope="module")
+def board_csv(board, tmp_path_factory) -> Path:
+    """The whole checkerboard as a ratings file, for the command line."""
+    path = tmp_path_factory.mktemp("board") / "ratings.csv"
+    lines = ["userId,movieId,rating"]
+    for part in board:
+        users, items = part.users.ids[part.user_index], part.items.ids[part.item_index]
+        lines += [f"{u},{i},{r:g}" for u, i, r in zip(users, items, part.rating, strict=True)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def liked(user_id: Any, item_id: Any) -> bool:
+    """Whether the checkerboard's user rates the item 5 (same parity of raw id)."""
+    return (int(user_id) + int(item_id)) % 2 == 0
+
+
+def ratings_of(train: Ratings, user_id: Any) -> dict[Any, float]:
+    """A training user's own training ratings, as fold_in takes them."""
+    rows = train.user_index == train.users.index_of(user_id)
+    items = train.items.ids[train.item_index[rows]].tolist()
+    return dict(zip(items, train.rating[rows].astype(float).tolist(), strict=True))
+
+
+def invoke(*args: Any):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def one_error_line(result) -> str:
+    """The stderr of a command that failed as a user error: one line starting `error:`."""
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    return lines[0]
+
+
+# ----------------------------------------------------------------------------- the contract
+
+
+def test_learns_the_checkerboard(trained):
+    scores = evaluate(trained.net, trained.test)
+    # predicting 3 (or any one number) for these 1s and 5s gives an RMSE of 2
+    assert scores["rmse"] < 0.8, scores
+    for user in trained.recommender.users.ids.tolist():
+        top = trained.recommender.recommend(user, k=1)[0]
+        assert liked(user, top.item_id), (user, top)
+
+
+def test_saves_and_loads_to_identical_predictions(trained):
+    saved = load(trained.model_dir)
+    assert type(saved.model) is MODELS[trained.name]
+    assert saved.model.config == trained.net.config
+    users = torch.arange(trained.net.n_users).repeat_interleave(trained.net.n_items)
+    items = torch.arange(trained.net.n_items).repeat(trained.net.n_users)
+    with torch.no_grad():
+        assert torch.equal(saved.model(users, items), trained.net(users, items))
+    again = Recommender(saved.model, saved.ratings)
+    assert again.recommend(100, k=5) == trained.recommender.recommend(100, k=5)
+
+
+def test_recommends_unseen_items_from_the_candidates(trained):
+    rec = trained.recommender
+    test = trained.test
+    for user in rec.users.ids.tolist():
+        # each user left 6 items unrated: exactly those come back
+        held = test.items.ids[test.item_index[test.user_index == rec.users.index_of(user)]]
+        assert {r.item_id for r in rec.recommend(user, k=len(held))} == set(held.tolist())
+    with pytest.raises(ConfigError, match="k=7"):
+        rec.recommend(100, k=7)
+    everything = rec.recommend(100, k=len(rec.items), exclude_seen=False)
+    assert {r.item_id for r in everything} == set(rec.items.ids.tolist())
+    seen = [int(i) for i in rec.items.ids[rec.seen(100)][:3]]
+    unseen = sorted(set(rec.items.ids.tolist()) - set(rec.items.ids[rec.seen(100)].tolist()))
+    candidates = seen + unseen[:3]
+    chosen = rec.recommend(100, k=3, candidates=candidates)
+    assert {r.item_id for r in chosen} == set(unseen[:3])
+    ranked = rec.recommend(100, k=6, candidates=candidates, exclude_seen=False)
+    predicted = dict(zip(candidates, rec.predict(100, candidates), strict=True))
+    assert [r.item_id for r in ranked] == sorted(candidates, key=lambda i: -predicted[i])
+    assert [r.score for r in ranked] == pytest.approx([predicted[r.item_id] for r in ranked])
+
+
+@pytest.mark.parametrize("exclude_seen", [True, False])
+def test_batch_recommendations_equal_single_ones(trained, exclude_seen):
+    rec = trained.recommender
+    users = rec.users.ids.tolist()
+    batch = rec.recommend_batch(users, k=5, exclude_seen=exclude_seen)
+    assert len(batch) == len(users)
+    for user, listed in zip(users, batch, strict=True):
+        single = rec.recommend(user, k=5, exclude_seen=exclude_seen)
+        assert [r.item_id for r in listed] == [r.item_id for r in single]
+        assert [r.score for r in listed] == pytest.approx([r.score for r in single], rel=1e-5)
+
+
+def test_folding_in_a_users_own_ratings_gives_that_user_back(trained):
+    rec = trained.recommender
+    items = rec.items.ids.tolist()
+    low, high = rec.rating_range
+    for user in (100, 101, 110, 123):
+        new = rec.fold_in(ratings_of(trained.train, user))
+        folded, learned = rec.predict(new, items), rec.predict(user, items)
+        assert np.corrcoef(folded, learned)[0, 1] > 0.9, user
+        assert math.sqrt(np.mean((folded - learned) ** 2)) < 0.1 * (high - low), user
+        assert liked(user, rec.recommend(new, k=1)[0].item_id), user
+        assert not set(rec.seen(new).tolist()) & {
+            rec.items.index_of(r.item_id) for r in rec.recommend(new, k=6)
+        }
+
+
+def test_similar_items_and_explanations(trained):
+    rec = trained.recommender
+    for item in rec.items.ids.tolist():
+        similar = rec.similar_items(item, k=5)
+        assert len(similar) == 5 and item not in {r.item_id for r in similar}
+        scores = [r.score for r in similar]
+        assert scores == sorted(scores, reverse=True)
+        assert (similar[0].item_id - item) % 2 == 0, (item, similar)  # alike: same parity
+    for user in rec.users.ids.tolist():
+        rated = ratings_of(trained.train, user)
+        top = rec.recommend(user, k=1)[0].item_id
+        reasons = rec.explain(user, top, n=5)
+        assert reasons, user
+        assert all(r.item_id in rated and r.rating == rated[r.item_id] for r in reasons)
+        assert all(liked(user, r.item_id) for r in reasons)  # praise: items the user loved
+
+
+def test_declared_extras_answer(trained):
+    rec = trained.recommender
+    extras = MODELS[trained.name].extras
+    assert extras <= set(EXTRAS)
+    if "map" in extras:
+        points = rec.factor_map(10)
+        assert len(points) == 10 and len({p.item_id for p in points}) == 10
+        assert all(math.isfinite(p.x) and math.isfinite(p.y) for p in points)
+        assert {p.item_id for p in points} <= set(rec.items.ids.tolist())
+    if "biases" in extras:
+        top, bottom = rec.item_biases(3)
+        assert len(top) == len(bottom) == 3
+        assert [r.score for r in top] == sorted((r.score for r in top), reverse=True)
+        assert top[-1].score >= bottom[0].score
+
+
+def test_undeclared_extras_raise_naming_the_extra(trained):
+    rec = trained.recommender
+    calls = {"biases": rec.item_biases, "map": rec.factor_map}
+    for extra, call in calls.items():
+        declared = extra in MODELS[trained.name].extras
+        assert rec.supports(extra) is declared
+        if declared:
+            rec.require(extra)
+            continue
+        with pytest.raises(ConfigError, match=f"no '{extra}'"):
+            rec.require(extra)
+        with pytest.raises(ConfigError, match=f"no '{extra}'"):
+            call()
+
+
+def test_serves_every_endpoint(trained):
+    threads = torch.get_num_threads()  # create_app sets one thread per worker process
+    try:
+        client = TestClient(create_app(trained.recommender))
+    finally:
+        torch.set_num_threads(threads)
+    health = client.get("/health")
+    assert health.status_code == 200
+    assert health.json() == {
+        "status": "ok",
+        "model": trained.name,
+        "users": 24,
+        "items": 24,
+        "rating_range": [1.0, 5.0],
+    }
+
+    similar = client.get("/items/500/similar", params={"k": 3})
+    assert similar.status_code == 200, similar.text
+    assert len(similar.json()) == 3 and 500 not in {r["item_id"] for r in similar.json()}
+
+    recommended = client.get("/users/100/recommendations", params={"k": 3})
+    assert recommended.status_code == 200, recommended.text
+    seen = set(ratings_of(trained.train, 100))
+    for row in recommended.json():
+        assert liked(100, row["item_id"]) and row["item_id"] not in seen
+    ratings = ratings_of(trained.train, 101)
+    body = {"ratings": [{"item_id": i, "rating": r} for i, r in ratings.items()], "k": 3}
+    folded = client.post("/recommendations", json=body)
+    assert folded.status_code == 200, folded.text
+    assert len(folded.json()) == 3
+    for row in folded.json():
+        assert liked(101, row["item_id"]) and row["item_id"] not in ratings
+        assert {b["item_id"] for b in row["because"]} <= set(ratings)
+    for path in ("/users/99999/recommendations", "/items/99999/similar"):
+        assert client.get(path).status_code == 404
+
+
+def test_parameter_count_is_the_built_models(trained):
+    config = trained.net.config
+    assert config.parameter_count() == sum(p.numel() for p in trained.net.parameters())
+    assert config.step_width() > 0 and config.shape()
+
+
+def test_reports_the_memory_of_a_training_step(trained):
+    config = trained.net.config
+    use = measure_step(StepConfig(config, 64, 1, "cpu"), sample_rows(trained.train, 64))
+    assert use.model == trained.name and use.peak_bytes > 0
+    assert use.parameter_bytes == 4 * config.parameter_count()  # float32
+
+
+def test_unknown_ids_raise_and_predictions_stay_in_range(trained):
+    rec = trained.recommender
+    calls = [
+        lambda: rec.recommend(UNKNOWN),
+        lambda: rec.recommend_batch([100, UNKNOWN]),
+        lambda: rec.predict(UNKNOWN, [500]),
+        lambda: rec.predict(100, [UNKNOWN]),
+        lambda: rec.similar_items(UNKNOWN),
+        lambda: rec.explain(UNKNOWN, 500),
+        lambda: rec.explain(100, UNKNOWN),
+        lambda: rec.recommend(100, k=1, candidates=[UNKNOWN]),
+    ]
+    for call in calls:
+        with pytest.raises(UnknownIdError, match=str(UNKNOWN)):
+            call()
+    with pytest.warns(UserWarning, match=str(UNKNOWN)), pytest.raises(UnknownIdError):
+        rec.fold_in({UNKNOWN: 5.0})
+
+    low, high = trained.net.config.prediction_range
+    items = rec.items.ids.tolist()
+    predictions = np.concatenate([rec.predict(u, items) for u in rec.users.ids.tolist()])
+    lover = rec.fold_in(dict.fromkeys(items, 5.0))  # pushed to the top of the scale
+    hater = rec.fold_in(dict.fromkeys(items, 1.0))
+    predictions = np.concatenate(
+        [predictions, rec.predict(lover, items), rec.predict(hater, items)]
+    )
+    # unknown users and items (index -1) are predicted as the average one
+    index = torch.tensor([-1, 0, -1, 5])
+    with torch.no_grad():
+        cold = trained.net(index, index.flip(0)).double().numpy()
+    predictions = np.concatenate([predictions, cold])
+    assert np.isfinite(predictions).all()
+    assert low <= predictions.min() and predictions.max() <= high
+
+
+def test_the_command_line_says_in_one_line_when_an_extra_is_missing(trained, tmp_path):
+    extras = MODELS[trained.name].extras
+    plot = tmp_path / "map.png"
+    result = invoke("explain", trained.model_dir, "--plot", plot)
+    if "map" in extras:
+        assert result.exit_code == 0, result.output
+        assert plot.is_file()
+    else:
+        assert "map" in one_error_line(result)
+        assert not plot.exists()
+
+    result = invoke("explain", trained.model_dir, "--user", 100, "--item", 502, "--json")
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    assert ("item biases" in result.stdout) == ("biases" in extras)
+    because = json.loads(result.stdout.strip().splitlines()[-1])["because"]
+    assert {r["item_id"] for r in because} <= set(ratings_of(trained.train, 100))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_defaults_have_one_source(name, board, board_csv, tmp_path):
+    out = tmp_path / "model"
+    result = invoke(
+        "train", "--data", board_csv, "--model", name, "--epochs", 1, "--out", out, "--json"
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    fitted, _ = fit(board[0], name, epochs=1, progress=False)
+
+    def architecture(config: ModelConfig) -> dict[str, Any]:
+        return {k: v for k, v in config.options().items() if k not in DATA_FIELDS}
+
+    defaults = architecture(MODELS[name].Config())
+    assert architecture(load(out).model.config) == defaults
+    assert architecture(fitted.config) == defaults
+    expected = TrainConfig.for_model(name)
+    trained_with = {k: summary[k] for k in ("lr", "wd", "batch_size", "seed")}
+    assert trained_with == {k: getattr(expected, k) for k in trained_with}
