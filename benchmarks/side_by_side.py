@@ -132,25 +132,30 @@ def commands(cases: list[str], folder: Path) -> dict[str, list[str]]:
 
 def markdown(runs: list[dict], names: list[str]) -> str:
     lines = [
-        "| run | base train s | head train s | head / base | base RMSE | head RMSE |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| run | base train s | head train s | head / base | base wall s | head wall s "
+        "| base RMSE | head RMSE |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name in names:
         medians = {}
         for side in ("base", "head"):
             mine = [r for r in runs if r["system"] == name and r["side"] == side]
             rmse = [r["rmse"] for r in mine if r.get("rmse") is not None]
+            wall = [r["wall_seconds"] for r in mine if "wall_seconds" in r]
             medians[side] = (
                 statistics.median(r["train_seconds"] for r in mine),
+                statistics.median(wall) if wall else None,
                 statistics.median(rmse) if rmse else None,
             )
-        (base_s, base_rmse), (head_s, head_rmse) = medians["base"], medians["head"]
+        (base_s, base_wall, base_rmse) = medians["base"]
+        (head_s, head_wall, head_rmse) = medians["head"]
 
-        def shown(value: float | None) -> str:
-            return "-" if value is None else f"{value:.4f}"
+        def shown(value: float | None, digits: int = 4) -> str:
+            return "-" if value is None else f"{value:.{digits}f}"
 
         lines.append(
             f"| {name} | {base_s:.3f} | {head_s:.3f} | {head_s / base_s:.3f} "
+            f"| {shown(base_wall, 2)} | {shown(head_wall, 2)} "
             f"| {shown(base_rmse)} | {shown(head_rmse)} |"
         )
     return "\n".join(lines)

@@ -407,3 +407,12 @@ def test_defaults_have_one_source(name, board, board_csv, tmp_path):
     expected = TrainConfig.for_model(name)
     trained_with = {k: summary[k] for k in ("lr", "wd", "batch_size", "seed")}
     assert trained_with == {k: getattr(expected, k) for k in trained_with}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_registered_under_the_name_its_config_saves(name):
+    """The registry's key is the `kind` a model file records, so a saved model loads as the
+    model that wrote it."""
+    cls = MODELS[name]
+    assert cls.Config.kind == name
+    assert cls.Config().to_json()["kind"] == name
