@@ -117,10 +117,17 @@ class Trained:
     model_dir: Path
 
 
+def ranks_only(name: str) -> bool:
+    return not MODELS[name].predicts_ratings
+
+
 @pytest.fixture(scope="module", params=NAMES)
 def trained(request, toy_registered, board, tmp_path_factory) -> Trained:
-    """Each model trained once on the checkerboard, and saved."""
+    """Each model trained once on the checkerboard, and saved. A ranking model learns from
+    what users liked (ratings of 4 and more, as interactions), as one would train it."""
     train, test = board
+    if ranks_only(request.param):
+        train, test = train.positives(4), test.positives(4)
     net, _ = fit((train, test), request.param, **BOARD_TRAINING)
     model_dir = save(net, tmp_path_factory.mktemp(request.param) / "model", train)
     return Trained(request.param, net, train, test, Recommender(net, train), model_dir)
@@ -166,10 +173,22 @@ def one_error_line(result) -> str:
 # ----------------------------------------------------------------------------- the contract
 
 
+def scores_of(rec: Recommender, user: Any) -> np.ndarray:
+    """The model's score of every item for a user (id or NewUser), in item id order: its
+    predicted rating, or a ranking model's score."""
+    listed = rec.recommend(user, k=len(rec.items), exclude_seen=False)
+    by_item = {r.item_id: r.score for r in listed}
+    return np.array([by_item[i] for i in rec.items.ids.tolist()])
+
+
 def test_learns_the_checkerboard(trained):
-    scores = evaluate(trained.net, trained.test)
-    # predicting 3 (or any one number) for these 1s and 5s gives an RMSE of 2
-    assert scores["rmse"] < 0.8, scores
+    if trained.net.predicts_ratings:
+        scores = evaluate(trained.net, trained.test)
+        # predicting 3 (or any one number) for these 1s and 5s gives an RMSE of 2
+        assert scores["rmse"] < 0.8, scores
+    else:
+        with pytest.raises(ConfigError, match="predicts no ratings"):
+            evaluate(trained.net, trained.test)
     for user in trained.recommender.users.ids.tolist():
         top = trained.recommender.recommend(user, k=1)[0]
         assert liked(user, top.item_id), (user, top)
@@ -179,11 +198,11 @@ def test_saves_and_loads_to_identical_predictions(trained):
     saved = load(trained.model_dir)
     assert type(saved.model) is MODELS[trained.name]
     assert saved.model.config == trained.net.config
-    users = torch.arange(trained.net.n_users).repeat_interleave(trained.net.n_items)
-    items = torch.arange(trained.net.n_items).repeat(trained.net.n_users)
-    with torch.no_grad():
-        assert torch.equal(saved.model(users, items), trained.net(users, items))
+    for name, tensor in trained.net.state_dict().items():
+        assert torch.equal(saved.model.state_dict()[name], tensor), name
     again = Recommender(saved.model, saved.ratings)
+    for user in trained.recommender.users.ids.tolist():
+        assert np.array_equal(scores_of(again, user), scores_of(trained.recommender, user))
     assert again.recommend(100, k=5) == trained.recommender.recommend(100, k=5)
 
 
@@ -191,11 +210,13 @@ def test_recommends_unseen_items_from_the_candidates(trained):
     rec = trained.recommender
     test = trained.test
     for user in rec.users.ids.tolist():
-        # each user left 6 items unrated: exactly those come back
+        # each user left 6 items unrated (3 liked): a rating model gets exactly those back
+        # from 6, a ranking model (trained on the liked ones) the 3 liked held-out ones from 3
         held = test.items.ids[test.item_index[test.user_index == rec.users.index_of(user)]]
         assert {r.item_id for r in rec.recommend(user, k=len(held))} == set(held.tolist())
-    with pytest.raises(ConfigError, match="k=7"):
-        rec.recommend(100, k=7)
+    unseen = len(rec.items) - len(rec.seen(100))
+    with pytest.raises(ConfigError, match=f"k={unseen + 1}"):
+        rec.recommend(100, k=unseen + 1)
     everything = rec.recommend(100, k=len(rec.items), exclude_seen=False)
     assert {r.item_id for r in everything} == set(rec.items.ids.tolist())
     seen = [int(i) for i in rec.items.ids[rec.seen(100)][:3]]
@@ -204,9 +225,13 @@ def test_recommends_unseen_items_from_the_candidates(trained):
     chosen = rec.recommend(100, k=3, candidates=candidates)
     assert {r.item_id for r in chosen} == set(unseen[:3])
     ranked = rec.recommend(100, k=6, candidates=candidates, exclude_seen=False)
-    predicted = dict(zip(candidates, rec.predict(100, candidates), strict=True))
-    assert [r.item_id for r in ranked] == sorted(candidates, key=lambda i: -predicted[i])
-    assert [r.score for r in ranked] == pytest.approx([predicted[r.item_id] for r in ranked])
+    scored = dict(zip(rec.items.ids.tolist(), scores_of(rec, 100), strict=True))
+    assert sorted(r.item_id for r in ranked) == sorted(candidates)
+    assert [r.score for r in ranked] == sorted((scored[i] for i in candidates), reverse=True)
+    assert [r.score for r in ranked] == pytest.approx([scored[r.item_id] for r in ranked])
+    if trained.net.predicts_ratings:
+        predicted = dict(zip(candidates, rec.predict(100, candidates), strict=True))
+        assert [r.score for r in ranked] == pytest.approx([predicted[r.item_id] for r in ranked])
 
 
 @pytest.mark.parametrize("exclude_seen", [True, False])
@@ -223,13 +248,14 @@ def test_batch_recommendations_equal_single_ones(trained, exclude_seen):
 
 def test_folding_in_a_users_own_ratings_gives_that_user_back(trained):
     rec = trained.recommender
-    items = rec.items.ids.tolist()
     low, high = rec.rating_range
     for user in (100, 101, 110, 123):
         new = rec.fold_in(ratings_of(trained.train, user))
-        folded, learned = rec.predict(new, items), rec.predict(user, items)
+        folded, learned = scores_of(rec, new), scores_of(rec, user)
         assert np.corrcoef(folded, learned)[0, 1] > 0.9, user
-        assert math.sqrt(np.mean((folded - learned) ** 2)) < 0.1 * (high - low), user
+        # a rating model's error in stars; a ranking model's against its scores' spread
+        spread = high - low if trained.net.predicts_ratings else np.ptp(learned)
+        assert math.sqrt(np.mean((folded - learned) ** 2)) < 0.1 * spread, user
         assert liked(user, rec.recommend(new, k=1)[0].item_id), user
         assert not set(rec.seen(new).tolist()) & {
             rec.items.index_of(r.item_id) for r in rec.recommend(new, k=6)
@@ -297,7 +323,7 @@ def test_serves_every_endpoint(trained):
         "model": trained.name,
         "users": 24,
         "items": 24,
-        "rating_range": [1.0, 5.0],
+        "rating_range": list(trained.recommender.rating_range),
     }
 
     similar = client.get("/items/500/similar", params={"k": 3})
@@ -323,12 +349,17 @@ def test_serves_every_endpoint(trained):
 
 def test_parameter_count_is_the_built_models(trained):
     config = trained.net.config
-    assert config.parameter_count() == sum(p.numel() for p in trained.net.parameters())
-    assert config.step_width() > 0 and config.shape()
+    weights = {k: v for k, v in trained.net.state_dict().items() if k != "global_mean"}
+    assert config.parameter_count() == sum(t.numel() for t in weights.values())
+    assert config.step_width() >= 0 and config.shape()
 
 
 def test_reports_the_memory_of_a_training_step(trained):
     config = trained.net.config
+    if "solve" in trained.net.engines:  # no steps: the solve's peak, computed before it runs
+        assert config.solve_bytes() >= 4 * config.parameter_count()
+        return
+    assert config.solve_bytes() is None
     use = measure_step(StepConfig(config, 64, 1, "cpu"), sample_rows(trained.train, 64))
     assert use.model == trained.name and use.peak_bytes > 0
     assert use.parameter_bytes == 4 * config.parameter_count()  # float32
@@ -339,8 +370,7 @@ def test_unknown_ids_raise_and_predictions_stay_in_range(trained):
     calls = [
         lambda: rec.recommend(UNKNOWN),
         lambda: rec.recommend_batch([100, UNKNOWN]),
-        lambda: rec.predict(UNKNOWN, [500]),
-        lambda: rec.predict(100, [UNKNOWN]),
+        lambda: rec.recommend(UNKNOWN, candidates=[500]),
         lambda: rec.similar_items(UNKNOWN),
         lambda: rec.explain(UNKNOWN, 500),
         lambda: rec.explain(100, UNKNOWN),
@@ -352,8 +382,15 @@ def test_unknown_ids_raise_and_predictions_stay_in_range(trained):
     with pytest.warns(UserWarning, match=str(UNKNOWN)), pytest.raises(UnknownIdError):
         rec.fold_in({UNKNOWN: 5.0})
 
-    low, high = trained.net.config.prediction_range
     items = rec.items.ids.tolist()
+    if not trained.net.predicts_ratings:
+        with pytest.raises(ConfigError, match="predicts no ratings"):
+            rec.predict(100, items)
+        return
+    for call in (lambda: rec.predict(UNKNOWN, [500]), lambda: rec.predict(100, [UNKNOWN])):
+        with pytest.raises(UnknownIdError, match=str(UNKNOWN)):
+            call()
+    low, high = trained.net.config.prediction_range
     predictions = np.concatenate([rec.predict(u, items) for u in rec.users.ids.tolist()])
     lover = rec.fold_in(dict.fromkeys(items, 5.0))  # pushed to the top of the scale
     hater = rec.fold_in(dict.fromkeys(items, 1.0))
@@ -396,7 +433,7 @@ def test_defaults_have_one_source(name, board, board_csv, tmp_path):
     )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    fitted, _ = fit(board[0], name, epochs=1, progress=False)
+    fitted, _ = fit(board[0], name, epochs=1, progress=False)  # a ranking model too
 
     def architecture(config: ModelConfig) -> dict[str, Any]:
         return {k: v for k, v in config.options().items() if k not in DATA_FIELDS}

@@ -105,7 +105,8 @@ def test_idmap_coerces_typed_ids():
     ("content", "needle"),
     [
         ("userId,movieId,rating\n1,2,4\n1,3,abc\n", "'abc'"),
-        ("userId,movieId\n1,2\n", "no rating column"),
+        ("userId,movieId,stars\n1,2,4\n", "no rating column"),
+        ("userId,movieId,stars\n1,2,4\n", "implicit=True"),
         ("a,b,c\n1,2,3\n", "no user column"),
         ("userId,movieId,rating\n1,2,4\n1,3\n", "cannot read"),
         ("userId,movieId,rating\n", "no ratings"),
@@ -310,3 +311,234 @@ def test_titles_of_ids_of_2_63_and_more_are_kept(tmp_path: Path):
     (tmp_path / "movies.csv").write_text(f'movieId,title,genres\n{big},"Big",x\n7,1984,x\n')
     ratings = load_ratings(tmp_path)
     assert ratings.title(big) == "Big" and ratings.title(7) == "1984"  # a title of digits: text
+
+
+# ----------------------------------------------------------------------------- interactions
+
+
+def _weights(ratings) -> dict:
+    return dict(
+        zip(
+            zip(ratings.user_ids.tolist(), ratings.item_ids.tolist(), strict=True),
+            ratings.rating.tolist(),
+            strict=True,
+        )
+    )
+
+
+def test_user_item_file_loads_as_interactions_with_repeats_summed(tmp_path: Path):
+    path = tmp_path / "log.csv"
+    path.write_text(
+        "user,item,timestamp\n"
+        "ann,a,30\n"
+        "bob,a,10\n"
+        "ann,a,20\n"  # ann-a again, earlier
+        "ann,b,40\n"
+        "ann,a,50\n"
+    )
+    interactions = load_ratings(path)
+    assert interactions.implicit
+    assert len(interactions) == 3
+    assert _weights(interactions) == {("ann", "a"): 3.0, ("bob", "a"): 1.0, ("ann", "b"): 1.0}
+    stamps = dict(
+        zip(
+            zip(interactions.user_ids.tolist(), interactions.item_ids.tolist(), strict=True),
+            interactions.timestamp.tolist(),
+            strict=True,
+        )
+    )
+    assert stamps == {("ann", "a"): 20, ("bob", "a"): 10, ("ann", "b"): 40}
+    assert repr(interactions).startswith("Ratings(3 interactions, 2 users, 2 items")
+
+
+def test_user_item_file_without_timestamp(tmp_path: Path):
+    path = tmp_path / "log.csv"
+    path.write_text("userId,movieId\n1,2\n1,3\n1,2\n")
+    interactions = load_ratings(path)
+    assert interactions.implicit and interactions.timestamp is None
+    assert _weights(interactions) == {(1, 2): 2.0, (1, 3): 1.0}
+
+
+@pytest.mark.parametrize("suffix", [".tsv", ".parquet"])
+def test_count_column_weighs_each_row_and_repeats_add_up(tmp_path: Path, suffix: str):
+    frame = pd.DataFrame(
+        {
+            "user_id": [1, 1, 2, 1],
+            "item_id": [7, 8, 7, 7],
+            "count": [3, 1, 5, 2],
+            "timestamp": [100, 200, 300, 50],
+        }
+    )
+    path = tmp_path / f"plays{suffix}"
+    if suffix == ".parquet":
+        frame.to_parquet(path)
+    else:
+        frame.to_csv(path, sep="\t", index=False)
+    interactions = load_ratings(path)
+    assert interactions.implicit
+    assert _weights(interactions) == {(1, 7): 5.0, (1, 8): 1.0, (2, 7): 5.0}
+    assert interactions.timestamp.tolist() == [50, 200, 300]  # earliest of 1-7 is 50
+
+
+@pytest.mark.parametrize("name", ["plays", "clicks"])
+def test_usual_count_column_names(tmp_path: Path, name: str):
+    path = tmp_path / "log.csv"
+    path.write_text(f"user,item,{name}\n1,7,12\n2,7,4\n")
+    interactions = load_ratings(path)
+    assert interactions.implicit
+    assert _weights(interactions) == {(1, 7): 12.0, (2, 7): 4.0}
+
+
+def test_count_col_names_the_count_even_beside_a_rating(tmp_path: Path):
+    path = tmp_path / "log.csv"
+    path.write_text("user,item,rating,n\n1,7,5,12\n2,7,1,4\n")
+    assert not load_ratings(path).implicit  # the rating column wins unless told otherwise
+    interactions = load_ratings(path, count_col="n")
+    assert interactions.implicit
+    assert _weights(interactions) == {(1, 7): 12.0, (2, 7): 4.0}
+    with pytest.raises(DataError, match="not both"):
+        load_ratings(path, rating_col="rating", count_col="n")
+    with pytest.raises(DataError, match="no column 'hits'"):
+        load_ratings(path, count_col="hits")
+
+
+def test_unplaced_column_reads_as_interactions_only_when_asked(tmp_path: Path):
+    path = tmp_path / "log.csv"
+    path.write_text("user,item,stars\n1,7,5\n2,7,1\n")
+    with pytest.raises(DataError, match="'stars'"):
+        load_ratings(path)
+    interactions = load_ratings(path, implicit=True)
+    assert _weights(interactions) == {(1, 7): 1.0, (2, 7): 1.0}
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        ("user,item,count\n1,2,3\n1,3,0\n", r"count 0\.0 in column 'count' on data row 2"),
+        ("user,item,plays\n1,2,-2\n", r"count -2\.0 in column 'plays' on data row 1"),
+        ("user,item,count\n1,2,3\n1,3,nan\n", "'count' has an empty or NaN value on data row 2"),
+    ],
+)
+def test_counts_that_are_not_positive_are_refused(tmp_path: Path, content, needle):
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    with pytest.raises(DataError, match=needle):
+        load_ratings(path)
+
+
+def test_nan_count_of_parquet_is_refused(tmp_path: Path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    # a NaN float, not a null (pandas would write a null)
+    table = pa.table({"user": [1, 2], "item": [3, 4], "count": pa.array([2.0, float("nan")])})
+    assert table.column("count").null_count == 0
+    pq.write_table(table, tmp_path / "bad.parquet")
+    with pytest.raises(DataError, match=r"count nan in column 'count' on data row 2"):
+        load_ratings(tmp_path / "bad.parquet")
+
+
+def test_file_with_neither_user_nor_item_column_says_so_in_one_line(tmp_path: Path):
+    path = tmp_path / "bad.csv"
+    path.write_text("a,b\n1,2\n")
+    with pytest.raises(DataError, match="no user column and no item column") as caught:
+        load_ratings(path)
+    assert "\n" not in str(caught.value)
+
+
+def test_empty_interaction_file(tmp_path: Path):
+    path = tmp_path / "log.csv"
+    path.write_text("user,item\n")
+    with pytest.raises(DataError, match="no interactions"):
+        load_ratings(path)
+
+
+def test_implicit_bundled_data_is_one_interaction_per_rating():
+    ratings = load_ratings("movielens-small")
+    interactions = load_ratings("movielens-small", implicit=True)
+    assert not ratings.implicit and repr(ratings).startswith("Ratings(100,836 ratings")
+    assert interactions.implicit
+    assert len(interactions) == 100_836
+    assert interactions.rating.dtype == np.float32
+    assert np.all(interactions.rating == 1.0)
+    np.testing.assert_array_equal(interactions.user_ids, ratings.user_ids)
+    np.testing.assert_array_equal(interactions.item_ids, ratings.item_ids)
+    np.testing.assert_array_equal(interactions.timestamp, ratings.timestamp)
+    assert interactions.title(1) == "Toy Story (1995)"
+
+
+@pytest.mark.parametrize("layout", ["ml100k_dir", "ml1m_dir", "ml25m_dir"])
+def test_implicit_movielens_layouts(layout, request):
+    interactions = load_ratings(request.getfixturevalue(layout), implicit=True)
+    assert interactions.implicit
+    assert _weights(interactions) == {(u, i): 1.0 for u, i, _, _ in ROWS}
+
+
+def test_implicit_rating_file_sums_repeated_pairs(tmp_path: Path):
+    path = tmp_path / "r.csv"
+    path.write_text("user,item,rating,timestamp\n1,2,5,30\n1,2,1,10\n2,2,3,20\n")
+    interactions = load_ratings(path, implicit=True)
+    assert _weights(interactions) == {(1, 2): 2.0, (2, 2): 1.0}
+    assert interactions.timestamp.tolist() == [10, 20]
+
+
+def test_implicit_synthetic_source_sums_its_repeats():
+    spec = "synthetic:ratings=5000,users=50,items=40,seed=1"
+    ratings = load_ratings(spec)
+    interactions = load_ratings(spec, implicit=True)
+    pairs = ratings.user_index * ratings.n_items + ratings.item_index
+    assert len(interactions) == len(np.unique(pairs)) < len(ratings)
+    assert interactions.rating.sum() == len(ratings)
+    assert interactions.implicit
+
+
+def test_positives_keep_ratings_at_or_above_the_minimum(ml25m_dir: Path):
+    ratings = load_ratings(ml25m_dir)
+    liked = ratings.positives(4)
+    assert liked.implicit and not ratings.implicit
+    assert _weights(liked) == {(u, i): 1.0 for u, i, r, _ in ROWS if r >= 4}
+    assert sorted(liked.timestamp.tolist()) == sorted(t for *_, r, t in ROWS if r >= 4)
+    assert liked.users is ratings.users and liked.items is ratings.items
+    assert liked.title(10) == "Toy Story (1995)"
+    # user 2 rated nothing 4 or more: still in the map, with no rows
+    assert liked.n_users == 3 and liked.users.index_of(2) not in liked.user_index.tolist()
+    assert liked.compacted().n_users == 2
+    nothing = ratings.positives(5.5)
+    assert len(nothing) == 0 and nothing.implicit and nothing.users is ratings.users
+
+
+def test_positives_of_interactions_are_refused(ml25m_dir: Path):
+    interactions = load_ratings(ml25m_dir, implicit=True)
+    with pytest.raises(DataError, match="already holds interactions"):
+        interactions.positives(1)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"by": "random", "test_fraction": 0.3},
+        {"by": "user", "test_fraction": 0.5},
+        {"by": "time", "last_n": 1},
+        {"by": "time", "cutoff": 250},
+    ],
+)
+def test_splits_of_interactions_stay_interactions(ml25m_dir: Path, options):
+    interactions = load_ratings(ml25m_dir, implicit=True)
+    train, test = interactions.split(seed=0, **options)
+    assert train.implicit and test.implicit
+    assert len(train) + len(test) == len(ROWS)
+    assert repr(test).startswith(f"Ratings({len(test)} interactions")
+    explicit_train, explicit_test = load_ratings(ml25m_dir).split(seed=0, **options)
+    assert not explicit_train.implicit and not explicit_test.implicit
+
+
+def test_split_from_parts_and_derived_sets_keep_the_flag(ml25m_dir: Path, tmp_path: Path):
+    test_file = tmp_path / "test.csv"
+    test_file.write_text("userId,movieId\n1,40\n99,10\n")
+    interactions = load_ratings(ml25m_dir, implicit=True)
+    split = Split.from_parts(interactions, load_ratings(test_file))
+    assert split.train.implicit and split.test.implicit and split.cold_users == 1
+    assert interactions.take(np.array([0, 2])).implicit
+    assert interactions.compacted().implicit
+    assert interactions.reindexed(split.train.users, split.train.items).implicit
+    assert list(interactions.to_frame().columns) == ["user", "item", "rating", "timestamp"]

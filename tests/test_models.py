@@ -101,7 +101,7 @@ def test_config_validation_names_the_field(config, field, value, needle):
 
 
 def test_an_unknown_model_kind_names_the_registered_ones():
-    with pytest.raises(ConfigError, match="model must be one of dot, nn, got 'svd'"):
+    with pytest.raises(ConfigError, match="model must be one of dot, nn, ease, got 'svd'"):
         config_from_json({"kind": "svd"})
 
 

@@ -21,8 +21,8 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from latentrec import __version__, checkpoints, distributed, memory
-from latentrec.data import BUNDLED, Split, load_ratings
-from latentrec.errors import ConfigError, LatentrecError, UnknownIdError
+from latentrec.data import BUNDLED, Ratings, Split, load_ratings
+from latentrec.errors import ConfigError, DataError, LatentrecError, UnknownIdError
 from latentrec.metrics import RANKING_METRICS
 from latentrec.models import DEFAULT_MODEL, MODELS, model_class
 from latentrec.recommend import Recommendation, Recommender, evaluate_ranking
@@ -37,12 +37,14 @@ from latentrec.training import (
 )
 
 MODEL_NAMES = ", ".join(f"{name} ({cls.__name__})" for name, cls in MODELS.items())
+STEPPED = [name for name, cls in MODELS.items() if "solve" not in cls.engines]
 # the model config fields the command line sets, by option
 MODEL_OPTIONS = {
     "n_factors": "--factors",
     "layers": "--layers",
     "dropout": "--dropout",
     "emb_dropout": "--emb-dropout",
+    "l2": "--l2",
 }
 
 
@@ -242,12 +244,27 @@ def _load_split(
     split: str,
     last_n: int | None,
     cutoff: float | None,
-    columns: dict[str, str | None],
+    columns: dict[str, Any],
+    positive_min: float | None = None,
 ) -> Split:
-    ratings = load_ratings(data, **columns)
+    ratings = _positives(load_ratings(data, **columns), positive_min)
     if test is not None:
-        return Split.from_parts(ratings, load_ratings(test, **columns))
+        return Split.from_parts(ratings, _positives(load_ratings(test, **columns), positive_min))
     return ratings.split(test_fraction, seed=seed, by=split, last_n=last_n, cutoff=cutoff)
+
+
+def _positives(ratings: Ratings, minimum: float | None) -> Ratings:
+    """`--positive-min`: the ratings at or above it, as interactions."""
+    if minimum is None:
+        return ratings
+    kept = ratings.positives(minimum)
+    if len(kept) == 0:
+        low, high = ratings.rating_range
+        raise DataError(
+            f"no rating of {ratings.source} is at or above --positive-min {minimum:g} (they run "
+            f"from {low:g} to {high:g}); choose a lower one"
+        )
+    return kept
 
 
 @app.command()
@@ -320,9 +337,24 @@ def train(
     user_col: UserCol = None,
     item_col: ItemCol = None,
     rating_col: RatingCol = None,
+    implicit: Annotated[
+        bool,
+        typer.Option(
+            help="Every rated pair is an interaction (the rating values are not used); a file "
+            "with no rating column is interactions anyway."
+        ),
+    ] = False,
+    count_col: Annotated[
+        str | None, typer.Option(help="Interactions: the column that counts them (weights).")
+    ] = None,
+    positive_min: Annotated[
+        float | None,
+        typer.Option(help="Ratings at or above this become interactions; the rest are dropped."),
+    ] = None,
+    l2: Annotated[float | None, typer.Option(help="ease: the ridge penalty (lambda).")] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Train a model, print the per-epoch table and the test RMSE/MAE, save it with --out."""
+    """Train a model, print the per-epoch table and the test metrics, save it with --out."""
     context = distributed.from_environment()
     if not context.is_main:
         console.quiet = True  # under torchrun only rank 0 prints and writes files
@@ -331,6 +363,7 @@ def train(
         "layers": list(_layers(layers)) if layers else None,
         "dropout": dropout,
         "emb_dropout": emb_dropout,
+        "l2": l2,
         "epochs": epochs,
         "lr": lr,
         "wd": wd,
@@ -356,7 +389,14 @@ def train(
         "cutoff": cutoff,
         "seed": seed,
         "model": model,
-        "columns": {"user_col": user_col, "item_col": item_col, "rating_col": rating_col},
+        "columns": {
+            "user_col": user_col,
+            "item_col": item_col,
+            "rating_col": rating_col,
+            "implicit": implicit,
+            "count_col": count_col,
+        },
+        "positive_min": positive_min,
         "options": {k: v for k, v in given.items() if v is not None},
         "device": device,
         "engine": engine,
@@ -414,6 +454,7 @@ def _train_run(
         run["last_n"],
         run["cutoff"],
         columns,
+        run.get("positive_min"),  # runs checkpointed before it was an option have none
     )
     if (parts.cold_users or parts.cold_items) and context.is_main:
         errors.print(
@@ -432,7 +473,8 @@ def _train_run(
     if "layers" in options:
         options["layers"] = tuple(options["layers"])
     out = Path(run["out"]) if run["out"] is not None else None
-    if options.get("memory_budget") is not None and context.is_main:
+    stepped = "solve" not in model_class(run["model"]).engines
+    if options.get("memory_budget") is not None and stepped and context.is_main:
         errors.print(f"measuring training steps to fit a budget of {options['memory_budget']}...")
     net, history = fit(
         parts,
@@ -451,15 +493,21 @@ def _train_run(
     if out is not None and context.is_main:
         model_dir = save(net, out, parts.train, info=_info(history))
     _print_history(history)
+    info = _info(history)
+    if net.predicts_ratings:
+        scores = f"test RMSE {_fmt(history.rmse)}  MAE {_fmt(history.mae)}  "
+    else:  # a ranking model: how its lists do on the test users
+        ranking = evaluate_ranking(Recommender(net, parts.train), parts.test, 10)
+        info["ranking"] = ranking
+        scores = f"test NDCG@10 {ranking['ndcg@10']:.4f}  P@10 {ranking['precision@10']:.4f}  "
     console.print(
-        f"test RMSE {_fmt(history.rmse)}  MAE {_fmt(history.mae)}  "
-        f"({history.n_test:,} ratings); trained on {history.n_train:,} ratings in "
+        scores + f"({history.n_test:,} ratings); trained on {history.n_train:,} ratings in "
         f"{history.train_seconds:.2f} s ({history.ratings_per_second:,.0f} ratings/s)"
         + (f" by {history.world_size} processes" if history.world_size > 1 else "")
         + (f"; saved to {shown(model_dir)}" if model_dir else "")
     )
     if as_json and context.is_main:
-        print_json(_info(history) | {"model_dir": str(model_dir) if model_dir else None})
+        print_json(info | {"model_dir": str(model_dir) if model_dir else None})
 
 
 def _info(history: History) -> dict[str, Any]:
@@ -511,7 +559,7 @@ def _print_history(history: History) -> None:
     for e in history.epochs:
         table.add_row(
             str(e.epoch),
-            f"{e.train_loss:.4f}",
+            _fmt(e.train_loss),
             _fmt(e.test_rmse),
             _fmt(e.test_mae),
             f"{e.seconds:.2f}",
@@ -528,8 +576,12 @@ def evaluate_command(
     item_col: ItemCol = None,
     rating_col: RatingCol = None,
     metrics: Annotated[
-        str, typer.Option(help="Comma-separated: rmse, mae, ndcg@10, recall@10, ...")
-    ] = "rmse,mae",
+        str | None,
+        typer.Option(
+            help="Comma-separated: rmse, mae, ndcg@10, recall@10, ... (default: rmse,mae for a "
+            "rating model, ndcg@10,precision@10 for a ranking model)"
+        ),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Rating and ranking metrics of a saved model on every rating of a data source.
@@ -543,6 +595,8 @@ def evaluate_command(
     known = ratings.reindexed(saved.ratings.users, saved.ratings.items)
     cold = int(((known.user_index < 0) | (known.item_index < 0)).sum())
     result: dict[str, Any] = {"n": len(known), "cold_ratings": cold}
+    if metrics is None:
+        metrics = "rmse,mae" if saved.model.predicts_ratings else "ndcg@10,precision@10"
     wanted = [m.strip().lower() for m in metrics.split(",") if m.strip()]
     ranking_ks = set()
     for name in wanted:
@@ -629,7 +683,8 @@ def recommend(
     else:
         target, label = user, f"user {user}"
     items = recommender.recommend(target, k=k)
-    _print_items(f"top {k} for {label}", items, "predicted", as_json)
+    score = "predicted" if recommender.model.predicts_ratings else "score"
+    _print_items(f"top {k} for {label}", items, score, as_json)
 
 
 @app.command()
@@ -753,7 +808,7 @@ def memory_command(
     now: Annotated[bool, typer.Option("--now", help="Report memory in use now and exit.")] = False,
     model: Annotated[
         str, typer.Option(help=f"Models to compare, comma-separated: {', '.join(MODELS)}.")
-    ] = ",".join(MODELS),
+    ] = ",".join(STEPPED),
     factors: Annotated[
         str | None,
         typer.Option(help="Factor counts of models with factors, e.g. 50,200 (default: theirs)."),
@@ -782,7 +837,11 @@ def memory_command(
         "layers": [_layers(spec) for spec in layers] if layers else None,
     }
     variants: list[tuple[str, dict[str, Any]]] = []
-    for name in (part.strip() for part in model.split(",") if part.strip()):
+    names = [part.strip() for part in model.split(",") if part.strip()]
+    solved = [name for name in names if "solve" in model_class(name).engines]
+    for name in names:
+        if name in solved:
+            continue
         fields = model_class(name).Config.field_names()
         options: list[dict[str, Any]] = [{}]
         for field, values in sweeps.items():
@@ -797,6 +856,15 @@ def memory_command(
     target = str(resolve_device(device))
     ratings = load_ratings(data)
     rows = memory.sample_rows(ratings, max(b * n for b, n in shapes))
+    for name in solved:  # no steps to measure: what its solve needs, from the config
+        config = make_configs(ratings, name)[0]
+        console.print(
+            f"{name} is solved, not trained by steps: {memory.format_bytes(config.solve_bytes())} "
+            f"at the solve's peak for {config.n_items:,} items",
+            soft_wrap=True,
+        )
+    if not variants:
+        return
     configs = [
         memory.StepConfig(make_configs(ratings, kind, options)[0], b, n, target)
         for kind, options in variants

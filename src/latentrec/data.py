@@ -1,5 +1,9 @@
 """Rating data in: MovieLens layouts, CSV/TSV/Parquet files and a synthetic source -> Ratings.
 
+A `Ratings` holds either explicit ratings or, with `implicit=True`, interactions (a user played,
+clicked or bought an item): one row per (user, item) pair whose `rating` is the interaction's
+weight (a count, or 1).
+
 Raw ids are the ids as the data wrote them (`user_ids`, `item_ids`); indexes are the contiguous
 integers the model uses (`user_index`, `item_index`). An `IdMap` converts between the two. An
 index of -1 marks an id the map does not know (a user or item seen only in a test set).
@@ -27,6 +31,7 @@ USER_COLUMNS = ("user", "userId", "user_id", "userid", "UserID")
 ITEM_COLUMNS = ("item", "movieId", "item_id", "itemId", "movie_id", "MovieID")
 RATING_COLUMNS = ("rating", "Rating", "score")
 TIMESTAMP_COLUMNS = ("timestamp", "Timestamp", "time")
+COUNT_COLUMNS = ("count", "plays", "clicks")
 UNKNOWN = -1
 
 
@@ -115,6 +120,7 @@ class Ratings:
     """A table of ratings held as arrays, with the id maps that give their raw ids.
 
     `user_index`/`item_index` may hold -1 for ids their map does not know (test sets only).
+    With `implicit=True` the rows are interactions and `rating` holds each one's weight (above 0).
     """
 
     user_index: np.ndarray
@@ -125,6 +131,7 @@ class Ratings:
     timestamp: np.ndarray | None = None
     titles: Mapping[Any, str] | None = None
     source: str = ""
+    implicit: bool = False
 
     def __post_init__(self) -> None:
         n = len(self.rating)
@@ -138,8 +145,9 @@ class Ratings:
         return len(self.rating)
 
     def __repr__(self) -> str:
+        noun = "interactions" if self.implicit else "ratings"
         return (
-            f"Ratings({len(self):,} ratings, {len(self.users):,} users, {len(self.items):,} items"
+            f"Ratings({len(self):,} {noun}, {len(self.users):,} users, {len(self.items):,} items"
             f", source={self.source!r})"
         )
 
@@ -173,19 +181,35 @@ class Ratings:
 
     def take(self, rows: np.ndarray) -> Ratings:
         """The ratings at `rows`, with the same id maps."""
-        return Ratings(
+        return replace(
+            self,
             user_index=self.user_index[rows],
             item_index=self.item_index[rows],
             rating=self.rating[rows],
-            users=self.users,
-            items=self.items,
             timestamp=None if self.timestamp is None else self.timestamp[rows],
-            titles=self.titles,
-            source=self.source,
         )
 
+    def positives(self, minimum: float) -> Ratings:
+        """Explicit ratings as interactions: each rating of at least `minimum` becomes one of
+        weight 1, row for row; the rest are dropped.
+
+        The id maps are the same objects, so indexes stay valid; a user or item left with no
+        rating simply has no rows (`compacted()` drops them). A `minimum` above every rating
+        gives an empty set.
+        """
+        if self.implicit:
+            raise DataError(
+                f"{self!r} already holds interactions; positives() turns explicit ratings into "
+                "interactions"
+            )
+        if np.isnan(minimum):
+            raise DataError("positives() needs a number as its minimum rating, got nan")
+        rows = np.flatnonzero(self.rating >= minimum)
+        return replace(self.take(rows), rating=np.ones(len(rows), dtype=np.float32), implicit=True)
+
     def to_frame(self) -> pd.DataFrame:
-        """Raw ids and ratings as a DataFrame (`user`, `item`, `rating`[, `timestamp`])."""
+        """Raw ids and ratings as a DataFrame (`user`, `item`, `rating`[, `timestamp`]);
+        for interactions `rating` holds their weights."""
         frame = pd.DataFrame({"user": self.user_ids, "item": self.item_ids, "rating": self.rating})
         if self.timestamp is not None:
             frame["timestamp"] = self.timestamp
@@ -193,31 +217,19 @@ class Ratings:
 
     def reindexed(self, users: IdMap, items: IdMap) -> Ratings:
         """The same ratings expressed in other id maps; ids those maps lack get index -1."""
-        return Ratings(
+        return replace(
+            self,
             user_index=_translate(self.user_index, users.indexes(self.users.ids)),
             item_index=_translate(self.item_index, items.indexes(self.items.ids)),
-            rating=self.rating,
             users=users,
             items=items,
-            timestamp=self.timestamp,
-            titles=self.titles,
-            source=self.source,
         )
 
     def compacted(self) -> Ratings:
         """Drop users and items that have no rating here, renumbering the rest."""
         users, user_index = IdMap.from_values(self.user_ids)
         items, item_index = IdMap.from_values(self.item_ids)
-        return Ratings(
-            user_index=user_index,
-            item_index=item_index,
-            rating=self.rating,
-            users=users,
-            items=items,
-            timestamp=self.timestamp,
-            titles=self.titles,
-            source=self.source,
-        )
+        return replace(self, user_index=user_index, item_index=item_index, users=users, items=items)
 
     def split(
         self,
@@ -348,8 +360,15 @@ def load_ratings(
     item_col: str | None = None,
     rating_col: str | None = None,
     timestamp_col: str | None = None,
+    implicit: bool = False,
+    count_col: str | None = None,
 ) -> Ratings:
-    """Read ratings from a named source, a MovieLens directory or a table file.
+    """Read ratings or interactions from a named source, a MovieLens directory or a table file.
+
+    A table with no rating column (`user,item[,timestamp][,count]`) holds interactions: the
+    result has `implicit=True`, each row's weight is its count column (`count`, `plays`,
+    `clicks` or `count_col`) or 1, and a (user, item) pair that repeats becomes one row with
+    the weights summed and the earliest timestamp.
 
     Args:
         source: `"movielens-small"` (bundled); `"synthetic:ratings=N,users=U,items=I,seed=S"`;
@@ -357,52 +376,63 @@ def load_ratings(
             a file of the 100k layout (`u.data`, `u1.base`, ...); or a CSV/TSV/Parquet file.
         user_col, item_col, rating_col, timestamp_col: column names of a table file, when
             they are not among the usual ones (`userId`, `user_id`, `movieId`, `rating`, ...).
+        implicit: read any source as interactions: every rated pair becomes an interaction of
+            weight 1 (repeated pairs summed), whatever its rating.
+        count_col: the column of a table file that counts each row's interactions.
+
+    Returns:
+        `Ratings`, with `implicit=True` when it holds interactions.
     """
     text = str(source)
     if text == BUNDLED:
-        return _load_bundled()
-    if text.startswith("synthetic:") or text == "synthetic":
-        return synthetic_ratings(**parse_synthetic(text))
-    path = Path(source).expanduser()
-    if not path.exists():
-        raise DataError(
-            f"no such file or directory: {text!r}; give a path, '{BUNDLED}' or "
-            "'synthetic:ratings=N,users=U,items=I,seed=S'"
-        )
-    try:
-        return _load_path(path, (user_col, item_col, rating_col, timestamp_col))
-    finally:
-        _release_arrow_memory()  # the table's, now freed: training would add to them
+        ratings = _load_bundled()
+    elif text.startswith("synthetic:") or text == "synthetic":
+        ratings = synthetic_ratings(**parse_synthetic(text))
+    else:
+        path = Path(source).expanduser()
+        if not path.exists():
+            raise DataError(
+                f"no such file or directory: {text!r}; give a path, '{BUNDLED}' or "
+                "'synthetic:ratings=N,users=U,items=I,seed=S'"
+            )
+        try:
+            columns = (user_col, item_col, rating_col, timestamp_col, count_col)
+            ratings = _load_path(path, columns, implicit)
+        finally:
+            _release_arrow_memory()  # the table's, now freed: training would add to them
+    if implicit and not ratings.implicit:
+        ratings = _summed_pairs(ratings, np.ones(len(ratings)))
+    return ratings
 
 
-def _load_path(path: Path, columns: tuple[str | None, ...]) -> Ratings:
+def _load_path(path: Path, columns: tuple[str | None, ...], implicit: bool) -> Ratings:
     if path.is_dir():
-        return _load_movielens_dir(path)
+        return _load_movielens_dir(path, implicit)
     if _is_100k_file(path) and not any(columns):
         return _load_100k_file(path)
     if path.name == "ratings.dat" and not any(columns):
         return _load_dat_dir(path.parent)
     if path.name in ("ratings.csv", "ratings.csv.gz") and not any(columns):
-        return _load_csv_layout(path, _movies_beside(path.parent), source=str(path))
-    return _load_table(path, *columns)
+        return _load_csv_layout(path, _movies_beside(path.parent), str(path), implicit)
+    return _load_table(path, *columns, implicit=implicit)
 
 
 def _load_bundled() -> Ratings:
     folder = resources.files("latentrec") / "datasets" / "ml-latest-small"
     with resources.as_file(folder) as directory:
         return _load_csv_layout(
-            directory / "ratings.csv.gz", directory / "movies.csv.gz", source=BUNDLED
+            directory / "ratings.csv.gz", directory / "movies.csv.gz", BUNDLED, implicit=False
         )
 
 
-def _load_movielens_dir(path: Path) -> Ratings:
+def _load_movielens_dir(path: Path, implicit: bool) -> Ratings:
     if (path / "u.data").exists():
         return _load_100k_file(path / "u.data")
     if (path / "ratings.dat").exists():
         return _load_dat_dir(path)
     for name in ("ratings.csv", "ratings.csv.gz", "ratings.parquet"):
         if (path / name).exists():
-            return _load_csv_layout(path / name, _movies_beside(path), source=str(path))
+            return _load_csv_layout(path / name, _movies_beside(path), str(path), implicit)
     raise DataError(
         f"{path} holds no MovieLens ratings file (u.data, ratings.dat or ratings.csv); "
         "point at the directory that holds one, or at a rating file"
@@ -456,7 +486,7 @@ def _what(path: Path) -> str:
         return "a MovieLens 100k file: tab-separated 'user item rating timestamp' lines"
     if path.suffix == ".dat":
         return "a MovieLens 1M/10M file: 'user::item::rating::timestamp' lines"
-    return "a table with user, item and rating columns"
+    return "a table with user and item columns, and a rating or count column"
 
 
 def _load_100k_file(path: Path) -> Ratings:
@@ -518,8 +548,10 @@ def _read_titles(path: Path, separator: str, encoding: str | None) -> dict[int, 
     return titles
 
 
-def _load_csv_layout(ratings_file: Path, movies_file: Path | None, source: str) -> Ratings:
-    ratings = _load_table(ratings_file, None, None, None, None)
+def _load_csv_layout(
+    ratings_file: Path, movies_file: Path | None, source: str, implicit: bool
+) -> Ratings:
+    ratings = _load_table(ratings_file, implicit=implicit)
     titles = None
     if movies_file is not None:
         movies = _read_csv_arrow(
@@ -536,10 +568,13 @@ def _load_csv_layout(ratings_file: Path, movies_file: Path | None, source: str) 
 
 def _load_table(
     path: Path,
-    user_col: str | None,
-    item_col: str | None,
-    rating_col: str | None,
-    timestamp_col: str | None,
+    user_col: str | None = None,
+    item_col: str | None = None,
+    rating_col: str | None = None,
+    timestamp_col: str | None = None,
+    count_col: str | None = None,
+    *,
+    implicit: bool,
 ) -> Ratings:
     suffixes = [s.lower() for s in path.suffixes]
     if ".parquet" in suffixes or ".pq" in suffixes:
@@ -551,15 +586,61 @@ def _load_table(
         delimiter = "\t" if ".tsv" in suffixes or ".tab" in suffixes else _sniff_delimiter(path)
         table = _read_csv_arrow(path, parse={"delimiter": delimiter})
     names = table.column_names
+    if (
+        user_col is None
+        and item_col is None
+        and not any(c in names for c in (*USER_COLUMNS, *ITEM_COLUMNS))
+    ):
+        raise DataError(
+            f"{path} has no user column and no item column (looked for {', '.join(USER_COLUMNS)}"
+            f" and {', '.join(ITEM_COLUMNS)}); its columns are {names}; name them with "
+            "--user-col and --item-col"
+        )
     user = _pick_column(names, user_col, USER_COLUMNS, "user", path)
     item = _pick_column(names, item_col, ITEM_COLUMNS, "item", path)
     if ".parquet" not in suffixes and ".pq" not in suffixes:
         table = _text_ids(table, path, {"delimiter": delimiter}, [user, item])
-    rating = _pick_column(names, rating_col, RATING_COLUMNS, "rating", path)
     timestamp = timestamp_col or next((c for c in TIMESTAMP_COLUMNS if c in names), None)
     if timestamp is not None and timestamp not in names:
         raise DataError(f"{path} has no column {timestamp!r}; its columns are {names}")
-    return _from_columns(table, user, item, rating, timestamp, None, str(path))
+    weight, counted = _weight_column(
+        names, rating_col, count_col, {user, item, timestamp}, path, implicit
+    )
+    return _from_columns(table, user, item, weight, timestamp, None, str(path), counted)
+
+
+def _weight_column(
+    names: list[str],
+    rating_col: str | None,
+    count_col: str | None,
+    known: set[str | None],
+    path: Path,
+    implicit: bool,
+) -> tuple[str | None, bool]:
+    """The column that weighs each row (None: 1 per row), and whether rows are interactions."""
+    if rating_col is not None and count_col is not None:
+        raise DataError(
+            f"give a rating column or a count column, not both (got {rating_col!r} and "
+            f"{count_col!r})"
+        )
+    if count_col is not None:
+        return _pick_column(names, count_col, COUNT_COLUMNS, "count", path), True
+    if rating_col is not None or any(c in names for c in RATING_COLUMNS):
+        return _pick_column(names, rating_col, RATING_COLUMNS, "rating", path), False
+    count = next((c for c in COUNT_COLUMNS if c in names), None)
+    if count is not None:
+        return count, True
+    # a column we cannot place may be a rating under another name: reading it as
+    # interactions would drop it silently
+    others = [c for c in names if c not in known]
+    if others and not implicit:
+        raise DataError(
+            f"{path} has no rating column ({', '.join(RATING_COLUMNS)}) or count column "
+            f"({', '.join(COUNT_COLUMNS)}), and its columns {others} are neither ids nor a "
+            "timestamp; name the rating with --rating-col or the count with --count-col, or "
+            "load it with implicit=True to count each row as one interaction"
+        )
+    return None, True
 
 
 def _sniff_delimiter(path: Path) -> str:
@@ -596,14 +677,35 @@ def _from_columns(
     table: pa.Table,
     user: str,
     item: str,
-    rating: str,
+    rating: str | None,
     timestamp: str | None,
     titles: Mapping[Any, str] | None,
     source: str,
+    implicit: bool = False,
 ) -> Ratings:
+    """Ratings from a table's columns; with `implicit`, interactions weighted by the `rating`
+    column (1 per row when it is None) with repeated pairs summed."""
     if table.num_rows == 0:
-        raise DataError(f"{source} holds no ratings")
-    values = _numeric(table.column(rating), rating, source)
+        raise DataError(f"{source} holds no {'interactions' if implicit else 'ratings'}")
+    if rating is None:
+        values = np.ones(table.num_rows)
+    elif implicit:
+        values = _weights(table.column(rating), rating, source)
+    else:
+        values = _ratings(table.column(rating), rating, source)
+    users, user_index = IdMap.from_values(_ids(table.column(user), user, source))
+    items, item_index = IdMap.from_values(_ids(table.column(item), item, source))
+    stamps = None
+    if timestamp is not None:
+        stamps = _numeric(table.column(timestamp), timestamp, source).astype(np.int64)
+    ratings = Ratings(
+        user_index, item_index, values.astype(np.float32), users, items, stamps, titles, source
+    )
+    return _summed_pairs(ratings, values) if implicit else ratings
+
+
+def _ratings(column: pa.ChunkedArray, name: str, source: str) -> np.ndarray:
+    values = _numeric(column, name, source)
     bad = ~np.isfinite(values)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
@@ -618,19 +720,56 @@ def _from_columns(
             f"{source}: rating {values[row]:g} on data row {row + 1} is beyond float32's range "
             "(about 3.4e38); rescale the ratings"
         )
-    ratings = values.astype(np.float32)
-    users, user_index = IdMap.from_values(_ids(table.column(user), user, source))
-    items, item_index = IdMap.from_values(_ids(table.column(item), item, source))
+    return values
+
+
+def _weights(column: pa.ChunkedArray, name: str, source: str) -> np.ndarray:
+    """An interaction count column as float64, every value finite and above 0."""
+    values = _numeric(column, name, source).astype(np.float64, copy=False)
+    bad = ~(np.isfinite(values) & (values > 0))
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"{source}: count {float(values[row])!r} in column {name!r} on data row {row + 1} "
+            "is not a finite number above 0; an interaction's weight must be positive"
+        )
+    return values
+
+
+def _summed_pairs(ratings: Ratings, weight: np.ndarray) -> Ratings:
+    """Interactions of `ratings` (every index known), one row per (user, item) pair: `weight`
+    summed over the pair's rows and the earliest timestamp, in order of first appearance."""
+    n_items = np.int64(max(ratings.n_items, 1))
+    key = ratings.user_index * n_items + ratings.item_index
+    codes, pairs = pd.factorize(key)  # hashing: linear time, first-appearance order
+    summed = np.bincount(codes, weights=weight, minlength=len(pairs))
+    if np.any(summed > np.finfo(np.float32).max):
+        raise DataError(
+            f"{ratings.source}: the counts of one (user, item) pair sum to {summed.max():g}, "
+            "beyond float32's range (about 3.4e38); rescale the counts"
+        )
     stamps = None
-    if timestamp is not None:
-        stamps = _numeric(table.column(timestamp), timestamp, source).astype(np.int64)
-    return Ratings(user_index, item_index, ratings, users, items, stamps, titles, source)
+    if ratings.timestamp is not None:
+        stamps = np.full(len(pairs), np.iinfo(np.int64).max)
+        np.minimum.at(stamps, codes, ratings.timestamp)
+    return replace(
+        ratings,
+        user_index=(pairs // n_items).astype(np.int64),
+        item_index=(pairs % n_items).astype(np.int64),
+        rating=summed.astype(np.float32),
+        timestamp=stamps,
+        implicit=True,
+    )
 
 
 def _numeric(column: pa.ChunkedArray, name: str, source: str) -> np.ndarray:
     if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
         if column.null_count:
-            raise DataError(f"{source}: column {name!r} has {column.null_count} empty values")
+            row = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
+            raise DataError(
+                f"{source}: column {name!r} has an empty or NaN value on data row {row + 1} "
+                f"({column.null_count} in all)"
+            )
         return column.to_numpy()
     sample = next((v for v in column.to_pylist() if v is not None), None)
     try:

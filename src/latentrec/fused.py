@@ -515,3 +515,54 @@ def dot_steps(
                 _adam_row(item_bias, m_ib, grad_ib, i, slot, rule, constants)
                 item_slot[i] = -1
     return total
+
+
+@_kernel
+def _gram_rows(
+    item_indptr, item_users, item_weights, user_indptr, user_items, user_weights, out
+):  # pragma: no cover - compiled; tested through gram
+    """out[a, b] += w_ua * w_ub over every user u with both items: row a of X'X is the sum of
+    the rows of X of a's users. Rows of `out` are split over the threads: no two write one."""
+    for a in prange(len(item_indptr) - 1):
+        row = out[a]
+        for k in range(item_indptr[a], item_indptr[a + 1]):
+            u, w = item_users[k], item_weights[k]
+            for j in range(user_indptr[u], user_indptr[u + 1]):
+                row[user_items[j]] += w * user_weights[j]
+
+
+def gram(
+    users: np.ndarray,
+    items: np.ndarray,
+    weights: np.ndarray,
+    n_users: int,
+    n_items: int,
+    binary: bool = False,
+) -> np.ndarray:
+    """X'X (n_items x n_items, float32) of the sparse interaction matrix X[users, items] =
+    weights (repeated pairs added first; with `binary`, 1 wherever a pair is), in
+    O(sum over users of their items squared)."""
+    order = np.lexsort((items, users))
+    users, items, weights = users[order], items[order], weights[order].astype(np.float32)
+    if len(users):  # repeated pairs: one entry, their weights added
+        first = np.r_[True, (users[1:] != users[:-1]) | (items[1:] != items[:-1])]
+        starts = np.flatnonzero(first)
+        users, items = users[starts], items[starts]
+        weights = np.add.reduceat(weights, starts).astype(np.float32)
+    if binary:
+        weights = np.ones(len(users), dtype=np.float32)
+    user_indptr = np.r_[0, np.cumsum(np.bincount(users, minlength=n_users))].astype(np.int64)
+    by_item = np.argsort(items, kind="stable")
+    item_indptr = np.r_[0, np.cumsum(np.bincount(items, minlength=n_items))].astype(np.int64)
+    out = np.zeros((n_items, n_items), dtype=np.float32)
+    with threads(free_threads(numba.get_num_threads() if AVAILABLE else 1)):
+        _gram_rows(
+            item_indptr,
+            users[by_item].astype(np.int64),
+            weights[by_item],
+            user_indptr,
+            items.astype(np.int64),
+            weights,
+            out,
+        )
+    return out

@@ -97,6 +97,7 @@ class Recommender:
             )
         self.model = model.eval()
         self.ratings = ratings
+        model.attach(ratings.user_index, ratings.item_index, ratings.rating)
         # what each user rated, as compressed rows: every rating (for explanations) ...
         order = np.argsort(ratings.user_index, kind="stable")
         counts = np.bincount(ratings.user_index, minlength=ratings.n_users)
@@ -109,7 +110,7 @@ class Recommender:
         self._seen_indptr = np.r_[0, np.cumsum(distinct)]
         self._seen_items = keys % ratings.n_items
         self._item_counts = np.bincount(ratings.item_index, minlength=ratings.n_items)
-        self._device = next(model.parameters()).device
+        self._device = model.device
         self._prior: tuple[Any] | None = None  # (the model's fold-in prior,), made once
         self._unit: Tensor | None = None
 
@@ -199,7 +200,12 @@ class Recommender:
 
     @torch.no_grad()
     def predict(self, user: Any, item_ids: Iterable[Any]) -> np.ndarray:
-        """Predicted ratings of a user (id or NewUser) for the given items."""
+        """Predicted ratings of a user (id or NewUser) for the given items (rating models)."""
+        if not self.model.predicts_ratings:
+            raise ConfigError(
+                f"the {self.model.kind} model ranks items and predicts no ratings; use a rating "
+                "model (dot, nn) for predicted ratings"
+            )
         items = torch.tensor([self.item_index(i) for i in item_ids], dtype=torch.int64)
         if len(items) == 0:
             return np.zeros(0)
@@ -352,11 +358,14 @@ class Recommender:
         for item_id, value in ratings.items():
             try:
                 rating = float(value)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise ConfigError(
                     f"rating {value!r} for item {item_id!r} is not a number"
                 ) from None
-            if not (low <= rating <= high):
+            if not np.isfinite(rating):
+                raise ConfigError(f"rating {value!r} for item {item_id!r} is not finite")
+            # a ranking model takes them as interactions: any finite weight
+            if self.model.predicts_ratings and not (low <= rating <= high):
                 raise ConfigError(
                     f"rating {rating:g} for item {item_id!r} is outside the model's range "
                     f"{low:g}..{high:g}"
@@ -426,7 +435,8 @@ class Recommender:
             return []
         vectors = self._unit_vectors()
         cosine = (vectors[torch.from_numpy(rated)] @ vectors[index]).double().cpu().numpy()
-        above = values - values.mean()
+        # interactions all weigh alike: every one of them counts as liked
+        above = values - values.mean() if np.ptp(values) > 0 else np.ones_like(values)
         # only liked items that resemble it: "because you rated ..." should read as praise
         weights = np.where((above > 0) & (cosine > 0), cosine * above, 0.0)
         order = np.argsort(-weights, kind="stable")
@@ -495,10 +505,15 @@ def evaluate_ranking(
     if method == "popular":
         lists = popular_batch(recommender, user_ids, k)
     elif method == "model":
-        lists = [
-            [recommender.items.index_of(r.item_id) for r in recs]
-            for recs in recommender.recommend_batch(user_ids, k)
-        ]
+        # a user with fewer than k unrated items gets them all (a shorter list)
+        unrated = len(recommender.items) - np.diff(recommender._seen_indptr)[users]
+        room = np.minimum(unrated, k)
+        lists = [[] for _ in users]
+        for size in np.unique(room[room > 0]):
+            chosen = np.flatnonzero(room == size)
+            batch = recommender.recommend_batch([user_ids[j] for j in chosen], int(size))
+            for j, recs in zip(chosen, batch, strict=True):
+                lists[j] = [recommender.items.index_of(r.item_id) for r in recs]
     else:
         raise ConfigError(f"method must be 'model' or 'popular', got {method!r}")
     return ranking_metrics(lists, [relevant[int(u)] for u in users], k, len(recommender.items))

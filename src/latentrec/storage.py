@@ -35,6 +35,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -347,6 +348,7 @@ def _write(model: LatentModel, folder: Path, ratings: Ratings, info: dict[str, A
         "version": FORMAT_VERSION,
         "model": model.config.to_json(),
         "source": ratings.source,
+        "implicit": ratings.implicit,
         "info": info,
     }
     _write_json(folder / "config.json", config)
@@ -538,13 +540,14 @@ def _load(folder: Path, device: str | torch.device) -> SavedModel:
     except (ConfigError, KeyError, TypeError) as err:
         raise ModelFileError(f"{folder / 'config.json'} has a bad model config: {err}") from err
     info, source = config.get("info", {}), config.get("source", "")
-    if not isinstance(info, dict) or not isinstance(source, str):
+    implicit = config.get("implicit", False)  # absent in models saved before interactions
+    if not isinstance(info, dict) or not isinstance(source, str) or not isinstance(implicit, bool):
         raise ModelFileError(
-            f"{folder / 'config.json'} is damaged: its info must be an object and its source "
-            "a string"
+            f"{folder / 'config.json'} is damaged: its info must be an object, its source "
+            "a string and implicit true or false"
         )
     _check_weights_fit(folder / "model.safetensors", model_config)
-    ratings = _read_ratings(folder, model_config, source)
+    ratings = replace(_read_ratings(folder, model_config, source), implicit=implicit)
     model = build_model(model_config)
     weights = _read_tensors(folder / "model.safetensors")
     damaged = [k for k, v in weights.items() if v.is_floating_point() and not v.isfinite().all()]

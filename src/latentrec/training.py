@@ -49,7 +49,7 @@ from latentrec.storage import Checkpoint
 
 PREDICT_CHUNK = 1 << 16
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-ENGINES = ("auto", "fused", "autograd")
+ENGINES = ("auto", "fused", "autograd", "solve")
 
 
 @dataclass(frozen=True)
@@ -281,6 +281,10 @@ def make_configs(
     return model_config, train_config
 
 
+def _ranking_models() -> list[str]:
+    return [name for name, cls in MODELS.items() if not cls.predicts_ratings]
+
+
 def _unknown_options(
     unknown: set[str], cls: type[LatentModel], model_fields: set[str], train_fields: set[str]
 ) -> str:
@@ -386,6 +390,12 @@ def fit(
     train, test, cold = _unpack(data)
     if len(train) == 0:
         raise DataError("there are no training ratings to fit")
+    kind = model.kind if isinstance(model, ModelConfig) else model
+    if train.implicit and model_class(kind).predicts_ratings:
+        raise DataError(
+            f"the {kind} model predicts ratings, and {train.source} holds interactions (no "
+            f"ratings); use a ranking model ({', '.join(_ranking_models())}) or data with ratings"
+        )
     checkpoint = None
     if resume:
         if checkpoint_dir is None:
@@ -400,8 +410,9 @@ def fit(
         raise ConfigError("checkpoint_every and resume need a checkpoint_dir")
     context = distributed.setup(resolve_device(config.device))
     device = distributed.device_for(resolve_device(config.device), context)
+    solved = "solve" in model_class(model_config.kind).engines
     memory_plan = None
-    if config.memory_budget is not None:
+    if config.memory_budget is not None and not solved:
         memory_plan = _plan_batches(train, model_config, config, device)
         config = replace(
             config,
@@ -433,6 +444,12 @@ def fit(
         engine=_choose_engine(net, config, device, context),
         world_size=context.world_size,
     )
+    if history.engine == "solve":
+        if config.checkpoint_every:
+            raise ConfigError(
+                f"the {net.kind} model is solved, not trained by steps: it has no checkpoints"
+            )
+        return _solve(net, train, history, on_epoch)
     writer = None
     if config.checkpoint_every:
         writer = checkpoints.Checkpoints(
@@ -464,7 +481,11 @@ def fit(
             trainer.seconds_before_resume = 0.0
             history.train_seconds += seconds
             test_rmse = test_mae = None
-            if evaluator.active and (config.evaluate_every_epoch or epoch == config.epochs - 1):
+            if (
+                evaluator.active
+                and net.predicts_ratings
+                and (config.evaluate_every_epoch or epoch == config.epochs - 1)
+            ):
                 test_rmse, test_mae = evaluator(net)
                 net.train()
             stats = EpochStats(epoch + 1, train_loss, test_rmse, test_mae, seconds)
@@ -476,19 +497,36 @@ def fit(
 
 
 def _check_memory(model_config: ModelConfig, config: TrainConfig, device: torch.device) -> None:
-    """Refuse, before allocating, a model whose weights and Adam's two moments, with a step's
-    activations and their gradients, do not fit in the memory available (CPU; CUDA reports
-    its own out-of-memory errors)."""
+    """Refuse, before allocating, a model whose training does not fit in the memory available
+    (CPU; CUDA reports its own out-of-memory errors) or, for a solved model, in the memory
+    budget: weights and Adam's two moments with a step's activations and their gradients, or
+    the matrices a solve keeps."""
+    itemsize = config.torch_dtype.itemsize
+    solve = model_config.solve_bytes(itemsize)
     available = available_bytes() if device.type == "cpu" else None
-    widths = model_config.step_width()
-    per_step = 4 * config.batch_size * (1 + config.negatives) * widths  # values, grads, copies
-    needed = (3 * model_config.parameter_count() + per_step) * config.torch_dtype.itemsize
-    if available is not None and needed > available:
+    if solve is not None:
+        if config.memory_budget is not None:
+            available = parse_size(config.memory_budget)
+        needed, what = solve, "to solve"
+    else:
+        widths = model_config.step_width()
+        per_step = 4 * config.batch_size * (1 + config.negatives) * widths  # values, grads, copies
+        needed = (3 * model_config.parameter_count() + per_step) * itemsize
+        what = "for its weights, optimiser state and a training step"
+    if available is None or needed <= available:
+        return
+    if solve is None:
         raise ConfigError(
-            f"the {model_config.kind} model needs {format_bytes(needed)} for its weights, "
-            f"optimiser state and a training step, but only {format_bytes(available)} of memory "
-            f"is available; use {model_config.size_advice} or a smaller --batch-size"
+            f"the {model_config.kind} model needs {format_bytes(needed)} {what}, but only "
+            f"{format_bytes(available)} of memory is available; use {model_config.size_advice} "
+            "or a smaller --batch-size"
         )
+    given = "the memory budget gives" if config.memory_budget is not None else "there is"
+    raise ConfigError(
+        f"the {model_config.kind} model needs {format_bytes(needed)} {what} "
+        f"({model_config.n_items:,} items), but {given} only {format_bytes(available)}; use "
+        f"{model_config.size_advice}"
+    )
 
 
 def _choose_engine(
@@ -497,7 +535,18 @@ def _choose_engine(
     device: torch.device,
     context: distributed.Context,
 ) -> str:
-    """The engine `config.engine` asks for, or the reason the fused kernel cannot run."""
+    """The engine `config.engine` asks for, or the reason it cannot run."""
+    if "solve" in net.engines:
+        if config.engine not in ("auto", "solve"):
+            raise ConfigError(
+                f"the {net.kind} model is solved, not trained by steps: use engine 'auto', not "
+                f"{config.engine!r}"
+            )
+        return "solve"
+    if config.engine == "solve":
+        raise ConfigError(
+            f"the {net.kind} model trains with {' and '.join(net.engines)}, not by a solve"
+        )
     reasons = []
     if "fused" not in net.engines:
         reasons.append(
@@ -518,6 +567,40 @@ def _choose_engine(
     if config.engine == "autograd" or reasons:
         return "autograd"
     return "fused"
+
+
+def _solve(
+    net: LatentModel,
+    train: Ratings,
+    history: History,
+    on_epoch: Callable[[EpochStats], None] | None,
+) -> tuple[LatentModel, History]:
+    """Fit a solved model in one go: one entry in History, with no test RMSE for a model that
+    predicts no ratings."""
+    started = time.perf_counter()
+    loss = net.solve(_Interactions(train))
+    seconds = time.perf_counter() - started
+    history.train_seconds = seconds
+    stats = EpochStats(1, loss, None, None, seconds)
+    history.epochs.append(stats)
+    if on_epoch is not None:
+        on_epoch(stats)
+    net.eval()
+    return net, history
+
+
+class _Interactions:
+    """The training ratings as a solved model sees them: a binary user x item matrix."""
+
+    def __init__(self, train: Ratings) -> None:
+        self.train = train
+        self.n_users, self.n_items = train.n_users, train.n_items
+
+    def gram(self) -> np.ndarray:
+        train = self.train
+        return fused.gram(
+            train.user_index, train.item_index, train.rating, self.n_users, self.n_items, True
+        )
 
 
 @contextlib.contextmanager
@@ -836,7 +919,12 @@ def _evaluate_tensors(
 
 def evaluate(net: LatentModel, ratings: Ratings) -> dict[str, float]:
     """Test RMSE and MAE of a model on ratings expressed in the model's id maps."""
-    device = next(net.parameters()).device
+    if not net.predicts_ratings:
+        raise ConfigError(
+            f"the {net.kind} model ranks items and predicts no ratings: it has no RMSE; "
+            "evaluate it with ranking metrics (ndcg@10, precision@10)"
+        )
+    device = net.device
     users, items, target = _tensors(ratings, device)
     value_rmse, value_mae = _evaluate_tensors(net, users, items, target)
     return {"rmse": value_rmse, "mae": value_mae, "n": len(ratings)}

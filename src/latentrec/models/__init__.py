@@ -14,6 +14,7 @@ from latentrec.errors import ConfigError
 from latentrec.models.base import (
     HUGE_PAGE,
     SCORE_CHUNK_BYTES,
+    Interactions,
     LatentModel,
     ModelConfig,
     shown,
@@ -21,11 +22,13 @@ from latentrec.models.base import (
     zeros_in_huge_pages,
 )
 from latentrec.models.dot import DotConfig, DotProductBias
+from latentrec.models.ease import Ease, EaseConfig
 from latentrec.models.nn import EmbeddingNN, NNConfig, embedding_size
 
 MODELS: dict[str, type[LatentModel]] = {
     "dot": DotProductBias,
     "nn": EmbeddingNN,
+    "ease": Ease,
 }
 DEFAULT_MODEL = "dot"
 
@@ -64,7 +67,10 @@ __all__ = [
     "SCORE_CHUNK_BYTES",
     "DotConfig",
     "DotProductBias",
+    "Ease",
+    "EaseConfig",
     "EmbeddingNN",
+    "Interactions",
     "LatentModel",
     "ModelConfig",
     "NNConfig",

@@ -15,7 +15,7 @@ import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import torch
@@ -237,10 +237,25 @@ class ModelConfig:
         """The architecture in a few characters for tables and plots, e.g. `50f`."""
         raise NotImplementedError
 
+    def solve_bytes(self, itemsize: int = 4) -> int | None:
+        """Memory a solve needs at its peak (models that are solved); None for the others."""
+        return None
+
     size_advice: ClassVar[str] = "a smaller model"
 
 
 # ----------------------------------------------------------------------------- the model
+
+
+class Interactions(Protocol):
+    """The training data as a model that is solved (engine "solve") sees it."""
+
+    n_users: int
+    n_items: int
+
+    def gram(self) -> np.ndarray:
+        """X'X (items x items, float32) of the binary interaction matrix X."""
+        ...
 
 
 class LatentModel(nn.Module):
@@ -253,7 +268,10 @@ class LatentModel(nn.Module):
 
     What a model declares:
         Config: its config class (the single home of its defaults).
-        engines: the training engines it runs on, preferred first ("fused", "autograd").
+        engines: the training engines it runs on, preferred first: "fused", "autograd" (steps
+            of gradient descent) or "solve" (`solve`, in closed form or by its own iterations).
+        predicts_ratings: whether its scores are predicted ratings; a ranking model's scores
+            only order items (it has no test RMSE and `Recommender.predict` refuses it).
         extras: optional abilities beyond ranking, prediction, similarity and fold-in:
             "biases" (`item_biases`), "map" (a 2-D map of `item_vectors`).
         train_defaults: `TrainConfig` fields it trains better with than the general defaults.
@@ -261,6 +279,7 @@ class LatentModel(nn.Module):
 
     Config: ClassVar[type[ModelConfig]] = ModelConfig
     engines: ClassVar[tuple[str, ...]] = ("autograd",)
+    predicts_ratings: ClassVar[bool] = True
     extras: ClassVar[frozenset[str]] = frozenset({"map"})
     train_defaults: ClassVar[Mapping[str, Any]] = MappingProxyType({})
     user_tables: ClassVar[tuple[str, ...]] = ()
@@ -283,6 +302,10 @@ class LatentModel(nn.Module):
     @property
     def kind(self) -> str:
         return self.config.kind
+
+    @property
+    def device(self) -> torch.device:
+        return self.global_mean.device  # a buffer every model has, parameters or not
 
     @property
     def n_users(self) -> int:
@@ -344,6 +367,15 @@ class LatentModel(nn.Module):
         if both_unknown.any():
             prediction = torch.where(both_unknown, self.global_mean.to(prediction), prediction)
         return prediction
+
+    def attach(self, users: np.ndarray, items: np.ndarray, weights: np.ndarray) -> None:
+        """The training interactions (index arrays), for models that score a user from what
+        they did rather than from a learned row; the Recommender calls it. Others ignore it."""
+
+    def solve(self, data: Interactions) -> float:
+        """Fit the weights from the data (models whose engines include "solve"); returns the
+        training loss, or NaN when the solve has none."""
+        raise NotImplementedError
 
     # ------------------------------------------------------------------ reading the model
 

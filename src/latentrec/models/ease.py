@@ -1,0 +1,149 @@
+"""`ease`: Steck's EASE, a ranking model. An item-item weight matrix B with a zero diagonal,
+solved in closed form from the Gram matrix of the interactions; a user's scores are their
+interaction row times B. It ranks items; it predicts no ratings.
+
+H. Steck, "Embarrassingly Shallow Autoencoders for Sparse Data", WWW 2019.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from latentrec.errors import ConfigError
+from latentrec.models.base import Interactions, LatentModel, ModelConfig, is_finite, shown
+
+
+@dataclass(frozen=True)
+class EaseConfig(ModelConfig):
+    """The ease model's config.
+
+    Args:
+        l2: the ridge penalty λ added to the Gram matrix's diagonal: larger values pull the
+            weights towards zero (less overfitting to rare co-occurrences).
+    """
+
+    kind: ClassVar[str] = "ease"
+    l2: float = 200.0
+
+    # the solve keeps two items x items matrices at once: the Gram matrix (factored in place)
+    # and its inverse, which becomes B
+    SOLVE_COPIES: ClassVar[int] = 2
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not is_finite(self.l2) or self.l2 <= 0:
+            raise ConfigError(f"l2 must be a positive number, got {shown(self.l2)}")
+        object.__setattr__(self, "l2", float(self.l2))
+
+    def parameter_count(self) -> int:
+        return self.n_items * self.n_items
+
+    def step_width(self) -> int:
+        return 0
+
+    def shape(self) -> str:
+        return f"l2 {self.l2:g}"
+
+    def solve_bytes(self, itemsize: int = 4) -> int:
+        return self.SOLVE_COPIES * self.n_items * self.n_items * itemsize
+
+    size_advice: ClassVar[str] = (
+        "a factor model (dot with --negatives) for a catalogue this large; EASE keeps an items x "
+        "items matrix"
+    )
+
+
+class Ease(LatentModel):
+    """Scores = X_u B, where X_u is the user's interaction row (1 for each item they rated or
+    chose) and B = I - P diag(1/diag(P)), P = (X'X + λI)^-1: each item predicted from the
+    others, never from itself.
+
+    Solved, not trained by steps; ranks items and predicts no ratings. Scoring a user needs
+    their interactions, which the Recommender hands over (`attach`); a new user's are their
+    fold-in ratings.
+    """
+
+    Config = EaseConfig
+    config: EaseConfig
+    engines = ("solve",)
+    predicts_ratings = False
+
+    def __init__(self, n_users: int = 1, n_items: int = 1, **options: Any) -> None:
+        super().__init__(n_users, n_items, **options)
+        self.register_buffer("weights", torch.zeros(n_items, n_items))
+        self._rows: tuple[np.ndarray, np.ndarray] | None = None
+
+    # ------------------------------------------------------------------ solving
+
+    @torch.no_grad()
+    def solve(self, data: Interactions) -> float:
+        """B from the interactions, in the weights' dtype on their device: a Cholesky
+        factorisation of X'X + λI and its inverse (no explicit inversion)."""
+        device, dtype = self.weights.device, self.weights.dtype
+        gram = torch.from_numpy(data.gram()).to(device=device, dtype=dtype)
+        gram.diagonal().add_(self.config.l2)
+        factor, info = torch.linalg.cholesky_ex(gram)
+        del gram  # from here on two matrices at most: the factor, then the inverse
+        if int(info):
+            raise ConfigError(
+                f"the Gram matrix is not positive definite at row {int(info)}; raise l2 "
+                f"(now {self.config.l2:g})"
+            )
+        inverse = torch.cholesky_inverse(factor)
+        del factor
+        inverse.div_(-inverse.diagonal().clone())  # column j over -P_jj
+        inverse.diagonal().zero_()
+        self.weights = inverse.contiguous()  # row-major, as a loaded model's
+        return math.nan
+
+    # ------------------------------------------------------------------ scoring
+
+    def attach(self, users: np.ndarray, items: np.ndarray, weights: np.ndarray) -> None:
+        order = np.argsort(users, kind="stable")
+        counts = np.bincount(users, minlength=self.n_users)
+        self._rows = (np.r_[0, np.cumsum(counts)], items[order])
+
+    def user_rows(self, user_index: Tensor) -> list[Tensor]:
+        if self._rows is None:
+            raise ConfigError(
+                "the ease model scores a user from their interactions: use it through a "
+                "Recommender (which hands them over)"
+            )
+        indptr, items = self._rows
+        index = user_index.cpu().numpy()
+        starts, ends = indptr[index], indptr[index + 1]
+        rows = np.repeat(np.arange(len(index)), ends - starts)
+        cols = np.concatenate([items[s:e] for s, e in zip(starts, ends, strict=True)] or [[]])
+        dense = torch.zeros(len(index), self.n_items, dtype=self.weights.dtype)
+        dense[torch.from_numpy(rows), torch.from_numpy(cols.astype(np.int64))] = 1.0
+        return [dense.to(self.weights.device)]
+
+    def item_rows(self) -> list[Tensor]:
+        return [self.weights]
+
+    def rank(self, user_rows: list[Tensor], item_rows: list[Tensor]) -> Tensor:
+        return user_rows[0] @ item_rows[0]
+
+    def predict(self, user_rows: list[Tensor], item_rows: list[Tensor]) -> Tensor:
+        return self.rank(user_rows, item_rows)
+
+    def forward(self, user_index: Tensor, item_index: Tensor) -> Tensor:
+        rows = self.user_rows(user_index.clamp(min=0))[0]
+        return (rows * self.weights.T.index_select(0, item_index.clamp(min=0))).sum(1)
+
+    def item_vectors(self) -> Tensor:
+        return self.weights
+
+    # ------------------------------------------------------------------ fold-in
+
+    def fold_in(self, item_index: Tensor, ratings: Tensor, prior: Any, steps: int) -> list[Tensor]:
+        """The new user's interaction row: 1 for each item they rated (closed form)."""
+        row = torch.zeros(1, self.n_items, dtype=self.weights.dtype, device=self.weights.device)
+        row[0, item_index] = 1.0
+        return [row]

@@ -1,0 +1,167 @@
+"""The ease model: its closed form, its fold-in, its memory check, and interactions end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from latentrec import ConfigError, DataError, Recommender, fit, load, load_ratings
+from latentrec.cli import app
+from latentrec.data import IdMap, Ratings
+from latentrec.fused import gram
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def one_error_line(result) -> str:
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    return lines[0]
+
+
+def interactions(n_users: int = 40, n_items: int = 15, seed: int = 0) -> Ratings:
+    """Random interactions, with some pairs repeated (they count once)."""
+    rng = np.random.default_rng(seed)
+    users = rng.integers(0, n_users, 300)
+    items = rng.integers(0, n_items, 300)
+    users[:n_users], items[:n_items] = np.arange(n_users), np.arange(n_items)  # nobody empty
+    return Ratings(
+        users,
+        items,
+        np.ones(len(users), dtype=np.float32),
+        IdMap(np.arange(n_users, dtype=np.int64) + 1),
+        IdMap(np.arange(n_items, dtype=np.int64) + 1000),
+        source="random interactions",
+        implicit=True,
+    )
+
+
+def test_gram_is_the_product_of_the_interaction_matrix_with_itself():
+    data = interactions()
+    weights = np.random.default_rng(1).random(len(data)).astype(np.float32) + 0.5
+    dense = np.zeros((data.n_users, data.n_items))
+    np.add.at(dense, (data.user_index, data.item_index), weights)
+    summed = gram(data.user_index, data.item_index, weights, data.n_users, data.n_items)
+    assert np.allclose(summed, dense.T @ dense, rtol=1e-5)
+    binary = (dense > 0).astype(np.float64)
+    ones = gram(data.user_index, data.item_index, weights, data.n_users, data.n_items, True)
+    assert np.array_equal(ones, binary.T @ binary)
+
+
+@pytest.mark.parametrize("l2", [0.5, 200.0])
+def test_ease_weights_are_the_closed_form(l2):
+    data = interactions()
+    net, history = fit(data, "ease", l2=l2, progress=False)
+    x = np.zeros((data.n_users, data.n_items))
+    x[data.user_index, data.item_index] = 1.0
+    inverse = np.linalg.inv(x.T @ x + l2 * np.eye(data.n_items))  # float64 reference
+    expected = np.eye(data.n_items) - inverse / np.diag(inverse)
+    assert np.allclose(net.weights.numpy(), expected, atol=1e-5)
+    assert np.all(np.diag(net.weights.numpy()) == 0)  # never an item from itself
+    assert history.engine == "solve" and history.rmse is None
+
+
+def test_ease_scores_are_the_interaction_row_times_b_and_fold_in_is_exact():
+    data = interactions()
+    net, _ = fit(data, "ease", progress=False)
+    rec = Recommender(net, data)
+    x = np.zeros((data.n_users, data.n_items), dtype=np.float32)
+    x[data.user_index, data.item_index] = 1.0
+    for user in (1, 7, 40):
+        row = x[user - 1] @ net.weights.numpy()
+        listed = rec.recommend(user, k=data.n_items, exclude_seen=False)
+        scores = {r.item_id: r.score for r in listed}
+        assert np.allclose([scores[i] for i in data.items.ids.tolist()], row, atol=1e-6)
+        own = {int(data.items.ids[i]): 1.0 for i in data.item_index[data.user_index == user - 1]}
+        folded = rec.recommend(rec.fold_in(own), k=data.n_items, exclude_seen=False)
+        assert folded == listed  # ids and scores, exactly
+
+
+def test_a_catalogue_beyond_the_memory_budget_is_refused_before_anything_is_built():
+    wide = load_ratings("synthetic:ratings=200000,users=2000,items=60000,seed=1")
+    refusal = r"needs [0-9.]+ GiB to solve \([0-9,]+ items\), but the memory budget gives only 1.0"
+    with pytest.raises(ConfigError, match=refusal):
+        fit(wide, "ease", memory_budget="1GiB", progress=False)
+    result = invoke(
+        "train",
+        "--data",
+        "synthetic:ratings=200000,users=2000,items=60000,seed=1",
+        "--model",
+        "ease",
+        "--memory-budget",
+        "1GiB",
+    )
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "GiB to solve" in result.stderr.strip().splitlines()[-1]
+    assert "measuring" not in result.stderr  # no steps to measure
+
+
+def test_what_a_ranking_model_cannot_do_is_one_line(tmp_path: Path):
+    data = interactions()
+    net, _ = fit(data, "ease", progress=False)
+    with pytest.raises(ConfigError, match="predicts no ratings"):
+        Recommender(net, data).predict(1, [1000])
+    with pytest.raises(ConfigError, match="solved, not trained by steps"):
+        fit(data, "ease", engine="fused", progress=False)
+    with pytest.raises(ConfigError, match="no checkpoints"):
+        fit(data, "ease", checkpoint_every=5, checkpoint_dir=tmp_path, progress=False)
+    with pytest.raises(DataError, match="predicts ratings, and random interactions holds"):
+        fit(data, "dot", progress=False)
+
+
+@pytest.fixture(scope="module")
+def clicks(tmp_path_factory) -> Path:
+    """A user,item log with no ratings: each line one click, some pairs clicked again."""
+    rng = np.random.default_rng(3)
+    path = tmp_path_factory.mktemp("clicks") / "clicks.csv"
+    lines = ["user,item"]
+    for user in range(60):
+        liked = range(user % 2, 30, 2)  # even users click even items, odd users odd ones
+        lines += [f"u{user},i{item}" for item in rng.choice(list(liked), 10)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_interactions_train_ease_from_the_command_line(clicks: Path, tmp_path: Path):
+    out = tmp_path / "model"
+    result = invoke(
+        "train", "--data", clicks, "--model", "ease", "--split", "user", "--out", out, "--json"
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["model"] == "ease" and summary["ranking"]["ndcg@10"] > 0.3
+    assert load(out).ratings.implicit  # the model directory says what it was trained on
+    shown = invoke("recommend", out, "--user", "u4", "-k", "3", "--json")
+    assert shown.exit_code == 0, shown.output
+    listed = json.loads(shown.stdout.strip().splitlines()[-1])
+    assert all(int(r["item_id"][1:]) % 2 == 0 for r in listed)  # what even users click
+    assert "score" in shown.stdout and "predicted" not in shown.stdout
+    assert "predicts ratings" in one_error_line(invoke("train", "--data", clicks, "--epochs", 1))
+
+
+def test_positive_min_turns_ratings_into_interactions(tmp_path: Path):
+    assert "--positive-min 6" in one_error_line(
+        invoke("train", "--model", "ease", "--positive-min", "6")
+    )
+    result = invoke("train", "--model", "ease", "--positive-min", "4", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    positives = int((load_ratings("movielens-small").rating >= 4).sum())
+    assert summary["n_train"] + summary["n_test"] == positives
+
+
+def test_the_weights_go_to_the_training_device_dtype():
+    data = interactions()
+    net, _ = fit(data, "ease", dtype="float64", progress=False)
+    assert net.weights.dtype == torch.float64
