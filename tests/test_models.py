@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from latentrec import ConfigError, DotConfig, DotProductBias, EmbeddingNN, NNConfig, build_model
-from latentrec.models import HUGE_PAGE, config_from_json, embedding_size, zeros_in_huge_pages
+from latentrec.models import (
+    HUGE_PAGE,
+    MODELS,
+    config_from_json,
+    embedding_size,
+    zeros_in_huge_pages,
+)
 
 
 def test_embedding_size_rule_of_thumb():
@@ -101,7 +107,8 @@ def test_config_validation_names_the_field(config, field, value, needle):
 
 
 def test_an_unknown_model_kind_names_the_registered_ones():
-    with pytest.raises(ConfigError, match="model must be one of dot, nn, ease, got 'svd'"):
+    names = ", ".join(MODELS)
+    with pytest.raises(ConfigError, match=f"model must be one of {names}, got 'svd'"):
         config_from_json({"kind": "svd"})
 
 

@@ -293,7 +293,8 @@ def _unknown_options(
     parts = []
     for name in sorted(unknown):
         owners = [m for m, c in MODELS.items() if name in c.Config.field_names()]
-        where = f" (an option of the {', '.join(owners)} model)" if owners else ""
+        noun = "model" if len(owners) == 1 else "models"
+        where = f" (an option of the {' and '.join(owners)} {noun})" if owners else ""
         parts.append(f"{name}{where}")
     known = any(" (an option of" in part for part in parts)
     what = (
@@ -449,7 +450,7 @@ def fit(
             raise ConfigError(
                 f"the {net.kind} model is solved, not trained by steps: it has no checkpoints"
             )
-        return _solve(net, train, history, on_epoch)
+        return _solve(net, train, history, config, on_epoch)
     writer = None
     if config.checkpoint_every:
         writer = checkpoints.Checkpoints(
@@ -573,34 +574,72 @@ def _solve(
     net: LatentModel,
     train: Ratings,
     history: History,
+    config: TrainConfig,
     on_epoch: Callable[[EpochStats], None] | None,
 ) -> tuple[LatentModel, History]:
-    """Fit a solved model in one go: one entry in History, with no test RMSE for a model that
-    predicts no ratings."""
+    """Fit a solved model: one History entry per iteration of its solve (one for a closed
+    form), with no test RMSE for a model that predicts no ratings."""
+    iterations = net.config.solve_iterations()
     started = time.perf_counter()
-    loss = net.solve(_Interactions(train))
-    seconds = time.perf_counter() - started
-    history.train_seconds = seconds
-    stats = EpochStats(1, loss, None, None, seconds)
-    history.epochs.append(stats)
-    if on_epoch is not None:
-        on_epoch(stats)
+
+    def iteration_done(iteration: int, loss: float) -> None:
+        nonlocal started
+        seconds = time.perf_counter() - started
+        history.train_seconds += seconds
+        stats = EpochStats(iteration + 1, loss, None, None, seconds)
+        history.epochs.append(stats)
+        bar.update(iteration + 1, loss)
+        if on_epoch is not None:
+            on_epoch(stats)
+        started = time.perf_counter()
+
+    with _Progress(config, iterations) as bar:
+        loss = net.solve(_Interactions(train), iteration_done)
+        if not history.epochs:  # a closed form: one go
+            iteration_done(0, loss)
     net.eval()
     return net, history
 
 
 class _Interactions:
-    """The training ratings as a solved model sees them: a binary user x item matrix."""
+    """The training ratings as a solved model sees them: a user x item matrix of weights,
+    repeated pairs added."""
 
     def __init__(self, train: Ratings) -> None:
         self.train = train
         self.n_users, self.n_items = train.n_users, train.n_items
+        self._rows: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def gram(self) -> np.ndarray:
         train = self.train
         return fused.gram(
             train.user_index, train.item_index, train.rating, self.n_users, self.n_items, True
         )
+
+    def by_user(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self._compressed("users")
+
+    def by_item(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self._compressed("items")
+
+    def _compressed(self, side: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if side not in self._rows:
+            train = self.train
+            rows, cols, n = (
+                (train.user_index, train.item_index, self.n_users)
+                if side == "users"
+                else (train.item_index, train.user_index, self.n_items)
+            )
+            order = np.lexsort((cols, rows))
+            rows, cols = rows[order], cols[order]
+            weights = train.rating[order].astype(np.float32)
+            first = np.flatnonzero(np.r_[True, (rows[1:] != rows[:-1]) | (cols[1:] != cols[:-1])])
+            if len(rows):
+                rows, cols = rows[first], cols[first]
+                weights = np.add.reduceat(weights, first).astype(np.float32)
+            indptr = np.r_[0, np.cumsum(np.bincount(rows, minlength=n))].astype(np.int64)
+            self._rows[side] = (indptr, cols.astype(np.int64), weights)
+        return self._rows[side]
 
 
 @contextlib.contextmanager

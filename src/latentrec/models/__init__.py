@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from latentrec.errors import ConfigError
+from latentrec.models.als import Als, AlsConfig
 from latentrec.models.base import (
     HUGE_PAGE,
     SCORE_CHUNK_BYTES,
@@ -29,6 +30,7 @@ MODELS: dict[str, type[LatentModel]] = {
     "dot": DotProductBias,
     "nn": EmbeddingNN,
     "ease": Ease,
+    "als": Als,
 }
 DEFAULT_MODEL = "dot"
 
@@ -65,6 +67,8 @@ __all__ = [
     "HUGE_PAGE",
     "MODELS",
     "SCORE_CHUNK_BYTES",
+    "Als",
+    "AlsConfig",
     "DotConfig",
     "DotProductBias",
     "Ease",

@@ -12,7 +12,7 @@ import contextlib
 import math
 import mmap
 import reprlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from types import MappingProxyType
 from typing import Any, ClassVar, Protocol
@@ -237,6 +237,10 @@ class ModelConfig:
         """The architecture in a few characters for tables and plots, e.g. `50f`."""
         raise NotImplementedError
 
+    def solve_iterations(self) -> int:
+        """Iterations a solve runs (a progress bar's length)."""
+        return 1
+
     def solve_bytes(self, itemsize: int = 4) -> int | None:
         """Memory a solve needs at its peak (models that are solved); None for the others."""
         return None
@@ -255,6 +259,15 @@ class Interactions(Protocol):
 
     def gram(self) -> np.ndarray:
         """X'X (items x items, float32) of the binary interaction matrix X."""
+        ...
+
+    def by_user(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """X as compressed rows: (indptr over users, item of each entry, its weight), repeated
+        pairs added into one entry."""
+        ...
+
+    def by_item(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """X' as compressed rows: (indptr over items, user of each entry, its weight)."""
         ...
 
 
@@ -372,9 +385,12 @@ class LatentModel(nn.Module):
         """The training interactions (index arrays), for models that score a user from what
         they did rather than from a learned row; the Recommender calls it. Others ignore it."""
 
-    def solve(self, data: Interactions) -> float:
+    def solve(
+        self, data: Interactions, on_iteration: Callable[[int, float], None] | None = None
+    ) -> float:
         """Fit the weights from the data (models whose engines include "solve"); returns the
-        training loss, or NaN when the solve has none."""
+        training loss, or NaN when the solve has none. A solve of several iterations calls
+        `on_iteration(i, loss)` after each."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ reading the model
