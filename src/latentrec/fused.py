@@ -566,3 +566,77 @@ def gram(
             out,
         )
     return out
+
+
+@njit(cache=True, nogil=True) if AVAILABLE else (lambda f: f)
+def _bucket(rows, cols, weights, indptr, out_cols, out_weights):  # pragma: no cover
+    """Counting sort of the entries by row (stable): row r's entries land in
+    out_*[indptr[r]:indptr[r + 1]]."""
+    fill = indptr[:-1].copy()
+    for k in range(len(rows)):
+        r = rows[k]
+        out_cols[fill[r]] = cols[k]
+        out_weights[fill[r]] = weights[k]
+        fill[r] += 1
+
+
+@_kernel
+def _merge_rows(indptr, cols, weights, counts, stamps, places):  # pragma: no cover
+    """Add up each row's repeated columns, in place and in first-seen order; counts[r] is how
+    many distinct columns row r keeps (at the start of its range). The rows are split into as
+    many runs as `stamps` has lanes, each lane marking the columns its current row has seen
+    (stamps[lane, c] = row + 1, places[lane, c] = where c sits in the row): no sort."""
+    n_rows, lanes = len(indptr) - 1, len(stamps)
+    for lane in prange(lanes):
+        for r in range(lane * n_rows // lanes, (lane + 1) * n_rows // lanes):
+            start, kept = indptr[r], 0
+            for j in range(indptr[r], indptr[r + 1]):
+                c = cols[j]
+                if stamps[lane, c] == r + 1:
+                    weights[start + places[lane, c]] += weights[j]
+                else:
+                    stamps[lane, c] = r + 1
+                    places[lane, c] = kept
+                    cols[start + kept] = c
+                    weights[start + kept] = weights[j]
+                    kept += 1
+            counts[r] = kept
+
+
+@njit(cache=True, nogil=True) if AVAILABLE else (lambda f: f)
+def _pack(indptr, cols, weights, counts, out_cols, out_weights):  # pragma: no cover
+    """Each row's kept entries moved together (rows in order)."""
+    at = 0
+    for r in range(len(indptr) - 1):
+        for j in range(counts[r]):
+            out_cols[at + j] = cols[indptr[r] + j]
+            out_weights[at + j] = weights[indptr[r] + j]
+        at += counts[r]
+
+
+def compress(
+    rows: np.ndarray, cols: np.ndarray, weights: np.ndarray, n_rows: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The entries (rows[k], cols[k], weights[k]) as compressed rows: (indptr over n_rows,
+    int32 columns in the order first seen within each row, float32 weights), repeated entries
+    added into one. O(entries), no sort."""
+    indptr = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
+    out_cols = np.empty(len(rows), dtype=np.int32)
+    out_weights = np.empty(len(rows), dtype=np.float32)
+    _bucket(rows, cols, weights.astype(np.float32, copy=False), indptr, out_cols, out_weights)
+    counts = np.empty(n_rows, dtype=np.int64)
+    lanes = free_threads(numba.get_num_threads()) if AVAILABLE else 1
+    n_cols = int(cols.max()) + 1 if len(cols) else 1
+    stamps = np.zeros((lanes, n_cols), dtype=np.int64)
+    places = np.empty((lanes, n_cols), dtype=np.int64)
+    with threads(lanes):
+        _merge_rows(indptr, out_cols, out_weights, counts, stamps, places)
+    if counts.sum() == len(rows):
+        return indptr, out_cols, out_weights
+    packed_cols = np.empty(int(counts.sum()), dtype=np.int32)
+    packed_weights = np.empty(len(packed_cols), dtype=np.float32)
+    _pack(indptr, out_cols, out_weights, counts, packed_cols, packed_weights)
+    packed = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(counts, out=packed[1:])
+    return packed, packed_cols, packed_weights

@@ -625,20 +625,11 @@ class _Interactions:
     def _compressed(self, side: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if side not in self._rows:
             train = self.train
-            rows, cols, n = (
-                (train.user_index, train.item_index, self.n_users)
-                if side == "users"
-                else (train.item_index, train.user_index, self.n_items)
-            )
-            order = np.lexsort((cols, rows))
-            rows, cols = rows[order], cols[order]
-            weights = train.rating[order].astype(np.float32)
-            first = np.flatnonzero(np.r_[True, (rows[1:] != rows[:-1]) | (cols[1:] != cols[:-1])])
-            if len(rows):
-                rows, cols = rows[first], cols[first]
-                weights = np.add.reduceat(weights, first).astype(np.float32)
-            indptr = np.r_[0, np.cumsum(np.bincount(rows, minlength=n))].astype(np.int64)
-            self._rows[side] = (indptr, cols.astype(np.int64), weights)
+            if side == "users":
+                rows, cols, n = train.user_index, train.item_index, self.n_users
+            else:
+                rows, cols, n = train.item_index, train.user_index, self.n_items
+            self._rows[side] = fused.compress(rows, cols, train.rating, n)
         return self._rows[side]
 
 
