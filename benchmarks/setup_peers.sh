@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create (if missing) the peer-benchmark venv benchmarks/.peers and install
-# fastai (required) plus scikit-surprise and cornac (optional, best effort).
+# fastai (required) plus scikit-surprise, cornac and implicit (optional, best effort).
 # Idempotent: re-running only (re)checks the installs. Runnable from any cwd.
 set -euo pipefail
 
@@ -27,10 +27,13 @@ fi
 if ! "$PY" -m pip install --quiet "cornac>=3,<4"; then
     warn "cornac 3.x failed to install; cornac peer unavailable"
 fi
+if ! "$PY" -m pip install --quiet "implicit==0.7.3" threadpoolctl; then
+    warn "implicit 0.7.3 failed to install; implicit peer (ranking.py, als_scale.py) unavailable"
+fi
 
 "$PY" - <<'PY'
 import importlib
-for name in ("torch", "fastai", "surprise", "cornac"):
+for name in ("torch", "fastai", "surprise", "cornac", "implicit"):
     try:
         mod = importlib.import_module(name)
         print(f"setup_peers: {name} {getattr(mod, '__version__', '?')} OK")

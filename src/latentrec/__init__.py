@@ -11,8 +11,12 @@ from latentrec.errors import (
 )
 from latentrec.models import (
     MODELS,
+    Als,
+    AlsConfig,
     DotConfig,
     DotProductBias,
+    Ease,
+    EaseConfig,
     EmbeddingNN,
     ModelConfig,
     NNConfig,
@@ -25,10 +29,14 @@ from latentrec.training import EpochStats, History, TrainConfig, evaluate, fit
 __version__ = "0.1.0"
 
 __all__ = [  # noqa: RUF022 (plain sorted(), as a test checks)
+    "Als",
+    "AlsConfig",
     "ConfigError",
     "DataError",
     "DotConfig",
     "DotProductBias",
+    "Ease",
+    "EaseConfig",
     "EmbeddingNN",
     "EpochStats",
     "History",

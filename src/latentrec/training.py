@@ -424,7 +424,12 @@ def fit(
     notes = {
         "model": model_config.to_json(),
         "train": config.to_json(),
-        "data": checkpoints.fingerprint(train),
+        # a checksum of every rating: only a run that checkpoints or resumes needs it
+        "data": (
+            checkpoints.fingerprint(train)
+            if config.checkpoint_every or checkpoint is not None
+            else None
+        ),
         "world_size": context.world_size,
         "run": run or {},
     }

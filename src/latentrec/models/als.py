@@ -39,11 +39,12 @@ def _kernel(func):
 
 
 @_kernel
-def _solve_rows(indptr, indices, confidence, rows, fixed, gram, steps):  # pragma: no cover
+def _solve_rows(indptr, indices, weights, alpha, rows, fixed, gram, steps):  # pragma: no cover
     """For each row u: a few conjugate-gradient steps, from its current value, towards the
-    solution x of (G + sum_i (c_ui - 1) y_i y_i') x = sum_i c_ui y_i, where G = Y'Y + λI and
-    the sums run over u's interactions. Rows are independent: one per thread at a time.
-    Loops rather than BLAS calls: a row's vectors are a few dozen numbers."""
+    solution x of (G + sum_i (c_ui - 1) y_i y_i') x = sum_i c_ui y_i, where G = Y'Y + λI,
+    c_ui = 1 + alpha w_ui and the sums run over u's interactions. Rows are independent: one
+    per thread at a time. Loops rather than BLAS calls: a row's vectors are a few dozen
+    numbers."""
     k = rows.shape[1]
     for u in numba.prange(len(indptr) - 1):
         x = rows[u]
@@ -56,7 +57,7 @@ def _solve_rows(indptr, indices, confidence, rows, fixed, gram, steps):  # pragm
             r[f] = -total
         for j in range(indptr[u], indptr[u + 1]):
             y = fixed[indices[j]]
-            c = confidence[j]
+            c = 1.0 + alpha * weights[j]
             score = 0.0
             for f in range(k):
                 score += y[f] * x[f]
@@ -80,7 +81,7 @@ def _solve_rows(indptr, indices, confidence, rows, fixed, gram, steps):  # pragm
                 score = 0.0
                 for f in range(k):
                     score += y[f] * p[f]
-                weight = (confidence[j] - 1.0) * score
+                weight = alpha * weights[j] * score
                 for f in range(k):
                     ap[f] += weight * y[f]
             curvature = 0.0
@@ -98,7 +99,7 @@ def _solve_rows(indptr, indices, confidence, rows, fixed, gram, steps):  # pragm
 
 
 @_kernel
-def _observed_loss(indptr, indices, confidence, rows, fixed):  # pragma: no cover
+def _observed_loss(indptr, indices, weights, alpha, rows, fixed):  # pragma: no cover
     """Sum over observed pairs of c (1 - x.y)^2 - (x.y)^2: the correction of the all-pairs
     term x' Y'Y x to the weighted loss."""
     k = rows.shape[1]
@@ -110,7 +111,7 @@ def _observed_loss(indptr, indices, confidence, rows, fixed):  # pragma: no cove
             score = 0.0
             for f in range(k):
                 score += y[f] * x[f]
-            total[u] += confidence[j] * (1.0 - score) ** 2 - score * score
+            total[u] += (1.0 + alpha * weights[j]) * (1.0 - score) ** 2 - score * score
     return total.sum()
 
 
@@ -195,8 +196,8 @@ class Als(LatentModel):
         by_user, by_item = data.by_user(), data.by_item()
         users = self.user_factors.weight.detach().float().cpu().numpy().copy()
         items = self.item_factors.weight.detach().float().cpu().numpy().copy()
-        user_side = (*by_user[:2], (1.0 + config.alpha * by_user[2]).astype(np.float32))
-        item_side = (*by_item[:2], (1.0 + config.alpha * by_item[2]).astype(np.float32))
+        user_side = (*by_user, np.float32(config.alpha))
+        item_side = (*by_item, np.float32(config.alpha))
         loss = math.nan
         for iteration in range(config.iterations):
             # the user half last: a trained user's factors are then what fold-in gives them

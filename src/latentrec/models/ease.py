@@ -54,8 +54,8 @@ class EaseConfig(ModelConfig):
         return self.SOLVE_COPIES * self.n_items * self.n_items * itemsize
 
     size_advice: ClassVar[str] = (
-        "a factor model (dot with --negatives) for a catalogue this large; EASE keeps an items x "
-        "items matrix"
+        "the als model for a catalogue this large (EASE keeps items x items matrices), or a "
+        "larger --memory-budget"
     )
 
 
@@ -105,11 +105,13 @@ class Ease(LatentModel):
     # ------------------------------------------------------------------ scoring
 
     def attach(self, users: np.ndarray, items: np.ndarray, weights: np.ndarray) -> None:
-        order = np.argsort(users, kind="stable")
-        counts = np.bincount(users, minlength=self.n_users)
-        self._rows = (np.r_[0, np.cumsum(counts)], items[order])
+        # each user's distinct items: X is binary, as it was for the solve
+        pairs = np.unique(users.astype(np.int64) * self.n_items + items)
+        counts = np.bincount(pairs // self.n_items, minlength=self.n_users)
+        self._rows = (np.r_[0, np.cumsum(counts)], pairs % self.n_items)
 
     def user_rows(self, user_index: Tensor) -> list[Tensor]:
+        """The users' interaction rows, sparse (a row holds a user's few items of many)."""
         if self._rows is None:
             raise ConfigError(
                 "the ease model scores a user from their interactions: use it through a "
@@ -120,21 +122,24 @@ class Ease(LatentModel):
         starts, ends = indptr[index], indptr[index + 1]
         rows = np.repeat(np.arange(len(index)), ends - starts)
         cols = np.concatenate([items[s:e] for s, e in zip(starts, ends, strict=True)] or [[]])
-        dense = torch.zeros(len(index), self.n_items, dtype=self.weights.dtype)
-        dense[torch.from_numpy(rows), torch.from_numpy(cols.astype(np.int64))] = 1.0
-        return [dense.to(self.weights.device)]
+        coordinates = torch.from_numpy(np.vstack([rows, cols.astype(np.int64)]))
+        ones = torch.ones(len(rows), dtype=self.weights.dtype)
+        shape = (len(index), self.n_items)
+        sparse = torch.sparse_coo_tensor(coordinates, ones, shape, is_coalesced=True)
+        return [sparse.to(self.weights.device)]  # distinct (row, item) pairs: coalesced already
 
     def item_rows(self) -> list[Tensor]:
         return [self.weights]
 
     def rank(self, user_rows: list[Tensor], item_rows: list[Tensor]) -> Tensor:
-        return user_rows[0] @ item_rows[0]
+        rows = user_rows[0]
+        return torch.sparse.mm(rows, item_rows[0]) if rows.is_sparse else rows @ item_rows[0]
 
     def predict(self, user_rows: list[Tensor], item_rows: list[Tensor]) -> Tensor:
         return self.rank(user_rows, item_rows)
 
     def forward(self, user_index: Tensor, item_index: Tensor) -> Tensor:
-        rows = self.user_rows(user_index.clamp(min=0))[0]
+        rows = self.user_rows(user_index.clamp(min=0))[0].to_dense()
         return (rows * self.weights.T.index_select(0, item_index.clamp(min=0))).sum(1)
 
     def item_vectors(self) -> Tensor:
