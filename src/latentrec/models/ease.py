@@ -125,7 +125,9 @@ class Ease(LatentModel):
         coordinates = torch.from_numpy(np.vstack([rows, cols.astype(np.int64)]))
         ones = torch.ones(len(rows), dtype=self.weights.dtype)
         shape = (len(index), self.n_items)
-        sparse = torch.sparse_coo_tensor(coordinates, ones, shape, is_coalesced=True)
+        sparse = torch.sparse_coo_tensor(
+            coordinates, ones, shape, is_coalesced=True, check_invariants=False
+        )
         return [sparse.to(self.weights.device)]  # distinct (row, item) pairs: coalesced already
 
     def item_rows(self) -> list[Tensor]:
