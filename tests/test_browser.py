@@ -113,6 +113,8 @@ def test_rate_recommend_similar_and_reload(server):
         expect(page.locator("#rated li")).to_have_count(3)
         page.click("#recommend")
         expect(page.locator("#recommendations li")).to_have_count(10)
+        # a rating model's scores are predicted stars
+        expect(page.locator("#recommendations .score").first).to_contain_text("★")
         expect(page.locator("#recommendations .meta").first).to_contain_text("Because you rated")
         page.locator("#recommendations li .title").first.click()
         expect(page.locator("#similar li")).to_have_count(10)

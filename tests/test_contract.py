@@ -332,6 +332,7 @@ def test_serves_every_endpoint(trained):
         "users": 24,
         "items": 24,
         "rating_range": list(trained.recommender.rating_range),
+        "predicts_ratings": trained.net.predicts_ratings,
     }
 
     similar = client.get("/items/500/similar", params={"k": 3})

@@ -103,6 +103,10 @@ class Health(BaseModel):
         description="The scale ratings are given on (lowest, highest): the range of "
         "POST /recommendations' ratings."
     )
+    predicts_ratings: bool = Field(
+        description="Whether recommendations' scores are predicted ratings (a rating model) or "
+        "only order the items (a ranking model)."
+    )
 
 
 K = Annotated[int, Query(ge=1, le=100, description="How many items, 1 to 100.")]
@@ -144,6 +148,7 @@ def create_app(model: str | Path | Recommender) -> FastAPI:
             users=len(recommender.users),
             items=len(recommender.items),
             rating_range=(low, high),
+            predicts_ratings=recommender.model.predicts_ratings,
         )
 
     # load balancers probe with HEAD; kept out of the schema (one operation per path and verb)

@@ -6,6 +6,7 @@ const STORE = "latentrec.ratings";
 const $ = (id) => document.getElementById(id);
 let ratings = readStore();  // String(item_id) -> {id: item_id as received, title, rating}
 let scale = [1, 2, 3, 4, 5];  // the rating values the stars give, lowest first; see loadScale
+let predictsRatings = true;  // a ranking model's scores only order items: not shown as stars
 
 function readStore() {
   try {
@@ -54,10 +55,17 @@ function scaleValues(low, high) {
   });
 }
 
+function scoreLabel(score) {
+  const text = predictsRatings ? `${score.toFixed(2)} ★` : `score ${score.toFixed(2)}`;
+  const title = predictsRatings ? "predicted rating" : "ranking score: orders the list, not a rating";
+  return el("span", { class: "score", title }, text);
+}
+
 async function loadScale() {
   try {
     const health = await api("/health");
     const [low, high] = health.rating_range;
+    predictsRatings = health.predicts_ratings !== false;
     scale = scaleValues(low, high);
     $("scale").textContent = `Ratings go from ${low} to ${high}.`;
   } catch (error) {
@@ -129,7 +137,7 @@ async function recommend() {
     recs.forEach((rec) => {
       const because = (rec.because || []).map((b) => b.title).filter(Boolean);
       const meta = el("span", { class: "meta" }, because.length ? `Because you rated ${because.join(" and ")}` : "");
-      list.append(el("li", {}, titleButton(rec.item_id, rec.title), el("span", { class: "score" }, rec.score.toFixed(2)), meta));
+      list.append(el("li", {}, titleButton(rec.item_id, rec.title), scoreLabel(rec.score), meta));
     });
     $("status").textContent = "";
   } catch (error) {
