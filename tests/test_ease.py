@@ -165,3 +165,39 @@ def test_the_weights_go_to_the_training_device_dtype():
     data = interactions()
     net, _ = fit(data, "ease", dtype="float64", progress=False)
     assert net.weights.dtype == torch.float64
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["train", "--model", "als", "--epochs", "3"], "--epochs train by steps"),
+        (["train", "--model", "ease", "--lr", "0.1"], "the ease model is solved"),
+        (["train", "--model", "ease", "--implicit", "--positive-min", "4"], "--positive-min"),
+        (["memory", "--model", "ease", "--plot", "x.png"], "--plot draws training steps"),
+        (["evaluate", "MODEL", "--implicit", "--metrics", "rmse"], "rmse and mae need ratings"),
+        (["recommend", "MODEL", "--new-user", "1:-1,2:3"], "each weighing more than 0"),
+    ],
+)
+def test_what_a_solved_or_ranking_model_cannot_take_is_one_line(args, needle, tmp_path: Path):
+    """Regression (review): step options, negative fold-in weights and rmse on interactions
+    were ignored or answered with nonsense for ranking models."""
+    if "MODEL" in args:
+        model_dir = tmp_path / "model"
+        result = invoke("train", "--model", "ease", "--positive-min", "4", "--out", model_dir)
+        assert result.exit_code == 0, result.output
+        args = [str(model_dir) if a == "MODEL" else a for a in args]
+    assert needle in one_error_line(invoke(*args))
+
+
+def test_als_refuses_weights_that_make_no_confidence():
+    data = interactions()
+    negative = Ratings(
+        data.user_index,
+        data.item_index,
+        np.where(np.arange(len(data)) % 2, 1.0, -2.5).astype(np.float32),
+        data.users,
+        data.items,
+        source="signed ratings",
+    )
+    with pytest.raises(DataError, match=r"data hold -[0-9.]+; give interactions"):
+        fit(negative, "als", progress=False)

@@ -45,6 +45,19 @@ MODEL_OPTIONS = {
     "dropout": "--dropout",
     "emb_dropout": "--emb-dropout",
     "l2": "--l2",
+    "alpha": "--alpha",
+    "iterations": "--iterations",
+}
+# training options that only models trained by steps take
+STEP_OPTIONS = {
+    "epochs": "--epochs",
+    "lr": "--lr",
+    "wd": "--wd",
+    "batch_size": "--batch-size",
+    "accumulate": "--accumulate",
+    "effective_batch_size": "--effective-batch-size",
+    "negatives": "--negatives",
+    "checkpoint_every": "--checkpoint-every",
 }
 
 
@@ -213,9 +226,17 @@ def _layers(text: str) -> tuple[int, ...]:
 
 
 def _check_model_options(model: str, given: dict[str, Any]) -> None:
-    """A model option given for a model whose config lacks it is one line naming the models
-    it applies to."""
-    fields = model_class(model).Config.field_names()
+    """A model option given for a model whose config lacks it, or a step option for a solved
+    model, is one line naming what it applies to."""
+    cls = model_class(model)
+    if "solve" in cls.engines:
+        given_steps = [option for name, option in STEP_OPTIONS.items() if given.get(name)]
+        if given_steps:
+            raise ConfigError(
+                f"{', '.join(given_steps)} train by steps; the {model} model is solved"
+                + (", set by --iterations" if "iterations" in cls.Config.field_names() else "")
+            )
+    fields = cls.Config.field_names()
     for name, option in MODEL_OPTIONS.items():
         if given.get(name) is not None and name not in fields:
             owners = [m for m, cls in MODELS.items() if name in cls.Config.field_names()]
@@ -257,6 +278,11 @@ def _positives(ratings: Ratings, minimum: float | None) -> Ratings:
     """`--positive-min`: the ratings at or above it, as interactions."""
     if minimum is None:
         return ratings
+    if ratings.implicit:
+        raise ConfigError(
+            f"--positive-min picks liked ratings, and {ratings.source} holds interactions (no "
+            "ratings, or --implicit); drop one of them"
+        )
     kept = ratings.positives(minimum)
     if len(kept) == 0:
         low, high = ratings.rating_range
@@ -351,7 +377,13 @@ def train(
         float | None,
         typer.Option(help="Ratings at or above this become interactions; the rest are dropped."),
     ] = None,
-    l2: Annotated[float | None, typer.Option(help="ease: the ridge penalty (lambda).")] = None,
+    l2: Annotated[float | None, typer.Option(help="ease, als: the ridge penalty (lambda).")] = None,
+    alpha: Annotated[
+        float | None, typer.Option(help="als: confidence of an interaction, 1 + alpha x weight.")
+    ] = None,
+    iterations: Annotated[
+        int | None, typer.Option(min=1, help="als: alternations of the two halves.")
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Train a model, print the per-epoch table and the test metrics, save it with --out."""
@@ -364,6 +396,8 @@ def train(
         "dropout": dropout,
         "emb_dropout": emb_dropout,
         "l2": l2,
+        "alpha": alpha,
+        "iterations": iterations,
         "epochs": epochs,
         "lr": lr,
         "wd": wd,
@@ -497,9 +531,14 @@ def _train_run(
     if net.predicts_ratings:
         scores = f"test RMSE {_fmt(history.rmse)}  MAE {_fmt(history.mae)}  "
     else:  # a ranking model: how its lists do on the test users
-        ranking = evaluate_ranking(Recommender(net, parts.train), parts.test, 10)
-        info["ranking"] = ranking
-        scores = f"test NDCG@10 {ranking['ndcg@10']:.4f}  P@10 {ranking['precision@10']:.4f}  "
+        known = (parts.test.user_index >= 0) & (parts.test.item_index >= 0)
+        if known.any():
+            ranking = evaluate_ranking(Recommender(net, parts.train), parts.test, 10)
+            info["ranking"] = ranking
+            scores = f"test NDCG@10 {ranking['ndcg@10']:.4f}  P@10 {ranking['precision@10']:.4f}  "
+        else:  # no test user and item the model knows: nothing to rank
+            info["ranking"] = None
+            scores = "test NDCG@10 n/a  P@10 n/a  "
     console.print(
         scores + f"({history.n_test:,} ratings); trained on {history.n_train:,} ratings in "
         f"{history.train_seconds:.2f} s ({history.ratings_per_second:,.0f} ratings/s)"
@@ -582,6 +621,16 @@ def evaluate_command(
             "rating model, ndcg@10,precision@10 for a ranking model)"
         ),
     ] = None,
+    implicit: Annotated[
+        bool, typer.Option(help="Every rated pair is an interaction (as train --implicit).")
+    ] = False,
+    count_col: Annotated[
+        str | None, typer.Option(help="Interactions: the column that counts them.")
+    ] = None,
+    positive_min: Annotated[
+        float | None,
+        typer.Option(help="Only ratings at or above this are relevant (as train --positive-min)."),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Rating and ranking metrics of a saved model on every rating of a data source.
@@ -591,13 +640,21 @@ def evaluate_command(
     minus the user's own training items.
     """
     saved = load(model_dir)
-    ratings = load_ratings(data, user_col=user_col, item_col=item_col, rating_col=rating_col)
+    columns = {"user_col": user_col, "item_col": item_col, "rating_col": rating_col}
+    ratings = load_ratings(data, **columns, implicit=implicit, count_col=count_col)
+    ratings = _positives(ratings, positive_min)
     known = ratings.reindexed(saved.ratings.users, saved.ratings.items)
     cold = int(((known.user_index < 0) | (known.item_index < 0)).sum())
     result: dict[str, Any] = {"n": len(known), "cold_ratings": cold}
     if metrics is None:
-        metrics = "rmse,mae" if saved.model.predicts_ratings else "ndcg@10,precision@10"
+        rated = saved.model.predicts_ratings and not ratings.implicit
+        metrics = "rmse,mae" if rated else "ndcg@10,precision@10"
     wanted = [m.strip().lower() for m in metrics.split(",") if m.strip()]
+    if ratings.implicit and {"rmse", "mae"} & set(wanted):
+        raise ConfigError(
+            f"{ratings.source} holds interactions, not ratings: rmse and mae need ratings; ask "
+            "for ranking metrics (ndcg@10, precision@10)"
+        )
     ranking_ks = set()
     for name in wanted:
         base, _, k = name.partition("@")
@@ -857,13 +914,19 @@ def memory_command(
     ratings = load_ratings(data)
     rows = memory.sample_rows(ratings, max(b * n for b, n in shapes))
     for name in solved:  # no steps to measure: what its solve needs, from the config
-        config = make_configs(ratings, name)[0]
-        console.print(
-            f"{name} is solved, not trained by steps: {memory.format_bytes(config.solve_bytes())} "
-            f"at the solve's peak for {config.n_items:,} items",
-            soft_wrap=True,
-        )
+        fields = model_class(name).Config.field_names()
+        sizes = sweeps["n_factors"] if "n_factors" in fields and sweeps["n_factors"] else [None]
+        for size in sizes:
+            config = make_configs(ratings, name, {"n_factors": size} if size else {})[0]
+            console.print(
+                f"{name} {config.shape()} is solved, not trained by steps: "
+                f"{memory.format_bytes(config.solve_bytes())} at the solve's peak for "
+                f"{config.n_items:,} items",
+                soft_wrap=True,
+            )
     if not variants:
+        if plot is not None:
+            raise ConfigError("--plot draws training steps; give a model trained by steps too")
         return
     configs = [
         memory.StepConfig(make_configs(ratings, kind, options)[0], b, n, target)

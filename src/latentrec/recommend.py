@@ -364,7 +364,11 @@ class Recommender:
                 ) from None
             if not np.isfinite(rating):
                 raise ConfigError(f"rating {value!r} for item {item_id!r} is not finite")
-            # a ranking model takes them as interactions: any finite weight
+            if not self.model.predicts_ratings and rating <= 0:
+                raise ConfigError(
+                    f"rating {rating:g} for item {item_id!r}: the {self.model.kind} model takes "
+                    "a new user's ratings as interactions, each weighing more than 0"
+                )
             if self.model.predicts_ratings and not (low <= rating <= high):
                 raise ConfigError(
                     f"rating {rating:g} for item {item_id!r} is outside the model's range "

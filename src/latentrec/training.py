@@ -455,7 +455,10 @@ def fit(
             raise ConfigError(
                 f"the {net.kind} model is solved, not trained by steps: it has no checkpoints"
             )
-        return _solve(net, train, history, config, on_epoch)
+        # under torchrun every rank solves alike; only rank 0 draws progress
+        return _solve(
+            net, train, history, config, config.progress if context.is_main else False, on_epoch
+        )
     writer = None
     if config.checkpoint_every:
         writer = checkpoints.Checkpoints(
@@ -580,6 +583,7 @@ def _solve(
     train: Ratings,
     history: History,
     config: TrainConfig,
+    show: bool | None,
     on_epoch: Callable[[EpochStats], None] | None,
 ) -> tuple[LatentModel, History]:
     """Fit a solved model: one History entry per iteration of its solve (one for a closed
@@ -598,7 +602,7 @@ def _solve(
             on_epoch(stats)
         started = time.perf_counter()
 
-    with _Progress(config, iterations) as bar:
+    with _Progress(replace(config, progress=show), iterations) as bar:
         loss = net.solve(_Interactions(train), iteration_done)
         if not history.epochs:  # a closed form: one go
             iteration_done(0, loss)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from latentrec.errors import ConfigError
+from latentrec.errors import ConfigError, DataError
 from latentrec.models.base import (
     Interactions,
     LatentModel,
@@ -194,6 +194,12 @@ class Als(LatentModel):
         final weighted loss (per interaction). `on_iteration(i, loss)` after each."""
         config = self.config
         by_user, by_item = data.by_user(), data.by_item()
+        if len(by_user[2]) and float(by_user[2].min()) <= 0:
+            raise DataError(
+                f"als weighs each interaction by its count or rating (confidence 1 + alpha x "
+                f"weight), and these data hold {float(by_user[2].min()):g}; give interactions "
+                "(--implicit) or the liked ratings (--positive-min)"
+            )
         users = self.user_factors.weight.detach().float().cpu().numpy().copy()
         items = self.item_factors.weight.detach().float().cpu().numpy().copy()
         user_side = (*by_user, np.float32(config.alpha))

@@ -86,6 +86,7 @@ class Ease(LatentModel):
         """B from the interactions, in the weights' dtype on their device: a Cholesky
         factorisation of X'X + λI and its inverse (no explicit inversion)."""
         device, dtype = self.weights.device, self.weights.dtype
+        self.weights = self.weights.new_empty(0)  # the solve's two matrices are all it holds
         gram = torch.from_numpy(data.gram()).to(device=device, dtype=dtype)
         gram.diagonal().add_(self.config.l2)
         factor, info = torch.linalg.cholesky_ex(gram)
