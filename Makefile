@@ -17,9 +17,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# the rating model (test RMSE) and the ranking model whose lists are the best (NDCG@10)
 demo: install
 	$(BIN)/latentrec train --data movielens-small --out models/demo
-	$(BIN)/latentrec recommend models/demo --user 1 -k 10
+	$(BIN)/latentrec train --data movielens-small --model ease --split user --test-fraction 0.2 --out models/demo-lists
+	$(BIN)/latentrec recommend models/demo-lists --user 1 -k 10
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks
