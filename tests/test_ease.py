@@ -133,6 +133,14 @@ def clicks(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def clicks_model(clicks: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("clicks-model") / "model"
+    result = invoke("train", "--data", clicks, "--model", "ease", "--out", out)
+    assert result.exit_code == 0, result.output
+    return out
+
+
 def test_interactions_train_ease_from_the_command_line(clicks: Path, tmp_path: Path):
     out = tmp_path / "model"
     result = invoke(
@@ -178,14 +186,10 @@ def test_the_weights_go_to_the_training_device_dtype():
         (["recommend", "MODEL", "--new-user", "1:-1,2:3"], "each weighing more than 0"),
     ],
 )
-def test_what_a_solved_or_ranking_model_cannot_take_is_one_line(args, needle, tmp_path: Path):
+def test_what_a_solved_or_ranking_model_cannot_take_is_one_line(args, needle, clicks_model):
     """Regression (review): step options, negative fold-in weights and rmse on interactions
     were ignored or answered with nonsense for ranking models."""
-    if "MODEL" in args:
-        model_dir = tmp_path / "model"
-        result = invoke("train", "--model", "ease", "--positive-min", "4", "--out", model_dir)
-        assert result.exit_code == 0, result.output
-        args = [str(model_dir) if a == "MODEL" else a for a in args]
+    args = [str(clicks_model) if a == "MODEL" else a for a in args]
     assert needle in one_error_line(invoke(*args))
 
 
