@@ -8,26 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from latentrec import ConfigError, DataError, Recommender, fit, load, load_ratings
-from latentrec.cli import app
 from latentrec.data import IdMap, Ratings
 from latentrec.fused import gram
-
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def one_error_line(result) -> str:
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
-    return lines[0]
+from tests.test_contract import invoke, one_error_line
 
 
 def interactions(n_users: int = 40, n_items: int = 15, seed: int = 0) -> Ratings:
