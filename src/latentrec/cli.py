@@ -491,10 +491,14 @@ def _train_run(
         run.get("positive_min"),  # runs checkpointed before it was an option have none
     )
     if (parts.cold_users or parts.cold_items) and context.is_main:
+        handled = (
+            "they are predicted from the known side's average and biases"
+            if model_class(run["model"]).predicts_ratings
+            else "a ranking model cannot list them, and the ranking metrics leave them out"
+        )
         errors.print(
             f"{parts.cold_users} users and {parts.cold_items} items appear only in the test set "
-            f"({parts.cold_ratings} test ratings): they are predicted from the known side's "
-            "average and biases",
+            f"({parts.cold_ratings} test ratings): {handled}",
             soft_wrap=True,
         )
     options: dict[str, Any] = {
@@ -593,16 +597,16 @@ def _print_history(history: History) -> None:
     table = Table(
         title=f"{history.model_config.kind} model on {history.device} ({history.engine} engine)"
     )
-    for column in ("epoch", "train loss", "test RMSE", "test MAE", "seconds"):
+    rated = any(e.test_rmse is not None for e in history.epochs) or history.n_test == 0
+    solved = history.engine == "solve"
+    columns = ["iteration" if solved else "epoch", "train loss"]
+    columns += ["test RMSE", "test MAE"] if rated else []
+    for column in (*columns, "seconds"):
         table.add_column(column, justify="right")
     for e in history.epochs:
-        table.add_row(
-            str(e.epoch),
-            _fmt(e.train_loss),
-            _fmt(e.test_rmse),
-            _fmt(e.test_mae),
-            f"{e.seconds:.2f}",
-        )
+        cells = [str(e.epoch), _fmt(e.train_loss)]
+        cells += [_fmt(e.test_rmse), _fmt(e.test_mae)] if rated else []
+        table.add_row(*cells, f"{e.seconds:.2f}")
     console.print(table)
 
 
