@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from latentrec import ConfigError, DataError, Recommender, fit, load, load_ratings
+from latentrec import (
+    ConfigError,
+    DataError,
+    Recommender,
+    evaluate_ranking,
+    fit,
+    load,
+    load_ratings,
+)
 from latentrec.data import IdMap, Ratings
 from latentrec.fused import gram
 from tests.test_contract import invoke, one_error_line
@@ -190,3 +198,28 @@ def test_als_refuses_weights_that_make_no_confidence():
     )
     with pytest.raises(DataError, match=r"data hold -[0-9.]+; give interactions"):
         fit(negative, "als", progress=False)
+
+
+def test_relevant_min_counts_only_the_liked_test_ratings():
+    ratings = load_ratings("movielens-small")
+    train, test = ratings.split(0.2, seed=42, by="user")
+    rec = Recommender(fit(train, "ease", progress=False)[0], train)
+    liked = test.take(np.flatnonzero(test.rating >= 4))
+    assert evaluate_ranking(rec, test, 10, relevant_min=4) == evaluate_ranking(rec, liked, 10)
+    assert evaluate_ranking(rec, test, 10, relevant_min=4) != evaluate_ranking(rec, test, 10)
+    result = invoke(
+        "train",
+        "--model",
+        "ease",
+        "--split",
+        "user",
+        "--test-fraction",
+        "0.2",
+        "--relevant-min",
+        "4",
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    expected = evaluate_ranking(rec, test, 10, relevant_min=4)["ndcg@10"]
+    assert summary["ranking"]["ndcg@10"] == pytest.approx(expected, rel=1e-6)

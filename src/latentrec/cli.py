@@ -377,6 +377,10 @@ def train(
         float | None,
         typer.Option(help="Ratings at or above this become interactions; the rest are dropped."),
     ] = None,
+    relevant_min: Annotated[
+        float | None,
+        typer.Option(help="Ranking metrics: only test ratings at or above this are relevant."),
+    ] = None,
     l2: Annotated[float | None, typer.Option(help="ease, als: the ridge penalty (lambda).")] = None,
     alpha: Annotated[
         float | None, typer.Option(help="als: confidence of an interaction, 1 + alpha x weight.")
@@ -431,6 +435,7 @@ def train(
             "count_col": count_col,
         },
         "positive_min": positive_min,
+        "relevant_min": relevant_min,
         "options": {k: v for k, v in given.items() if v is not None},
         "device": device,
         "engine": engine,
@@ -535,9 +540,13 @@ def _train_run(
     if net.predicts_ratings:
         scores = f"test RMSE {_fmt(history.rmse)}  MAE {_fmt(history.mae)}  "
     else:  # a ranking model: how its lists do on the test users
+        relevant_min = run.get("relevant_min")
         known = (parts.test.user_index >= 0) & (parts.test.item_index >= 0)
+        if relevant_min is not None:
+            known &= parts.test.rating >= relevant_min
         if known.any():
-            ranking = evaluate_ranking(Recommender(net, parts.train), parts.test, 10)
+            recommender = Recommender(net, parts.train)
+            ranking = evaluate_ranking(recommender, parts.test, 10, relevant_min=relevant_min)
             info["ranking"] = ranking
             scores = f"test NDCG@10 {ranking['ndcg@10']:.4f}  P@10 {ranking['precision@10']:.4f}  "
         else:  # no test user and item the model knows: nothing to rank

@@ -489,7 +489,11 @@ def popular_batch(recommender: Recommender, users: Sequence[Any], k: int = 10) -
 
 
 def evaluate_ranking(
-    recommender: Recommender, test: Ratings, k: int = 10, method: str = "model"
+    recommender: Recommender,
+    test: Ratings,
+    k: int = 10,
+    method: str = "model",
+    relevant_min: float | None = None,
 ) -> dict[str, float]:
     """Ranking metrics at k over the test users the model knows: relevant items are each
     user's test items; candidates are all training items minus the user's training items.
@@ -497,8 +501,11 @@ def evaluate_ranking(
     Args:
         test: ratings in the model's id maps (`Ratings.reindexed`); unknown users are skipped.
         method: "model" (the recommender) or "popular" (the most-popular baseline).
+        relevant_min: only test ratings at or above it are relevant (None: every test item).
     """
     known = (test.user_index >= 0) & (test.item_index >= 0)
+    if relevant_min is not None:
+        known &= test.rating >= relevant_min
     users = np.unique(test.user_index[known])
     if len(users) == 0:
         raise DataError("no test rating belongs to a user and an item the model knows")
