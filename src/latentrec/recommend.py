@@ -97,7 +97,6 @@ class Recommender:
             )
         self.model = model.eval()
         self.ratings = ratings
-        model.attach(ratings.user_index, ratings.item_index, ratings.rating)
         # what each user rated, as compressed rows: every rating (for explanations) ...
         order = np.argsort(ratings.user_index, kind="stable")
         counts = np.bincount(ratings.user_index, minlength=ratings.n_users)
@@ -109,6 +108,7 @@ class Recommender:
         distinct = np.bincount(keys // ratings.n_items, minlength=ratings.n_users)
         self._seen_indptr = np.r_[0, np.cumsum(distinct)]
         self._seen_items = keys % ratings.n_items
+        model.attach(self._seen_indptr, self._seen_items)
         self._item_counts = np.bincount(ratings.item_index, minlength=ratings.n_items)
         self._device = model.device
         self._prior: tuple[Any] | None = None  # (the model's fold-in prior,), made once

@@ -381,9 +381,10 @@ class LatentModel(nn.Module):
             prediction = torch.where(both_unknown, self.global_mean.to(prediction), prediction)
         return prediction
 
-    def attach(self, users: np.ndarray, items: np.ndarray, weights: np.ndarray) -> None:
-        """The training interactions (index arrays), for models that score a user from what
-        they did rather than from a learned row; the Recommender calls it. Others ignore it."""
+    def attach(self, indptr: np.ndarray, items: np.ndarray) -> None:
+        """Each training user's distinct items as compressed rows (user u's are
+        items[indptr[u]:indptr[u + 1]], sorted), for models that score a user from what they
+        did rather than from a learned row; the Recommender calls it. Others ignore it."""
 
     def solve(
         self, data: Interactions, on_iteration: Callable[[int, float], None] | None = None

@@ -105,11 +105,9 @@ class Ease(LatentModel):
 
     # ------------------------------------------------------------------ scoring
 
-    def attach(self, users: np.ndarray, items: np.ndarray, weights: np.ndarray) -> None:
+    def attach(self, indptr: np.ndarray, items: np.ndarray) -> None:
         # each user's distinct items: X is binary, as it was for the solve
-        pairs = np.unique(users.astype(np.int64) * self.n_items + items)
-        counts = np.bincount(pairs // self.n_items, minlength=self.n_users)
-        self._rows = (np.r_[0, np.cumsum(counts)], pairs % self.n_items)
+        self._rows = (indptr, items)
 
     def user_rows(self, user_index: Tensor) -> list[Tensor]:
         """The users' interaction rows, sparse (a row holds a user's few items of many)."""
