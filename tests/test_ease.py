@@ -200,15 +200,19 @@ def test_als_refuses_weights_that_make_no_confidence():
         fit(negative, "als", progress=False)
 
 
-def test_relevant_min_counts_only_the_liked_test_ratings():
-    ratings = load_ratings("movielens-small")
-    train, test = ratings.split(0.2, seed=42, by="user")
+def test_relevant_min_counts_only_the_liked_test_ratings(tmp_path: Path):
+    board = tmp_path / "board.csv"
+    rows = [f"{u},{i},{5 if (u + i) % 2 == 0 else 1}" for u in range(30) for i in range(40)]
+    board.write_text("userId,movieId,rating\n" + "\n".join(rows) + "\n")
+    train, test = load_ratings(str(board)).split(0.2, seed=42, by="user")
     rec = Recommender(fit(train, "ease", progress=False)[0], train)
     liked = test.take(np.flatnonzero(test.rating >= 4))
     assert evaluate_ranking(rec, test, 10, relevant_min=4) == evaluate_ranking(rec, liked, 10)
     assert evaluate_ranking(rec, test, 10, relevant_min=4) != evaluate_ranking(rec, test, 10)
     result = invoke(
         "train",
+        "--data",
+        board,
         "--model",
         "ease",
         "--split",
