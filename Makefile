@@ -17,11 +17,16 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# the rating model (test RMSE) and the ranking model whose lists are the best (NDCG@10)
+# the rating model (test RMSE) and the ranking model whose lists are the best (NDCG@10);
+# the lists come from the ranking model, the predicted stars beside them from the rating model
+RATINGS_MODEL := models/demo
+LISTS_MODEL := models/demo-lists
+TRAIN_LISTS := --data movielens-small --model ease --split user --test-fraction 0.2
+
 demo: install
-	$(BIN)/latentrec train --data movielens-small --out models/demo
-	$(BIN)/latentrec train --data movielens-small --model ease --split user --test-fraction 0.2 --out models/demo-lists
-	$(BIN)/latentrec recommend models/demo-lists --user 1 -k 10
+	$(BIN)/latentrec train --data movielens-small --out $(RATINGS_MODEL)
+	$(BIN)/latentrec train $(TRAIN_LISTS) --out $(LISTS_MODEL)
+	$(BIN)/latentrec recommend $(LISTS_MODEL) --rating-model $(RATINGS_MODEL) --user 1 -k 10
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks
@@ -39,8 +44,9 @@ test: install lint browser
 	$(BIN)/pytest
 
 serve: install
-	test -d models/demo || $(BIN)/latentrec train --out models/demo
-	$(BIN)/latentrec serve models/demo
+	test -d $(RATINGS_MODEL) || $(BIN)/latentrec train --out $(RATINGS_MODEL)
+	test -d $(LISTS_MODEL) || $(BIN)/latentrec train $(TRAIN_LISTS) --out $(LISTS_MODEL)
+	$(BIN)/latentrec serve $(LISTS_MODEL) --rating-model $(RATINGS_MODEL)
 
 # side-by-side benchmarks; the peers (fastai, Surprise, cornac) live in benchmarks/.peers
 peers:

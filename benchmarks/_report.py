@@ -73,9 +73,14 @@ def train_runs(
             result = {key: summary[key] for key in TRAIN_KEYS} | {"wall_seconds": wall}
             results[name].append(result)
             print(
-                f"[{round_ + 1}/{repeats}] {name}: RMSE {result['rmse']:.4f}, train "
+                f"[{round_ + 1}/{repeats}] {name}: RMSE {_maybe(result['rmse'])}, train "
                 f"{result['train_seconds']:.3f} s on {result['device']}, wall {wall:.2f} s",
                 file=sys.stderr,
                 flush=True,
             )
     return results
+
+
+def _maybe(value: float | None) -> str:
+    """A metric a ranking model does not have (None) as "-"."""
+    return "-" if value is None else f"{value:.4f}"

@@ -3,7 +3,11 @@
 The synthetic catalogue (default: 25M interactions of 160,000 users with 60,000 items, the
 synthetic source's seed 1) is written once as two .npy index arrays; each run is a fresh
 process that loads them, builds its own structure and fits (one iteration, then a full fit of
-15), at the same factors (64) and threads (2). Peak RSS is the child's VmHWM, data included.
+15), at the same factors (64) and threads (2). Peak RSS is the child's VmHWM, data included;
+"before the fit" is its resident set once the data are loaded (for latentrec: the libraries it
+imports and the interactions as `Ratings`; for implicit: the two index arrays), and "added by
+the fit" the peak above that: the structures and factors each method builds to fit (implicit's
+sparse matrices included).
 Runs alternate within each round; medians over rounds. implicit runs in the peers' environment.
 
     .venv/bin/python benchmarks/als_scale.py --repeats 3
@@ -28,7 +32,17 @@ import latentrec
 REPO = Path(__file__).resolve().parent.parent
 PEERS_PYTHON = REPO / "benchmarks" / ".peers" / "bin" / "python"
 
-LATENTREC_CHILD = """
+# the resident set now, in bytes: what the process holds before its fit starts
+RSS = """
+def rss():
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmRSS:"))
+    return int(line.split()[1]) * 1024
+"""
+
+LATENTREC_CHILD = (
+    RSS
+    + """
 import json, sys, time
 import numpy as np
 import torch
@@ -40,19 +54,25 @@ ids = IdMap(np.arange(n_users, dtype=np.int64)), IdMap(np.arange(n_items, dtype=
 ratings = Ratings(users.astype(np.int64), items.astype(np.int64),
                   np.ones(len(users), dtype=np.float32), *ids, source="synthetic", implicit=True)
 del users, items
+before = rss()
 started = time.perf_counter()
 latentrec.fit(ratings, "als", n_factors=factors, iterations=iterations, progress=False)
 seconds = time.perf_counter() - started
-print(json.dumps({"fit_seconds": seconds, "threads": torch.get_num_threads()}))
+print(json.dumps({"fit_seconds": seconds, "threads": torch.get_num_threads(),
+                  "rss_before_bytes": before}))
 """
+)
 
-IMPLICIT_CHILD = """
+IMPLICIT_CHILD = (
+    RSS
+    + """
 import json, sys, time
 import numpy as np, scipy.sparse as sp, threadpoolctl
 threadpoolctl.threadpool_limits(1, "blas")
 from implicit.cpu.als import AlternatingLeastSquares
 users, items = np.load(sys.argv[1]), np.load(sys.argv[2])
 n_users, n_items, factors, iterations = (int(v) for v in sys.argv[3:7])
+before = rss()
 matrix = sp.csr_matrix((np.ones(len(users), dtype=np.float32), (users, items)),
                        shape=(n_users, n_items))
 matrix.data[:] = 1.0
@@ -61,8 +81,10 @@ model = AlternatingLeastSquares(factors=factors, regularization=0.01, alpha=1.0,
                                 iterations=iterations, num_threads=2, random_state=0)
 started = time.perf_counter()
 model.fit(matrix, show_progress=False)
-print(json.dumps({"fit_seconds": time.perf_counter() - started, "threads": 2}))
+print(json.dumps({"fit_seconds": time.perf_counter() - started, "threads": 2,
+                  "rss_before_bytes": before}))
 """
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -118,15 +140,19 @@ def main(argv: list[str] | None = None) -> None:
                         file=sys.stderr,
                     )
     lines = [
-        "| system | iterations | fit s (median) | peak RSS MiB (max) |",
-        "|---|---:|---:|---:|",
+        "| system | iterations | fit s (median) | peak RSS MiB (max) | before the fit MiB "
+        "| added by the fit MiB (max) |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for count in iterations:
         for name in ("latentrec als", "implicit ALS"):
             mine = [r for r in runs if r["system"] == name and r["iterations"] == count]
+            added = max(r["peak_rss_bytes"] - r["rss_before_bytes"] for r in mine)
             lines.append(
                 f"| {name} | {count} | {statistics.median(r['fit_seconds'] for r in mine):.2f} "
-                f"| {max(r['peak_rss_bytes'] for r in mine) / 2**20:,.0f} |"
+                f"| {max(r['peak_rss_bytes'] for r in mine) / 2**20:,.0f} "
+                f"| {min(r['rss_before_bytes'] for r in mine) / 2**20:,.0f} "
+                f"| {added / 2**20:,.0f} |"
             )
     table = "\n".join(lines)
     print(table)

@@ -9,6 +9,11 @@ their own environment, benchmarks/.peers (`bash benchmarks/setup_peers.sh`).
 Run from the repository root:
     .venv/bin/python benchmarks/compare.py --repeats 3 --cases dot,nn,mf
     .venv/bin/python benchmarks/compare.py --repeats 3 --cases scale-1m,scale-5m
+    .venv/bin/python benchmarks/compare.py --repeats 3 --cases als-25m
+
+The `als-25m` case is the ranking model's: latentrec's `als` against implicit's ALS on the 25M
+synthetic interactions, one iteration and a full fit of 15 at 64 factors (run by
+benchmarks/als_scale.py, which writes its own result file).
 """
 
 from __future__ import annotations
@@ -94,6 +99,7 @@ CASES = {
     "scale-1m": [*SCALE, "fastai dot bs4096 1 epoch"],
     "scale-5m": [*SCALE, "latentrec dot autograd 1 epoch"],
     "scale-25m": SCALE,
+    "als-25m": [],  # benchmarks/als_scale.py, with its defaults
 }
 
 
@@ -265,6 +271,13 @@ def main(argv: list[str] | None = None) -> None:
         print(f"fastai peer venv missing ({PEERS_PYTHON}); run: bash benchmarks/setup_peers.sh")
         sys.exit(2)
 
+    if "als-25m" in args.cases:
+        import als_scale
+
+        als_scale.main(["--repeats", str(args.repeats), "--out", str(args.out)])
+        args.cases.remove("als-25m")
+        if not args.cases:
+            return
     runs: list[dict] = []
     names: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -45,10 +45,11 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def _serving(model_dir: Path):
+def _serving(model_dir: Path, *options: str):
     """`latentrec serve` in a child process; yields its URL once /health answers."""
     port = _free_port()
     command = [sys.executable, "-m", "latentrec", "serve", str(model_dir), "--port", str(port)]
+    command += options
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -92,9 +93,13 @@ def _browser_page():
 
 @pytest.fixture(scope="module")
 def server(small_split, tmp_path_factory):
-    net, _ = fit(small_split, "dot", epochs=3, progress=False)
-    model_dir = save(net, tmp_path_factory.mktemp("browser") / "model", small_split.train)
-    with _serving(model_dir) as url:
+    """What `make serve` serves: lists from an ease model, predicted stars from a dot model."""
+    folder = tmp_path_factory.mktemp("browser")
+    stars, _ = fit(small_split, "dot", epochs=3, progress=False)
+    lists, _ = fit(small_split, "ease", progress=False)
+    save(stars, folder / "stars", small_split.train)
+    save(lists, folder / "lists", small_split.train)
+    with _serving(folder / "lists", "--rating-model", str(folder / "stars")) as url:
         yield url
 
 
@@ -113,8 +118,10 @@ def test_rate_recommend_similar_and_reload(server):
         expect(page.locator("#rated li")).to_have_count(3)
         page.click("#recommend")
         expect(page.locator("#recommendations li")).to_have_count(10)
-        # a rating model's scores are predicted stars
-        expect(page.locator("#recommendations .score").first).to_contain_text("★")
+        # the ranking model's list carries the rating model's predicted stars
+        score = page.locator("#recommendations .score").first
+        expect(score).to_contain_text("★")
+        expect(score).to_have_attribute("title", "predicted rating (from the rating model)")
         expect(page.locator("#recommendations .meta").first).to_contain_text("Because you rated")
         page.locator("#recommendations li .title").first.click()
         expect(page.locator("#similar li")).to_have_count(10)

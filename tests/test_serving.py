@@ -100,6 +100,7 @@ def test_health_describes_the_model(service):
         "items": train.n_items,
         "rating_range": [0.5, 5.0],
         "predicts_ratings": True,
+        "rating_model": None,
     }
     assert (body["users"], body["items"]) == (610, len(np.unique(train.item_index)))
 

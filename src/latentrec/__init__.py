@@ -25,6 +25,7 @@ from latentrec.models import (
 from latentrec.recommend import NewUser, Recommendation, Recommender, evaluate_ranking
 from latentrec.storage import SavedModel, load, save
 from latentrec.training import EpochStats, History, TrainConfig, evaluate, fit
+from latentrec.tuning import TuneResult, tune
 
 __version__ = "0.1.0"
 
@@ -54,6 +55,7 @@ __all__ = [  # noqa: RUF022 (plain sorted(), as a test checks)
     "Split",
     "TrainConfig",
     "TrainingError",
+    "TuneResult",
     "UnknownIdError",
     "__version__",
     "build_model",
@@ -64,4 +66,5 @@ __all__ = [  # noqa: RUF022 (plain sorted(), as a test checks)
     "load_ratings",
     "save",
     "synthetic_ratings",
+    "tune",
 ]

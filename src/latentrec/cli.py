@@ -6,7 +6,9 @@ import functools
 import json
 import math
 import os
+import shlex
 import sys
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +17,13 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import torch
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
@@ -34,6 +42,14 @@ from latentrec.training import (
     fit,
     make_configs,
     resolve_device,
+)
+from latentrec.tuning import (
+    DEFAULT_TRIALS,
+    TuneResult,
+    TuneTrial,
+    check_output,
+    read_tuned,
+    tune,
 )
 
 MODEL_NAMES = ", ".join(f"{name} ({cls.__name__})" for name, cls in MODELS.items())
@@ -124,6 +140,13 @@ ItemCol = Annotated[str | None, typer.Option(help="Item column of a table file."
 RatingCol = Annotated[str | None, typer.Option(help="Rating column of a table file.")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="End with one line of JSON on stdout.")]
 K = Annotated[int, typer.Option("-k", "--k", min=1, max=10_000, help="How many items.")]
+RatingModel = Annotated[
+    Path | None,
+    typer.Option(
+        help="A rating model's directory to pair with a ranking model: its predicted ratings "
+        "go beside the ranking model's list."
+    ),
+]
 
 
 def user_errors(command: F) -> F:
@@ -307,7 +330,17 @@ def train(
     seed: Annotated[
         int, typer.Option(help="Seeds the split, initialisation and order.")
     ] = TrainConfig.seed,
-    model: Annotated[str, typer.Option(help=f"{MODEL_NAMES}.")] = DEFAULT_MODEL,
+    model: Annotated[
+        str | None,
+        typer.Option(help=f"{MODEL_NAMES}; default {DEFAULT_MODEL}, or the --config file's."),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            help="A file written by `latentrec tune --out`: its model and options; options "
+            "given here win over the file's."
+        ),
+    ] = None,
     factors: Annotated[int | None, typer.Option(help="Factors of the dot model.")] = None,
     layers: Annotated[str | None, typer.Option(help="Hidden widths of the nn model.")] = None,
     dropout: Annotated[float | None, typer.Option(help="nn: dropout after hidden layers.")] = None,
@@ -413,6 +446,7 @@ def train(
         "checkpoint_every": checkpoint_every,
         "rating_range": _rating_range(rating_range) if rating_range is not None else None,
     }
+    model, given = _with_tuned(config, model, given)
     _check_model_options(model, given)
     if checkpoint_every is not None and out is None and resume is None:
         raise ConfigError("--checkpoint-every needs --out: checkpoints go to OUT/checkpoint")
@@ -619,6 +653,217 @@ def _print_history(history: History) -> None:
     console.print(table)
 
 
+# ----------------------------------------------------------------------------- tune
+
+_BUDGET_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+
+
+def _budget(text: str) -> float:
+    """`--budget`: `"600"`, `"600s"`, `"10m"`, `"1.5h"` -> seconds."""
+    body = text.strip().lower()
+    unit = next((u for u in ("min", "s", "m", "h") if body.endswith(u)), "")
+    try:
+        seconds = float(body[: len(body) - len(unit)]) * _BUDGET_UNITS[unit]
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ConfigError(f"--budget takes a time such as 600, 600s, 10m or 1h, got {text!r}")
+    return seconds
+
+
+def _with_tuned(
+    path: Path | None, model: str | None, given: dict[str, Any]
+) -> tuple[str, dict[str, Any]]:
+    """`train --config`: the file's model, and its options where the command line gives none."""
+    if path is None:
+        return model or DEFAULT_MODEL, given
+    tuned_model, options = read_tuned(path)
+    if model is not None and model != tuned_model:
+        raise ConfigError(
+            f"{path} holds options tuned for the {tuned_model} model, not {model}; drop --model "
+            f"or tune the {model} model"
+        )
+    return tuned_model, {**options, **{k: v for k, v in given.items() if v is not None}}
+
+
+@app.command(name="tune")
+@user_errors
+def tune_command(
+    out: Annotated[
+        Path, typer.Option(help="Write the best configuration here (JSON), for train --config.")
+    ],
+    data: DataOption = BUNDLED,
+    model: Annotated[str, typer.Option(help=f"{MODEL_NAMES}.")] = DEFAULT_MODEL,
+    budget: Annotated[
+        str | None,
+        typer.Option(
+            help="Time for the search: 600, 600s, 10m or 1h; the trial running then finishes."
+        ),
+    ] = None,
+    trials: Annotated[
+        int | None,
+        typer.Option(min=1, help=f"Trials at most (default {DEFAULT_TRIALS} without --budget)."),
+    ] = None,
+    metric: Annotated[
+        str | None,
+        typer.Option(
+            help="rmse or mae (rating models), ndcg@10, precision@10, recall@10, ... (default: "
+            "rmse for a rating model, ndcg@10 for a ranking model)."
+        ),
+    ] = None,
+    validation_fraction: Annotated[
+        float, typer.Option(help="Share of each user's training ratings that scores a trial.")
+    ] = 0.2,
+    test: Annotated[
+        Path | None, typer.Option(help="A separate test file: all of --data is training.")
+    ] = None,
+    test_fraction: Annotated[float, typer.Option(help="Share held out as train's is.")] = 0.1,
+    split: Annotated[str, typer.Option(help="random, user or time, as for train.")] = "random",
+    last_n: Annotated[int | None, typer.Option(help="Time split: each user's last n.")] = None,
+    cutoff: Annotated[float | None, typer.Option(help="Time split: timestamps >= cutoff.")] = None,
+    seed: Annotated[
+        int, typer.Option(help="Seeds the splits, the search and each trial.")
+    ] = TrainConfig.seed,
+    user_col: UserCol = None,
+    item_col: ItemCol = None,
+    rating_col: RatingCol = None,
+    implicit: Annotated[
+        bool, typer.Option(help="Every rated pair is an interaction (as train --implicit).")
+    ] = False,
+    count_col: Annotated[
+        str | None, typer.Option(help="Interactions: the column that counts them (weights).")
+    ] = None,
+    positive_min: Annotated[
+        float | None,
+        typer.Option(help="Ratings at or above this become interactions (as for train)."),
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = TrainConfig.device,
+    as_json: JsonFlag = False,
+) -> None:
+    """Search a model's options (Optuna) for the best score on validation ratings carved from
+    the training split, and write them to a file `train --config` reads.
+
+    The data is split as train splits it (same options, same seed), and only the training
+    part is searched: the test ratings play no part in the choice.
+    """
+    seconds = _budget(budget) if budget is not None else None
+    target = check_output(out)  # a bad --out is refused now, not after the search
+    columns = {
+        "user_col": user_col,
+        "item_col": item_col,
+        "rating_col": rating_col,
+        "implicit": implicit,
+        "count_col": count_col,
+    }
+    parts = _load_split(
+        data, test, test_fraction, seed, split, last_n, cutoff, columns, positive_min
+    )
+    with _TuneProgress(trials, seconds) as progress:
+        result = tune(
+            parts.train,
+            model,
+            budget_seconds=seconds,
+            trials=trials,
+            metric=metric,
+            seed=seed,
+            validation_fraction=validation_fraction,
+            on_trial=progress.update,
+            device=device,
+        )
+    written = result.save(target)
+    _print_tuning(result)
+    command = ["latentrec", "train", "--data", data]
+    given = {
+        "--test": test,
+        "--test-fraction": test_fraction if test_fraction != 0.1 else None,
+        "--split": split if split != "random" else None,
+        "--last-n": last_n,
+        "--cutoff": cutoff,
+        "--seed": seed if seed != TrainConfig.seed else None,
+        "--user-col": user_col,
+        "--item-col": item_col,
+        "--rating-col": rating_col,
+        "--count-col": count_col,
+        "--positive-min": positive_min,
+    }
+    for name, value in given.items():
+        command += [name, str(value)] if value is not None else []
+    command += ["--implicit"] if implicit else []
+    command += ["--config", str(written)]
+    console.print(f"written to {shown(written)}; train with it:", soft_wrap=True)
+    console.print(shown(shlex.join(command)), soft_wrap=True)
+    if as_json:
+        every = [trial.to_json() for trial in result.trials]
+        extra = {"out": str(written), "seconds": result.seconds, "all_trials": every}
+        print_json(result.to_json() | extra)
+
+
+class _TuneProgress:
+    """A bar over the trials (or the budget's seconds) with the best score so far, on stderr,
+    drawn on a terminal only."""
+
+    def __init__(self, trials: int | None, seconds: float | None) -> None:
+        self.by_time = trials is None and seconds is not None
+        total = seconds if self.by_time else trials or DEFAULT_TRIALS
+        self.started = time.perf_counter()
+        self.bar = Progress(
+            TextColumn("tuning"),
+            BarColumn(),
+            TextColumn("{task.fields[done]} trials, best {task.fields[best]}"),
+            TimeElapsedColumn(),
+            console=errors,
+            transient=True,
+            disable=not errors.is_terminal,
+        )
+        self.task = self.bar.add_task("tune", total=total, done=0, best="-")
+
+    def __enter__(self) -> _TuneProgress:
+        self.bar.start()
+        return self
+
+    def update(self, trial: TuneTrial, best: TuneTrial | None) -> None:
+        elapsed = time.perf_counter() - self.started
+        self.bar.update(
+            self.task,
+            completed=elapsed if self.by_time else trial.number + 1,
+            done=trial.number + 1,
+            best=f"{best.value:.4f}" if best is not None else "-",
+        )
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.stop()
+
+
+def _print_tuning(result: TuneResult, top: int = 5) -> None:
+    """The best trials as a table, the failed ones in a line, and the best's score."""
+    ranked = result.ranked()
+    names = list(ranked[0].options)
+    table = Table(title=f"{result.model} model: the best {min(top, len(ranked))} trials")
+    for column in ("trial", *names, result.metric, "seconds"):
+        table.add_column(column, justify="right")
+    for trial in ranked[:top]:
+        values = [_option_text(trial.options[name]) for name in names]
+        table.add_row(str(trial.number), *values, f"{trial.value:.4f}", f"{trial.seconds:.2f}")
+    console.print(table)
+    failed = [t for t in result.trials if t.state != "complete"]
+    if failed:
+        console.print(
+            f"{len(failed)} trials failed; trial {failed[0].number}: {shown(failed[0].reason)}",
+            soft_wrap=True,
+        )
+    split = result.validation
+    console.print(
+        f"best {result.metric} {result.best_value:.4f} (trial {ranked[0].number}; trial 0 is the "
+        f"defaults) on {split['validation_rows']:,} validation ratings, each trial fit on "
+        f"{split['fit_rows']:,}; {len(result.trials)} trials in {result.seconds:.1f} s",
+        soft_wrap=True,
+    )
+
+
+def _option_text(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 @app.command(name="evaluate")
 @user_errors
 def evaluate_command(
@@ -697,10 +942,15 @@ def evaluate_command(
 
 def _print_items(title: str, items: list[Recommendation], score_name: str, as_json: bool) -> None:
     table = Table(title=shown(title))
-    for column in ("#", "item", "title", score_name):
+    paired = any(rec.predicted is not None for rec in items)
+    columns = ("#", "item", "title", score_name) + (("predicted",) if paired else ())
+    for column in columns:
         table.add_column(column, justify="right" if column != "title" else "left")
     for rank, rec in enumerate(items, start=1):
-        table.add_row(str(rank), shown(rec.item_id), shown(rec.title or ""), f"{rec.score:.3f}")
+        row = [str(rank), shown(rec.item_id), shown(rec.title or ""), f"{rec.score:.3f}"]
+        if paired:
+            row.append("" if rec.predicted is None else f"{rec.predicted:.2f}")
+        table.add_row(*row)
     console.print(table)
     if as_json:
         print_json([rec.to_json() for rec in items])
@@ -738,11 +988,12 @@ def recommend(
         str | None, typer.Option(help="Ratings of a new user: '318:5,296:4.5,1:4' (fold-in).")
     ] = None,
     k: K = 10,
+    rating_model: RatingModel = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Top-k items for a user (or a new user's ratings), leaving out what they rated."""
     _one_of(user, new_user, "--user or --new-user")
-    recommender = Recommender.from_dir(model_dir)
+    recommender = Recommender.from_dir(model_dir, rating_model=rating_model)
     if new_user is not None:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -755,6 +1006,12 @@ def recommend(
     items = recommender.recommend(target, k=k)
     score = "predicted" if recommender.model.predicts_ratings else "score"
     _print_items(f"top {k} for {label}", items, score, as_json)
+    if recommender.rating_model is not None and all(r.predicted is None for r in items):
+        errors.print(
+            f"the rating model in {shown(rating_model)} does not know {label}: no predicted "
+            "ratings",
+            soft_wrap=True,
+        )
 
 
 @app.command()
@@ -1021,6 +1278,7 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to bind; loopback unless told.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes.")] = 1,
+    rating_model: RatingModel = None,
 ) -> None:
     """Serve the model over HTTP: JSON API (docs at /docs) and a web page at /."""
     # the web stack loads only for this command, keeping the others quick to start
@@ -1028,12 +1286,24 @@ def serve(
 
     import uvicorn
 
-    from latentrec.serving import MAX_HEADER_BYTES, MODEL_DIR_VARIABLE, check_port_free
+    from latentrec.serving import (
+        MAX_HEADER_BYTES,
+        MODEL_DIR_VARIABLE,
+        RATING_MODEL_VARIABLE,
+        check_port_free,
+    )
 
-    load(model_dir)  # a damaged directory fails here, with one line, not in every worker
+    # a damaged directory or a pair that does not fit fails here, with one line, not in
+    # every worker
+    Recommender.from_dir(model_dir, rating_model=rating_model)
     check_port_free(host, port)  # a busy port is one line here, not uvicorn's log
     os.environ[MODEL_DIR_VARIABLE] = str(model_dir.resolve())
-    console.print(f"serving {model_dir} at http://{host}:{port}/ (API docs at /docs)")
+    if rating_model is not None:
+        os.environ[RATING_MODEL_VARIABLE] = str(rating_model.resolve())
+    else:
+        os.environ.pop(RATING_MODEL_VARIABLE, None)
+    paired = f" with predicted ratings from {rating_model}" if rating_model is not None else ""
+    console.print(f"serving {model_dir}{paired} at http://{host}:{port}/ (API docs at /docs)")
     uvicorn.run(
         "latentrec.serving:app_from_environment",
         factory=True,

@@ -120,7 +120,9 @@ class Ratings:
     """A table of ratings held as arrays, with the id maps that give their raw ids.
 
     `user_index`/`item_index` may hold -1 for ids their map does not know (test sets only).
-    With `implicit=True` the rows are interactions and `rating` holds each one's weight (above 0).
+    With `implicit=True` the rows are interactions and `rating` holds each one's weight (above 0);
+    `positive_min` is set when they are the ratings at or above it (`positives`), and `scale`
+    then keeps the scale those ratings were given on.
     """
 
     user_index: np.ndarray
@@ -132,6 +134,8 @@ class Ratings:
     titles: Mapping[Any, str] | None = None
     source: str = ""
     implicit: bool = False
+    positive_min: float | None = None
+    scale: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.rating)
@@ -170,6 +174,10 @@ class Ratings:
 
     @property
     def rating_range(self) -> tuple[float, float]:
+        """The lowest and highest rating (for interactions picked by `positives`, those of
+        the ratings they were picked from)."""
+        if self.scale is not None:
+            return self.scale
         if len(self) == 0:
             return (0.0, 0.0)
         return float(self.rating.min()), float(self.rating.max())
@@ -205,7 +213,14 @@ class Ratings:
         if np.isnan(minimum):
             raise DataError("positives() needs a number as its minimum rating, got nan")
         rows = np.flatnonzero(self.rating >= minimum)
-        return replace(self.take(rows), rating=np.ones(len(rows), dtype=np.float32), implicit=True)
+        ones = np.ones(len(rows), dtype=np.float32)
+        return replace(
+            self.take(rows),
+            rating=ones,
+            implicit=True,
+            positive_min=float(minimum),
+            scale=self.rating_range,
+        )
 
     def to_frame(self) -> pd.DataFrame:
         """Raw ids and ratings as a DataFrame (`user`, `item`, `rating`[, `timestamp`]);

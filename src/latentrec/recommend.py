@@ -27,14 +27,20 @@ BATCH_CHUNK = 2048  # users scored at once by recommend_batch: a (chunk x items)
 
 
 class Recommendation(NamedTuple):
-    """One recommended or similar item: raw id, title (None when unknown) and score."""
+    """One recommended or similar item: raw id, title (None when unknown) and score.
+
+    `predicted` is the rating a paired rating model predicts for a ranking model's item
+    (`Recommender(..., rating_model=...)`); None without one, or where it does not know the
+    item or the user."""
 
     item_id: Any
     title: str | None
     score: float
+    predicted: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"item_id": _plain(self.item_id), "title": self.title, "score": self.score}
+        data = {"item_id": _plain(self.item_id), "title": self.title, "score": self.score}
+        return data if self.predicted is None else data | {"predicted": self.predicted}
 
 
 class ItemMatch(NamedTuple):
@@ -71,6 +77,8 @@ class NewUser:
     rated_index: np.ndarray
     ratings: Mapping[Any, float]
     ignored: tuple[Any, ...] = field(default=())
+    # the same ratings folded into the paired rating model, when the Recommender has one
+    partner: NewUser | None = None
 
     def __repr__(self) -> str:
         return f"NewUser({len(self.ratings)} ratings, {len(self.ignored)} ignored)"
@@ -84,12 +92,18 @@ class Recommender:
     """Recommendations from a trained model and the ratings it was trained on.
 
     Args:
-        model: a trained `DotProductBias` or `EmbeddingNN`.
+        model: a trained model (any of `latentrec.MODELS`).
         ratings: its training ratings (their id maps are the model's), used to leave out
             what each user has already rated, for titles, and for the fold-in prior.
+        rating_model: for a ranking model, a Recommender over a rating model: the lists come
+            from the ranking model, and each item on them carries the rating model's
+            predicted rating (`Recommendation.predicted`); `predict` asks the rating model.
+            The two are matched by raw user and item ids.
     """
 
-    def __init__(self, model: LatentModel, ratings: Ratings) -> None:
+    def __init__(
+        self, model: LatentModel, ratings: Ratings, rating_model: Recommender | None = None
+    ) -> None:
         if ratings.n_users != model.n_users or ratings.n_items != model.n_items:
             raise ConfigError(
                 f"the ratings have {ratings.n_users} users and {ratings.n_items} items; the "
@@ -113,12 +127,36 @@ class Recommender:
         self._device = model.device
         self._prior: tuple[Any] | None = None  # (the model's fold-in prior,), made once
         self._unit: Tensor | None = None
+        self.rating_model = rating_model
+        if rating_model is not None:
+            self._check_pair(rating_model)
 
     @classmethod
-    def from_dir(cls, directory: str | Path) -> Recommender:
-        """A Recommender for a model directory written by `save` (no original data needed)."""
+    def from_dir(cls, directory: str | Path, rating_model: str | Path | None = None) -> Recommender:
+        """A Recommender for a model directory written by `save` (no original data needed);
+        `rating_model`, a rating model's directory to pair with a ranking model."""
         saved = load(directory)
-        return cls(saved.model, saved.ratings)
+        partner = None if rating_model is None else cls.from_dir(rating_model)
+        return cls(saved.model, saved.ratings, rating_model=partner)
+
+    def _check_pair(self, partner: Recommender) -> None:
+        if self.model.predicts_ratings:
+            raise ConfigError(
+                f"the {self.model.kind} model predicts ratings itself; a rating model pairs "
+                "with a ranking model (ease, als)"
+            )
+        if not partner.model.predicts_ratings or partner.rating_model is not None:
+            raise ConfigError(
+                f"the {partner.model.kind} model predicts no ratings; pair the ranking model "
+                "with a rating model (dot, nn)"
+            )
+        ours = self.items.ids
+        shared = np.count_nonzero(partner.items.indexes(ours) >= 0)
+        if shared == 0:
+            raise ConfigError(
+                f"the rating model knows none of the ranking model's {len(ours):,} item ids: "
+                "were they trained on the same data?"
+            )
 
     def _unit_vectors(self) -> Tensor:
         """Item factors (or embeddings) scaled to length 1, computed once: cosine = dot."""
@@ -130,8 +168,11 @@ class Recommender:
 
     @property
     def rating_range(self) -> tuple[float, float]:
-        """The scale ratings are given on (lowest, highest): the model's, or for a model saved
-        without one, its training ratings' range. A new user's ratings must lie in it."""
+        """The scale ratings are given on (lowest, highest): the paired rating model's, or
+        the model's, or for a model saved without one, its training ratings' range. A new
+        user's ratings must lie in it."""
+        if self.rating_model is not None:
+            return self.rating_model.rating_range
         return self.model.config.rating_range or self.ratings.rating_range
 
     def supports(self, extra: str) -> bool:
@@ -200,7 +241,11 @@ class Recommender:
 
     @torch.no_grad()
     def predict(self, user: Any, item_ids: Iterable[Any]) -> np.ndarray:
-        """Predicted ratings of a user (id or NewUser) for the given items (rating models)."""
+        """Predicted ratings of a user (id or NewUser) for the given items: the rating
+        model's (this one, or the one paired with a ranking model)."""
+        if not self.model.predicts_ratings and self.rating_model is not None:
+            partner = user.partner if isinstance(user, NewUser) else user
+            return self.rating_model.predict(partner, item_ids)
         if not self.model.predicts_ratings:
             raise ConfigError(
                 f"the {self.model.kind} model ranks items and predicts no ratings; use a rating "
@@ -244,7 +289,7 @@ class Recommender:
                 f"ask for at most {available}"
             )
         mask = torch.from_numpy(~allowed).to(self._device)[None]
-        return self._top(scores.masked_fill(mask, -torch.inf), k)[0]
+        return self._with_predictions(user, self._top(scores.masked_fill(mask, -torch.inf), k)[0])
 
     @torch.no_grad()
     def recommend_batch(
@@ -262,7 +307,27 @@ class Recommender:
             if exclude_seen:
                 self._mask_seen(scores, chunk, k)
             results += self._top(scores, k)
+        if self.rating_model is not None:
+            results = [
+                self._with_predictions(u, recs) for u, recs in zip(users, results, strict=True)
+            ]
         return results
+
+    def _with_predictions(self, user: Any, recs: list[Recommendation]) -> list[Recommendation]:
+        """`recs` with the paired rating model's predicted ratings, where it knows the user
+        and the item (unchanged without a paired model)."""
+        partner = self.rating_model
+        if partner is None or not recs:
+            return recs
+        if isinstance(user, NewUser):
+            target = user.partner
+        else:
+            target = user if partner.users.index_of(user) >= 0 else None
+        if target is None:
+            return recs
+        known = [r.item_id for r in recs if partner.items.index_of(r.item_id) >= 0]
+        predicted = dict(zip(known, partner.predict(target, known).tolist(), strict=True))
+        return [r._replace(predicted=predicted.get(r.item_id)) for r in recs]
 
     def _mask_seen(self, scores: Tensor, chunk: np.ndarray, k: int) -> None:
         starts, ends = self._seen_indptr[chunk], self._seen_indptr[chunk + 1]
@@ -332,8 +397,10 @@ class Recommender:
         are an error.
         """
         known, ignored = self._known_ratings(ratings)
-        item_index = np.array([self.items.index_of(i) for i in known], dtype=np.int64)
-        values = torch.tensor(list(known.values()), dtype=torch.float64)
+        rated_index = np.array([self.items.index_of(i) for i in known], dtype=np.int64)
+        chosen = self._interactions(known)
+        item_index = np.array([self.items.index_of(i) for i in chosen], dtype=np.int64)
+        values = torch.tensor(list(chosen.values()), dtype=torch.float64)
         if self._prior is None:
             # a seeded sample of the training ratings: the same prior every time
             sample = np.random.default_rng(0).permutation(len(self.ratings))[:50_000]
@@ -347,7 +414,27 @@ class Recommender:
         rows = self.model.fold_in(
             torch.from_numpy(item_index).to(self._device), values, self._prior[0], steps
         )
-        return NewUser(tuple(rows), np.unique(item_index), dict(known), tuple(ignored))
+        partner = None
+        if self.rating_model is not None:
+            theirs = {i: r for i, r in known.items() if self.rating_model.items.index_of(i) >= 0}
+            if theirs:
+                partner = self.rating_model.fold_in(theirs, steps)
+        return NewUser(tuple(rows), np.unique(rated_index), dict(known), tuple(ignored), partner)
+
+    def _interactions(self, known: dict[Any, float]) -> dict[Any, float]:
+        """What a new user's ratings are to the model: all of them, except for a ranking model
+        trained on the ratings at or above a minimum (`positives`): those, each weighing 1."""
+        minimum = self.ratings.positive_min
+        if self.model.predicts_ratings or minimum is None:
+            return known
+        liked = {item: 1.0 for item, rating in known.items() if rating >= minimum}
+        if not liked:
+            raise ConfigError(
+                f"none of these {len(known)} ratings is at or above {minimum:g}: the "
+                f"{self.model.kind} model was trained on the ratings at or above it (liked "
+                "items), so give at least one"
+            )
+        return liked
 
     def _known_ratings(self, ratings: Mapping[Any, float]) -> tuple[dict[Any, float], list[Any]]:
         if not ratings:
@@ -364,12 +451,21 @@ class Recommender:
                 ) from None
             if not np.isfinite(rating):
                 raise ConfigError(f"rating {value!r} for item {item_id!r} is not finite")
-            if not self.model.predicts_ratings and rating <= 0:
+            if (
+                not self.model.predicts_ratings
+                and self.ratings.positive_min is None
+                and rating <= 0
+            ):
                 raise ConfigError(
                     f"rating {rating:g} for item {item_id!r}: the {self.model.kind} model takes "
                     "a new user's ratings as interactions, each weighing more than 0"
                 )
-            if self.model.predicts_ratings and not (low <= rating <= high):
+            rated = (
+                self.model.predicts_ratings
+                or self.rating_model is not None
+                or self.ratings.positive_min is not None
+            )
+            if rated and not (low <= rating <= high):
                 raise ConfigError(
                     f"rating {rating:g} for item {item_id!r} is outside the model's range "
                     f"{low:g}..{high:g}"

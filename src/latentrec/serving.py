@@ -42,6 +42,7 @@ MAX_HEADER_BYTES = 16 * 1024
 MAX_RATINGS = 500
 MAX_JS_INTEGER = 2**53 - 1  # Number.MAX_SAFE_INTEGER: larger ids travel as strings
 MODEL_DIR_VARIABLE = "LATENTREC_MODEL_DIR"
+RATING_MODEL_VARIABLE = "LATENTREC_RATING_MODEL_DIR"
 # the page loads only its own files; nothing may frame it
 PAGE_POLICY = (
     "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
@@ -84,7 +85,15 @@ class Because(BaseModel):
 class RecommendationOut(BaseModel):
     item_id: IdOut
     title: str | None
-    score: float
+    score: float = Field(
+        description="What orders the list: a predicted rating from a rating model, a ranking "
+        "score from a ranking model (see /health's predicts_ratings)."
+    )
+    predicted: float | None = Field(
+        default=None,
+        description="The paired rating model's predicted rating, when the service has one "
+        "and it knows the item (and the user).",
+    )
     because: list[Because] | None = None
 
 
@@ -107,16 +116,29 @@ class Health(BaseModel):
         description="Whether recommendations' scores are predicted ratings (a rating model) or "
         "only order the items (a ranking model)."
     )
+    rating_model: str | None = Field(
+        default=None,
+        description="The rating model paired with a ranking model: it gives recommendations' "
+        "predicted ratings.",
+    )
 
 
 K = Annotated[int, Query(ge=1, le=100, description="How many items, 1 to 100.")]
 PathId = Annotated[str, PathParam(min_length=1, max_length=200, description=ID_HELP)]
 
 
-def create_app(model: str | Path | Recommender) -> FastAPI:
-    """The app for one model directory (loaded here, once) or a ready `Recommender`."""
+def create_app(model: str | Path | Recommender, rating_model: str | Path | None = None) -> FastAPI:
+    """The app for one model directory (loaded here, once) or a ready `Recommender`;
+    `rating_model`, a rating model's directory paired with a ranking model (the lists come
+    from the ranking model, predicted ratings from the rating model)."""
     torch.set_num_threads(1)  # one core per worker process: workers scale, threads contend
-    recommender = model if isinstance(model, Recommender) else Recommender.from_dir(model)
+    if isinstance(model, Recommender):
+        if rating_model is not None:
+            raise ConfigError("pair a ready Recommender through its own rating_model")
+        recommender = model
+    else:
+        recommender = Recommender.from_dir(model, rating_model=rating_model)
+    partner = recommender.rating_model
     low, high = recommender.rating_range
     # FastAPIOffline serves the interactive docs from files it installs, not from a CDN
     app = FastAPIOffline(
@@ -149,6 +171,7 @@ def create_app(model: str | Path | Recommender) -> FastAPI:
             items=len(recommender.items),
             rating_range=(low, high),
             predicts_ratings=recommender.model.predicts_ratings,
+            rating_model=None if partner is None else partner.model.config.kind,
         )
 
     # load balancers probe with HEAD; kept out of the schema (one operation per path and verb)
@@ -218,8 +241,13 @@ def _item(recommender: Recommender, item_id: Any) -> ItemOut:
 
 
 def _out(rec: Recommendation, because: list[Because] | None = None) -> RecommendationOut:
+    predicted = None if rec.predicted is None else round(rec.predicted, 4)
     return RecommendationOut(
-        item_id=wire_id(rec.item_id), title=rec.title, score=round(rec.score, 4), because=because
+        item_id=wire_id(rec.item_id),
+        title=rec.title,
+        score=round(rec.score, 4),
+        predicted=predicted,
+        because=because,
     )
 
 
@@ -408,8 +436,9 @@ def check_port_free(host: str, port: int) -> None:
 
 def app_from_environment() -> FastAPI:
     """App factory for `uvicorn --factory` with several workers: the model directory comes
-    from the LATENTREC_MODEL_DIR environment variable."""
+    from the LATENTREC_MODEL_DIR environment variable, a paired rating model's from
+    LATENTREC_RATING_MODEL_DIR (when set)."""
     model_dir = os.environ.get(MODEL_DIR_VARIABLE)
     if not model_dir:
         raise ConfigError(f"set {MODEL_DIR_VARIABLE} to a model directory")
-    return create_app(model_dir)
+    return create_app(model_dir, os.environ.get(RATING_MODEL_VARIABLE) or None)

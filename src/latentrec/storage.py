@@ -47,6 +47,7 @@ from safetensors.torch import load_file, save_file
 from latentrec.data import IdMap, Ratings
 from latentrec.errors import ConfigError, ModelFileError
 from latentrec.models import LatentModel, ModelConfig, build_model, config_from_json
+from latentrec.models.base import is_finite
 
 try:
     import fcntl
@@ -349,6 +350,7 @@ def _write(model: LatentModel, folder: Path, ratings: Ratings, info: dict[str, A
         "model": model.config.to_json(),
         "source": ratings.source,
         "implicit": ratings.implicit,
+        "positive_min": ratings.positive_min,
         "info": info,
     }
     _write_json(folder / "config.json", config)
@@ -541,13 +543,23 @@ def _load(folder: Path, device: str | torch.device) -> SavedModel:
         raise ModelFileError(f"{folder / 'config.json'} has a bad model config: {err}") from err
     info, source = config.get("info", {}), config.get("source", "")
     implicit = config.get("implicit", False)  # absent in models saved before interactions
-    if not isinstance(info, dict) or not isinstance(source, str) or not isinstance(implicit, bool):
+    positive_min = config.get("positive_min")  # and this before --positive-min was saved
+    if (
+        not isinstance(info, dict)
+        or not isinstance(source, str)
+        or not isinstance(implicit, bool)
+        or not (positive_min is None or is_finite(positive_min))
+    ):
         raise ModelFileError(
             f"{folder / 'config.json'} is damaged: its info must be an object, its source "
-            "a string and implicit true or false"
+            "a string, implicit true or false and positive_min a number or null"
         )
     _check_weights_fit(folder / "model.safetensors", model_config)
-    ratings = replace(_read_ratings(folder, model_config, source), implicit=implicit)
+    ratings = replace(
+        _read_ratings(folder, model_config, source),
+        implicit=implicit,
+        positive_min=None if positive_min is None else float(positive_min),
+    )
     model = build_model(model_config)
     weights = _read_tensors(folder / "model.safetensors")
     damaged = [k for k, v in weights.items() if v.is_floating_point() and not v.isfinite().all()]

@@ -612,12 +612,12 @@ def _solve(
 
 class _Interactions:
     """The training ratings as a solved model sees them: a user x item matrix of weights,
-    repeated pairs added."""
+    repeated pairs added. Each call builds its structure afresh and keeps nothing: the
+    model holds what it needs for as long as it needs it."""
 
     def __init__(self, train: Ratings) -> None:
         self.train = train
         self.n_users, self.n_items = train.n_users, train.n_items
-        self._rows: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def gram(self) -> np.ndarray:
         train = self.train
@@ -632,14 +632,10 @@ class _Interactions:
         return self._compressed("items")
 
     def _compressed(self, side: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        if side not in self._rows:
-            train = self.train
-            if side == "users":
-                rows, cols, n = train.user_index, train.item_index, self.n_users
-            else:
-                rows, cols, n = train.item_index, train.user_index, self.n_items
-            self._rows[side] = fused.compress(rows, cols, train.rating, n)
-        return self._rows[side]
+        train = self.train
+        if side == "users":
+            return fused.compress(train.user_index, train.item_index, train.rating, self.n_users)
+        return fused.compress(train.item_index, train.user_index, train.rating, self.n_items)
 
 
 @contextlib.contextmanager

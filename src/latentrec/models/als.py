@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numba
 import numpy as np
@@ -29,6 +29,7 @@ from latentrec.models.base import (
     ModelConfig,
     embedding,
     is_finite,
+    search_space,
     shown,
     whole,
 )
@@ -44,7 +45,7 @@ def _solve_rows(indptr, indices, weights, alpha, rows, fixed, gram, steps):  # p
     solution x of (G + sum_i (c_ui - 1) y_i y_i') x = sum_i c_ui y_i, where G = Y'Y + λI,
     c_ui = 1 + alpha w_ui and the sums run over u's interactions. Rows are independent: one
     per thread at a time. Loops rather than BLAS calls: a row's vectors are a few dozen
-    numbers."""
+    numbers. `weights` holds one weight per interaction, or one that they all have."""
     k = rows.shape[1]
     for u in numba.prange(len(indptr) - 1):
         x = rows[u]
@@ -57,7 +58,7 @@ def _solve_rows(indptr, indices, weights, alpha, rows, fixed, gram, steps):  # p
             r[f] = -total
         for j in range(indptr[u], indptr[u + 1]):
             y = fixed[indices[j]]
-            c = 1.0 + alpha * weights[j]
+            c = 1.0 + alpha * weights[j if len(weights) > 1 else 0]
             score = 0.0
             for f in range(k):
                 score += y[f] * x[f]
@@ -81,7 +82,7 @@ def _solve_rows(indptr, indices, weights, alpha, rows, fixed, gram, steps):  # p
                 score = 0.0
                 for f in range(k):
                     score += y[f] * p[f]
-                weight = alpha * weights[j] * score
+                weight = alpha * weights[j if len(weights) > 1 else 0] * score
                 for f in range(k):
                     ap[f] += weight * y[f]
             curvature = 0.0
@@ -111,8 +112,96 @@ def _observed_loss(indptr, indices, weights, alpha, rows, fixed):  # pragma: no 
             score = 0.0
             for f in range(k):
                 score += y[f] * x[f]
-            total[u] += (1.0 + alpha * weights[j]) * (1.0 - score) ** 2 - score * score
+            c = 1.0 + alpha * weights[j if len(weights) > 1 else 0]
+            total[u] += c * (1.0 - score) ** 2 - score * score
     return total.sum()
+
+
+ENTRY_CHUNK = 1 << 22  # interactions gathered at once by the batched solve: chunk x factors
+
+
+class Side(NamedTuple):
+    """One half's interactions as tensors on the solve's device: for each interaction its
+    row (the side being solved), its column (the fixed side) and its confidence minus 1."""
+
+    owners: Tensor
+    columns: Tensor
+    extra: Tensor  # alpha x weight: c - 1
+    n_rows: int
+
+    @classmethod
+    def of(cls, compressed: tuple[np.ndarray, ...], alpha: float, device: torch.device) -> Side:
+        indptr, indices, weights = compressed
+        n_rows = len(indptr) - 1
+        owners = torch.repeat_interleave(
+            torch.arange(n_rows, device=device), torch.from_numpy(np.diff(indptr)).to(device)
+        )
+        columns = torch.from_numpy(indices).to(device=device, dtype=torch.int64)
+        extra = torch.from_numpy(weights).to(device) * alpha
+        return cls(owners, columns, extra.expand(len(columns)), n_rows)
+
+    def gather(self, rows: Tensor, fixed: Tensor, start: bool) -> Tensor:
+        """For each row x, the sum over its interactions j of f_j y_j: f_j = (c_j - 1)(x . y_j)
+        (the interactions' part of A x), or with `start`, c_j - (c_j - 1)(x . y_j) (the
+        right-hand side less that part, the residual's start). Chunk by chunk: memory stays
+        ENTRY_CHUNK x factors."""
+        out = torch.zeros_like(rows)
+        for first in range(0, len(self.owners), ENTRY_CHUNK):
+            part = slice(first, first + ENTRY_CHUNK)
+            owners, y = self.owners[part], fixed[self.columns[part]]
+            score = (rows[owners] * y).sum(1)
+            extra = self.extra[part]
+            factor = 1.0 + extra - extra * score if start else extra * score
+            out.index_add_(0, owners, factor[:, None] * y)
+        return out
+
+
+def solve_rows_batched(side: Side, rows: Tensor, fixed: Tensor, gram: Tensor, steps: int) -> None:
+    """`_solve_rows` for every row at once with tensor operations, on any device (the CUDA
+    path): the same conjugate-gradient steps, each row stopping when its residual vanishes."""
+    r = side.gather(rows, fixed, True) - rows @ gram
+    p = r.clone()
+    old = (r * r).sum(1)
+    for _ in range(steps):
+        active = old >= 1e-20
+        if not bool(active.any()):
+            break
+        ap = p @ gram + side.gather(p, fixed, False)
+        curvature = (p * ap).sum(1)
+        step = torch.where(active, old / torch.where(active, curvature, 1.0), 0.0)
+        rows.add_(step[:, None] * p)
+        r.sub_(step[:, None] * ap)
+        new = (r * r).sum(1)
+        p = r + torch.where(active, new / torch.where(active, old, 1.0), 0.0)[:, None] * p
+        old = new
+
+
+def observed_loss_batched(side: Side, rows: Tensor, fixed: Tensor) -> float:
+    """`_observed_loss` with tensor operations."""
+    total = 0.0
+    for start in range(0, len(side.owners), ENTRY_CHUNK):
+        part = slice(start, start + ENTRY_CHUNK)
+        score = (rows[side.owners[part]] * fixed[side.columns[part]]).sum(1).double()
+        total += float(((1.0 + side.extra[part].double()) * (1.0 - score) ** 2 - score**2).sum())
+    return total
+
+
+def _one_weight(compressed: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+    """Compressed rows whose weights are all alike keep one of them (the kernels read a
+    single weight as every interaction's): a quarter less memory for plain interactions."""
+    indptr, indices, weights = compressed
+    if len(weights) > 1 and weights.min() == weights.max():
+        return indptr, indices, weights[:1].copy()
+    return compressed
+
+
+def _float32_view(weight: Tensor) -> np.ndarray:
+    """The table as a float32 array the kernel writes into: the table's own memory where it
+    is float32 on the CPU, else a copy."""
+    table = weight.detach()
+    if table.dtype == torch.float32 and table.device.type == "cpu" and table.is_contiguous():
+        return table.numpy()
+    return table.float().cpu().numpy().copy()
 
 
 @dataclass(frozen=True)
@@ -128,6 +217,9 @@ class AlsConfig(ModelConfig):
     """
 
     kind: ClassVar[str] = "als"
+    tunable = search_space(
+        n_factors=("int_log", 16, 256), l2=("log", 0.01, 100), alpha=("log", 0.1, 50)
+    )
     # chosen on validation rows of the bundled data (benchmarks/validate_defaults.py)
     n_factors: int = 32
     l2: float = 10.0
@@ -189,19 +281,21 @@ class Als(LatentModel):
     def solve(
         self, data: Interactions, on_iteration: Callable[[int, float], None] | None = None
     ) -> float:
-        """`iterations` alternations of the two halves (items, then users), in float32 on the
-        CPU; returns the
-        final weighted loss (per interaction). `on_iteration(i, loss)` after each."""
-        config = self.config
-        by_user, by_item = data.by_user(), data.by_item()
-        if len(by_user[2]) and float(by_user[2].min()) <= 0:
+        """`iterations` alternations of the two halves (items, then users), in float32: on
+        the CPU by the compiled row kernel, elsewhere (CUDA) by `solve_rows_batched`. Returns
+        the final weighted loss (per interaction); `on_iteration(i, loss)` after each."""
+        by_user = _one_weight(data.by_user())  # one side's weights go before the other's come
+        if float(by_user[2].min(initial=1.0)) <= 0:
             raise DataError(
                 f"als weighs each interaction by its count or rating (confidence 1 + alpha x "
                 f"weight), and these data hold {float(by_user[2].min()):g}; give interactions "
                 "(--implicit) or the liked ratings (--positive-min)"
             )
-        users = self.user_factors.weight.detach().float().cpu().numpy().copy()
-        items = self.item_factors.weight.detach().float().cpu().numpy().copy()
+        by_item = _one_weight(data.by_item())
+        if self.user_factors.weight.device.type != "cpu":
+            return self.solve_batched(by_user, by_item, on_iteration)
+        config = self.config
+        users, items = (_float32_view(table.weight) for table in self.tables())
         user_side = (*by_user, np.float32(config.alpha))
         item_side = (*by_item, np.float32(config.alpha))
         loss = math.nan
@@ -213,8 +307,44 @@ class Als(LatentModel):
             loss = self._loss(user_side, users, items, item_gram) / max(len(user_side[1]), 1)
             if on_iteration is not None:
                 on_iteration(iteration, loss)
-        self.user_factors.weight.copy_(torch.from_numpy(users))
-        self.item_factors.weight.copy_(torch.from_numpy(items))
+        for table, solved in zip(self.tables(), (users, items), strict=True):
+            if table.weight.data_ptr() != solved.ctypes.data:  # solved in a copy
+                table.weight.copy_(torch.from_numpy(solved))
+        return loss
+
+    def tables(self) -> tuple[nn.Embedding, nn.Embedding]:
+        return self.user_factors, self.item_factors
+
+    @torch.no_grad()
+    def solve_batched(
+        self,
+        by_user: tuple[np.ndarray, ...],
+        by_item: tuple[np.ndarray, ...],
+        on_iteration: Callable[[int, float], None] | None = None,
+    ) -> float:
+        """`solve` with every row of a half at once in tensor operations, on the factors'
+        device (what a GPU runs; on the CPU it gives the kernel's factors to float32
+        rounding)."""
+        config = self.config
+        device = self.user_factors.weight.device
+        user_side = Side.of(by_user, config.alpha, device)
+        item_side = Side.of(by_item, config.alpha, device)
+        users = self.user_factors.weight.detach().float().clone()
+        items = self.item_factors.weight.detach().float().clone()
+        eye = config.l2 * torch.eye(config.n_factors, device=device)
+        loss = math.nan
+        for iteration in range(config.iterations):
+            solve_rows_batched(item_side, items, users, users.T @ users + eye, config.cg_steps)
+            item_gram = items.T @ items + eye
+            solve_rows_batched(user_side, users, items, item_gram, config.cg_steps)
+            every_pair = float(((users @ item_gram) * users).sum())
+            observed = observed_loss_batched(user_side, users, items)
+            total = every_pair + observed + config.l2 * float(items.square().sum())
+            loss = total / max(len(user_side.owners), 1)
+            if on_iteration is not None:
+                on_iteration(iteration, loss)
+        self.user_factors.weight.copy_(users)
+        self.item_factors.weight.copy_(items)
         return loss
 
     def _gram(self, fixed: np.ndarray) -> np.ndarray:

@@ -135,6 +135,31 @@ def _number_pair(name: str, value: Any, strict: bool) -> tuple[float, float]:
     return (float(value[0]), float(value[1]))
 
 
+SEARCH_KINDS = ("float", "log", "int", "int_log")  # uniform or log-uniform; real or whole
+
+
+def search_space(**ranges: tuple[str, float, float]) -> Mapping[str, tuple[str, float, float]]:
+    """A model's `tunable` ranges, read-only, each checked as the class is defined.
+
+    Each option maps to (kind, low, high): kind one of `SEARCH_KINDS`, finite bounds with
+    low < high, both above zero for a log kind and whole numbers for an int kind.
+    """
+    for name, bounds in ranges.items():
+        kind, low, high = bounds
+        wrong = None
+        if kind not in SEARCH_KINDS:
+            wrong = f"kind must be one of {', '.join(SEARCH_KINDS)}, got {shown(kind)}"
+        elif not (is_finite(low) and is_finite(high) and low < high):
+            wrong = f"needs finite bounds with low < high, got {low!r}, {high!r}"
+        elif kind.endswith("log") and low <= 0:
+            wrong = f"is searched on a log scale, so its low bound must be above 0, got {low!r}"
+        elif kind.startswith("int") and not (is_whole(low) and is_whole(high)):
+            wrong = f"is a whole number, so its bounds must be too, got {low!r}, {high!r}"
+        if wrong:
+            raise ConfigError(f"tunable option {name} {wrong}")
+    return MappingProxyType(dict(ranges))
+
+
 # ----------------------------------------------------------------------------- the config
 
 
@@ -155,9 +180,15 @@ class ModelConfig:
         rating_range: the scale ratings are given on (lowest, highest): what a new user's
             ratings may be. `fit` takes it from the training ratings unless told; None in
             models saved before it was kept (the training ratings' range then stands in).
+
+    A model's config also declares `tunable`, the space `latentrec.tune` searches: an option
+    `fit` takes (a field of this config, or of `TrainConfig` such as lr) -> (kind, low, high),
+    built with `search_space`; kind "float" or "int" (uniform), "log" or "int_log"
+    (log-uniform). Options left out keep their defaults while tuning.
     """
 
     kind: ClassVar[str] = ""
+    tunable: ClassVar[Mapping[str, tuple[str, float, float]]] = MappingProxyType({})
     n_users: int = 1
     n_items: int = 1
     y_range: tuple[float, float] | None = None
@@ -252,7 +283,8 @@ class ModelConfig:
 
 
 class Interactions(Protocol):
-    """The training data as a model that is solved (engine "solve") sees it."""
+    """The training data as a model that is solved (engine "solve") sees it. Each method
+    builds its structure when called and keeps nothing: hold on to what you use."""
 
     n_users: int
     n_items: int

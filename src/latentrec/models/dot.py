@@ -9,7 +9,14 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from latentrec.models.base import LatentModel, ModelConfig, embedding, sigmoid_range, whole
+from latentrec.models.base import (
+    LatentModel,
+    ModelConfig,
+    embedding,
+    search_space,
+    sigmoid_range,
+    whole,
+)
 
 
 @dataclass(frozen=True)
@@ -21,6 +28,9 @@ class DotConfig(ModelConfig):
     """
 
     kind: ClassVar[str] = "dot"
+    tunable = search_space(
+        n_factors=("int_log", 8, 256), lr=("log", 1e-3, 0.05), wd=("log", 0.01, 2.0)
+    )
     n_factors: int = 50
 
     def __post_init__(self) -> None:

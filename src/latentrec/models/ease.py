@@ -16,7 +16,14 @@ import torch
 from torch import Tensor
 
 from latentrec.errors import ConfigError
-from latentrec.models.base import Interactions, LatentModel, ModelConfig, is_finite, shown
+from latentrec.models.base import (
+    Interactions,
+    LatentModel,
+    ModelConfig,
+    is_finite,
+    search_space,
+    shown,
+)
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,7 @@ class EaseConfig(ModelConfig):
     """
 
     kind: ClassVar[str] = "ease"
+    tunable = search_space(l2=("log", 10, 5000))
     l2: float = 400.0  # chosen on validation rows of the bundled data (validate_defaults.py)
 
     # the solve keeps two items x items matrices at once: the Gram matrix (factored in place)

@@ -15,6 +15,7 @@ from latentrec.models.base import (
     ModelConfig,
     embedding,
     fraction,
+    search_space,
     sigmoid_range,
     users_per_chunk,
     whole,
@@ -39,6 +40,9 @@ class NNConfig(ModelConfig):
     """
 
     kind: ClassVar[str] = "nn"
+    tunable = search_space(
+        emb_dropout=("float", 0.0, 0.7), lr=("log", 3e-4, 0.03), wd=("log", 1e-3, 1.0)
+    )
     user_size: int = 0
     item_size: int = 0
     layers: tuple[int, ...] = (100, 50)

@@ -55,10 +55,14 @@ function scaleValues(low, high) {
   });
 }
 
-function scoreLabel(score) {
-  const text = predictsRatings ? `${score.toFixed(2)} ★` : `score ${score.toFixed(2)}`;
-  const title = predictsRatings ? "predicted rating" : "ranking score: orders the list, not a rating";
-  return el("span", { class: "score", title }, text);
+// A rating model's score is a predicted rating; a ranking model's only orders the list, so the
+// page shows the paired rating model's prediction for it where the service has one.
+function scoreLabel(rec) {
+  if (predictsRatings) return el("span", { class: "score", title: "predicted rating" }, `${rec.score.toFixed(2)} ★`);
+  if (rec.predicted !== null && rec.predicted !== undefined) {
+    return el("span", { class: "score", title: "predicted rating (from the rating model)" }, `${rec.predicted.toFixed(2)} ★`);
+  }
+  return el("span", { class: "score", title: "ranking score: orders the list, not a rating" }, `score ${rec.score.toFixed(2)}`);
 }
 
 async function loadScale() {
@@ -137,7 +141,7 @@ async function recommend() {
     recs.forEach((rec) => {
       const because = (rec.because || []).map((b) => b.title).filter(Boolean);
       const meta = el("span", { class: "meta" }, because.length ? `Because you rated ${because.join(" and ")}` : "");
-      list.append(el("li", {}, titleButton(rec.item_id, rec.title), scoreLabel(rec.score), meta));
+      list.append(el("li", {}, titleButton(rec.item_id, rec.title), scoreLabel(rec), meta));
     });
     $("status").textContent = "";
   } catch (error) {

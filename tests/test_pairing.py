@@ -1,0 +1,138 @@
+"""A ranking model paired with a rating model: lists from the one, predicted ratings from the
+other, in the Recommender, the CLI and the service."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from latentrec import ConfigError, Recommender, fit, save
+from latentrec.serving import create_app
+
+from .test_contract import invoke, one_error_line
+
+
+@pytest.fixture(scope="module")
+def train(small_split):
+    """The bundled training rows of the 1,500 most-rated movies: a quick ease solve."""
+    ratings = small_split.train
+    counts = np.bincount(ratings.item_index, minlength=ratings.n_items)
+    popular = np.argsort(-counts, kind="stable")[:1500]
+    return ratings.take(np.flatnonzero(np.isin(ratings.item_index, popular))).compacted()
+
+
+@pytest.fixture(scope="module")
+def dirs(train, tmp_path_factory):
+    """An ease model and a dot model on the same training rows, saved."""
+    folder = tmp_path_factory.mktemp("pair")
+    lists, _ = fit(train, "ease", progress=False)
+    stars, _ = fit(train, "dot", epochs=2, progress=False)
+    return save(lists, folder / "lists", train), save(stars, folder / "stars", train)
+
+
+@pytest.fixture(scope="module")
+def pair(dirs):
+    return Recommender.from_dir(dirs[0], rating_model=dirs[1])
+
+
+def test_lists_are_the_ranking_models_and_predictions_the_rating_models(pair, dirs):
+    alone = Recommender.from_dir(dirs[0])
+    stars = Recommender.from_dir(dirs[1])
+    for user in (1, 414):
+        listed = pair.recommend(user, k=10)
+        assert [(r.item_id, r.score) for r in listed] == [
+            (r.item_id, r.score) for r in alone.recommend(user, k=10)
+        ]
+        expected = stars.predict(user, [r.item_id for r in listed])
+        assert [r.predicted for r in listed] == pytest.approx(expected.tolist())
+        assert [r.predicted for r in pair.recommend_batch([user], 10)[0]] == pytest.approx(
+            expected.tolist()
+        )
+        assert pair.predict(user, [318]) == pytest.approx(stars.predict(user, [318]))
+    assert alone.recommend(1, k=3)[0].predicted is None
+    assert "predicted" not in alone.recommend(1, k=1)[0].to_json()
+
+
+def test_a_new_user_is_folded_into_both(pair, dirs):
+    ratings = {318: 5.0, 296: 4.5, 1: 1.0}
+    new = pair.fold_in(ratings)
+    assert new.partner is not None
+    listed = pair.recommend(new, k=5)
+    alone = Recommender.from_dir(dirs[0]).recommend(
+        Recommender.from_dir(dirs[0]).fold_in(ratings), k=5
+    )
+    assert [r.item_id for r in listed] == [r.item_id for r in alone]
+    stars = Recommender.from_dir(dirs[1])
+    expected = stars.predict(stars.fold_in(ratings), [r.item_id for r in listed])
+    assert [r.predicted for r in listed] == pytest.approx(expected.tolist(), abs=1e-6)
+    # the stars are the rating model's: a rating off its scale is refused, as it would be
+    assert pair.rating_range == stars.rating_range
+    with pytest.raises(ConfigError, match="outside the model's range"):
+        pair.fold_in({318: 9.0})
+
+
+def test_pairs_that_do_not_fit_are_refused(train, dirs):
+    with pytest.raises(ConfigError, match="predicts ratings itself"):
+        Recommender.from_dir(dirs[1], rating_model=dirs[1])
+    with pytest.raises(ConfigError, match="predicts no ratings; pair the ranking model"):
+        Recommender.from_dir(dirs[0], rating_model=dirs[0])
+    lists = Recommender.from_dir(dirs[0])
+    other = replace(
+        train,
+        items=type(train.items)(np.arange(10**6, 10**6 + train.n_items)),
+    )
+    stars = Recommender.from_dir(dirs[1])
+    strangers = Recommender(stars.model, other)
+    with pytest.raises(ConfigError, match="knows none of the ranking model's"):
+        Recommender(lists.model, lists.ratings, rating_model=strangers)
+
+
+def test_the_cli_shows_both_and_refuses_a_bad_pair(dirs):
+    result = invoke("recommend", dirs[0], "--user", 1, "-k", 3, "--rating-model", dirs[1], "--json")
+    assert result.exit_code == 0, result.output
+    listed = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(listed) == 3 and all(0.0 < r["predicted"] < 5.5 for r in listed)
+    assert "predicted" in result.stdout.split("[", 1)[0]  # the table's column
+    line = one_error_line(invoke("recommend", dirs[1], "--user", 1, "--rating-model", dirs[1]))
+    assert "predicts ratings itself" in line
+    line = one_error_line(invoke("serve", dirs[0], "--rating-model", dirs[0], "--port", 1))
+    assert "pair the ranking model with a rating model" in line
+
+
+def test_the_service_serves_the_pair(pair):
+    client = TestClient(create_app(pair))
+    health = client.get("/health").json()
+    assert health["model"] == "ease" and health["rating_model"] == "dot"
+    assert health["predicts_ratings"] is False
+    assert health["rating_range"] == list(pair.rating_range)
+    listed = client.get("/users/1/recommendations?k=4").json()
+    assert [r["predicted"] for r in listed] == pytest.approx(
+        [r.predicted for r in pair.recommend(1, k=4)], abs=1e-4
+    )
+    body = {"ratings": [{"item_id": 318, "rating": 5}, {"item_id": 296, "rating": 4}], "k": 3}
+    folded = client.post("/recommendations", json=body).json()
+    assert len(folded) == 3 and all(r["predicted"] is not None for r in folded)
+    body["ratings"][0]["rating"] = 7
+    assert client.post("/recommendations", json=body).status_code == 422
+
+
+def test_a_model_trained_on_liked_ratings_folds_in_only_liked_ones(train, tmp_path):
+    liked = train.positives(4)
+    net, _ = fit(liked, "ease", progress=False)
+    rec = Recommender.from_dir(save(net, tmp_path / "liked", liked))
+    assert rec.ratings.positive_min == 4.0
+    assert rec.rating_range == train.rating_range  # the stars, not the weights
+    mixed = rec.fold_in({318: 5.0, 296: 4.5, 1: 2.0})
+    only_liked = rec.fold_in({318: 5.0, 296: 4.5})
+    listed = rec.recommend(mixed, k=10)
+    assert 1 not in {r.item_id for r in listed}  # rated, so left out, but not liked:
+    expected = [r for r in rec.recommend(only_liked, k=11) if r.item_id != 1][:10]
+    assert [(r.item_id, r.score) for r in listed] == [(r.item_id, r.score) for r in expected]
+    with pytest.raises(ConfigError, match=r"none of these 1 ratings is at or above 4"):
+        rec.fold_in({1: 2.0})
+    with pytest.raises(ConfigError, match="outside the model's range"):
+        rec.fold_in({318: 9.0})

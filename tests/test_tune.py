@@ -1,0 +1,238 @@
+"""tune(): the search spaces the models declare, a seeded search on validation rows carved from
+the rows it is given, the file it writes and `train --config` reads, and the CLI's refusals."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+import latentrec
+from latentrec import ConfigError, DataError, TrainConfig, TrainingError, synthetic_ratings
+from latentrec.cli import _budget
+from latentrec.models import MODELS
+from latentrec.models.base import search_space
+from latentrec.tuning import DEFAULT_TRIALS, read_tuned, tune
+from tests.test_contract import invoke, one_error_line
+
+SMALL = {"ratings": 6000, "users": 150, "items": 60, "seed": 3}
+
+
+@pytest.fixture(scope="module")
+def ratings():
+    return synthetic_ratings(**SMALL)
+
+
+@pytest.fixture(scope="module")
+def ratings_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("tune") / "ratings.csv"
+    synthetic_ratings(**SMALL).to_frame().to_csv(path, index=False)
+    return path
+
+
+def rows(part) -> Counter:
+    """The rows of a Ratings as a multiset of (raw user, raw item, rating)."""
+    users, items = part.users.ids[part.user_index], part.items.ids[part.item_index]
+    return Counter(zip(users.tolist(), items.tolist(), part.rating.tolist(), strict=True))
+
+
+# ----------------------------------------------------------------------------- search spaces
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_each_models_search_space_names_its_options_and_holds_its_defaults(name):
+    cls = MODELS[name]
+    config, training = cls.Config(), TrainConfig.for_model(name)
+    train_fields = {f.name for f in fields(TrainConfig)}
+    for option, (_kind, low, high) in cls.Config.tunable.items():
+        assert option in cls.Config.field_names() | train_fields, option
+        default = getattr(config if option in config.field_names() else training, option)
+        assert low <= default <= high, (option, default)  # trial 0 tries the defaults
+
+
+@pytest.mark.parametrize(
+    ("ranges", "needle"),
+    [
+        ({"l2": ("cubic", 1, 2)}, "kind must be one of"),
+        ({"l2": ("log", 0, 10)}, "log scale"),
+        ({"n_factors": ("int", 8.5, 64)}, "whole number"),
+        ({"lr": ("float", 0.1, 0.01)}, "low < high"),
+    ],
+)
+def test_a_bad_search_space_is_refused_where_it_is_declared(ranges, needle):
+    with pytest.raises(ConfigError, match=needle):
+        search_space(**ranges)
+
+
+# ----------------------------------------------------------------------------- the search
+
+
+def test_the_same_seed_gives_the_same_trials_and_best(ratings):
+    first = tune(ratings, "dot", trials=3, seed=1)
+    again = tune(ratings, "dot", trials=3, seed=1)
+    other = tune(ratings, "dot", trials=3, seed=2)
+    assert [(t.options, t.value) for t in first.trials] == [
+        (t.options, t.value) for t in again.trials
+    ]
+    assert (first.best_options, first.best_value) == (again.best_options, again.best_value)
+    assert first.trials[1].options != other.trials[1].options
+    assert first.metric == "rmse" and first.best_value == min(t.value for t in first.trials)
+    assert first.trials[0].options == {"n_factors": 50, "lr": 0.0075, "wd": 0.5}  # defaults
+
+
+def test_tune_splits_only_the_rows_it_is_given_per_user(ratings, monkeypatch):
+    train = ratings.split(0.1, seed=7).train  # its test rows must play no part
+    seen = []
+    real_fit = latentrec.tuning.fit
+    monkeypatch.setattr(
+        latentrec.tuning,
+        "fit",
+        lambda parts, *a, **k: seen.append(parts) or real_fit(parts, *a, **k),
+    )
+    tune(train, "dot", trials=2, seed=1, validation_fraction=0.25)
+    assert len(seen) == 2 and seen[0] is seen[1]  # one validation split for every trial
+    fit_rows, validation = seen[0]
+    assert (validation.item_index >= 0).all() and (validation.user_index >= 0).all()
+    # every row tuned on is a training row, each used once, and the test rows never
+    assert rows(fit_rows) + rows(validation) == rows(train)
+    # a quarter of each user's rows scores the trials, at least one kept for fitting
+    per_user = Counter(train.users.ids[train.user_index].tolist())
+    held = Counter(validation.users.ids[validation.user_index].tolist())
+    for user, count in per_user.items():
+        assert held[user] == min(round(count * 0.25), count - 1), user
+    with pytest.raises(ConfigError, match="train part"):
+        tune(ratings.split(0.1), "dot", trials=1)
+
+
+def test_a_ranking_model_is_scored_on_lists_and_refuses_rmse(ratings):
+    result = tune(ratings, "ease", trials=3, metric="precision@5")
+    assert result.metric == "precision@5" and 0 < result.best_value <= 1
+    assert result.best_value == max(t.value for t in result.trials)
+    assert set(result.best_options) == {"l2"}
+    with pytest.raises(ConfigError, match="predicts no ratings"):
+        tune(ratings, "ease", trials=1, metric="rmse")
+
+
+def test_a_failing_trial_is_recorded_and_the_search_goes_on(ratings, monkeypatch):
+    real_fit, calls = latentrec.tuning.fit, []
+
+    def diverging_second(*args, **kwargs):
+        calls.append(kwargs)
+        if len(calls) == 2:
+            raise TrainingError("training diverged: the loss became nan")
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(latentrec.tuning, "fit", diverging_second)
+    result = tune(ratings, "dot", trials=3)
+    states = [(t.state, t.reason) for t in result.trials]
+    assert states[1] == ("failed", "training diverged: the loss became nan")
+    assert [s for s, _ in states] == ["complete", "failed", "complete"]
+    assert result.trials[1].value is None and result.best_value is not None
+
+
+def test_when_the_defaults_fail_the_error_is_raised_not_searched_past(ratings):
+    with pytest.raises(DataError, match="interactions"):
+        tune(ratings.positives(4.0), "dot", trials=3)
+
+
+def test_fixed_options_are_not_searched_and_are_kept(ratings, monkeypatch):
+    monkeypatch.setattr(latentrec.tuning, "_score", lambda parts, model, metric, options: 1.0)
+    result = tune(ratings, "dot", n_factors=16, epochs=2, device="cpu")
+    assert len(result.trials) == DEFAULT_TRIALS  # no budget and no trials given
+    assert all("n_factors" not in t.options for t in result.trials)
+    assert result.best_options["n_factors"] == 16 and result.best_options["epochs"] == 2
+    assert "device" not in result.best_options  # a runtime switch, not a hyperparameter
+
+
+# ----------------------------------------------------------------------------- the file
+
+
+def test_the_file_round_trips_into_train_config(ratings_file: Path, tmp_path: Path):
+    out = tmp_path / "best.json"
+    done = invoke("tune", "--data", ratings_file, "--trials", 3, "--out", out, "--json")
+    assert done.exit_code == 0, done.output
+    assert f"--config {out}" in done.stdout
+    saved = json.loads(out.read_text())
+    assert saved["model"] == "dot" and saved["trials"] == 3 and saved["metric"] == "rmse"
+    assert saved["validation"]["split"] == "user"
+    assert read_tuned(out) == ("dot", saved["options"])
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["value"] == saved["value"] and len(report["all_trials"]) == 3
+
+    trained = invoke("train", "--data", ratings_file, "--config", out, "--json")
+    assert trained.exit_code == 0, trained.output
+    info = json.loads(trained.stdout.strip().splitlines()[-1])
+    assert (info["model"], info["lr"], info["wd"]) == (
+        "dot",
+        saved["options"]["lr"],
+        saved["options"]["wd"],
+    )
+    # an option on the command line wins over the file's
+    trained = invoke("train", "--data", ratings_file, "--config", out, "--lr", 0.02, "--json")
+    assert json.loads(trained.stdout.strip().splitlines()[-1])["lr"] == 0.02
+    # tune replaces its own file
+    assert invoke("tune", "--data", ratings_file, "--trials", 1, "--out", out).exit_code == 0
+    assert json.loads(out.read_text())["trials"] == 1
+
+
+def test_budget_text():
+    assert [_budget(t) for t in ("600", "600s", "10m", "1.5h", " 90 S ")] == [
+        600,
+        600,
+        600,
+        5400,
+        90,
+    ]
+
+
+def write(path: Path, content) -> Path:
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+    return path
+
+
+TUNED = {"format": "latentrec-tuning", "version": 1, "model": "ease", "options": {"l2": 50.0}}
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["tune", "--budget", "ten"], "--budget takes a time"),
+        (["tune", "--budget", "0"], "--budget takes a time"),
+        (["tune", "--metric", "ndcg@ten"], "unknown metric 'ndcg@ten'"),
+        (["tune", "--model", "ease", "--metric", "rmse"], "predicts no ratings"),
+        (["tune", "--model", "nope"], "model must be one of"),
+        (["tune", "--out", "{foreign}"], "was not written by latentrec tune"),
+        (["tune", "--out", "{folder}"], "is a directory"),
+        (["train", "--config", "{not_json}"], "not valid JSON"),
+        (["train", "--config", "{foreign}"], "was not written by latentrec tune"),
+        (["train", "--config", "{missing}"], "cannot read the tuning file"),
+        (["train", "--config", "{ease}", "--model", "dot"], "tuned for the ease model, not dot"),
+        (["train", "--config", "{unknown}"], "sets bogus, which the ease model does not take"),
+        (["train", "--config", "{bad_value}"], "l2 must be a positive number"),
+        (["train", "--config", "{other_model}"], "model must be one of"),
+    ],
+)
+def test_mistakes_are_one_line_with_exit_2(args, needle, ratings_file: Path, tmp_path: Path):
+    paths = {
+        "foreign": write(tmp_path / "notes.json", {"hello": 1}),
+        "folder": tmp_path,
+        "not_json": write(tmp_path / "broken.json", "{"),
+        "missing": tmp_path / "missing.json",
+        "ease": write(tmp_path / "ease.json", TUNED),
+        "unknown": write(tmp_path / "u.json", TUNED | {"options": {"l2": 5.0, "bogus": 1}}),
+        "bad_value": write(tmp_path / "v.json", TUNED | {"options": {"l2": -1}}),
+        "other_model": write(tmp_path / "m.json", TUNED | {"model": "nope"}),
+    }
+    args = [a.format(**paths) for a in args]
+    if args[0] == "tune" and "--out" not in args:
+        args += ["--out", tmp_path / "best.json"]
+    line = one_error_line(invoke(*args, "--data", ratings_file))
+    assert needle in line, line
+    assert json.loads(paths["foreign"].read_text()) == {"hello": 1}  # never overwritten
+
+
+def test_tune_needs_out(ratings_file: Path):
+    assert "--out" in one_error_line(invoke("tune", "--data", ratings_file))
