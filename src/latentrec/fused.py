@@ -605,7 +605,8 @@ def _merge_rows(indptr, cols, weights, counts, stamps, places):  # pragma: no co
 
 @njit(cache=True, nogil=True) if AVAILABLE else (lambda f: f)
 def _pack(indptr, cols, weights, counts, out_cols, out_weights):  # pragma: no cover
-    """Each row's kept entries moved together (rows in order)."""
+    """Each row's kept entries moved together (rows in order); `out_*` may be `cols` and
+    `weights` themselves."""
     at = 0
     for r in range(len(indptr) - 1):
         for j in range(counts[r]):
@@ -634,9 +635,9 @@ def compress(
         _merge_rows(indptr, out_cols, out_weights, counts, stamps, places)
     if counts.sum() == len(rows):
         return indptr, out_cols, out_weights
-    packed_cols = np.empty(int(counts.sum()), dtype=np.int32)
-    packed_weights = np.empty(len(packed_cols), dtype=np.float32)
-    _pack(indptr, out_cols, out_weights, counts, packed_cols, packed_weights)
+    # in place: row by row, each entry moves to a place at or before its own, and every
+    # place it overwrites belongs to a row already moved
+    _pack(indptr, out_cols, out_weights, counts, out_cols, out_weights)
     packed = np.zeros(n_rows + 1, dtype=np.int64)
     np.cumsum(counts, out=packed[1:])
-    return packed, packed_cols, packed_weights
+    return packed, out_cols[: packed[-1]], out_weights[: packed[-1]]
