@@ -640,4 +640,7 @@ def compress(
     _pack(indptr, out_cols, out_weights, counts, out_cols, out_weights)
     packed = np.zeros(n_rows + 1, dtype=np.int64)
     np.cumsum(counts, out=packed[1:])
-    return packed, out_cols[: packed[-1]], out_weights[: packed[-1]]
+    kept = int(packed[-1])
+    if kept < 0.9 * len(rows):  # many repeats: a tight copy, and the long arrays go
+        return packed, out_cols[:kept].copy(), out_weights[:kept].copy()
+    return packed, out_cols[:kept], out_weights[:kept]
