@@ -52,9 +52,11 @@ def test_gram_is_the_product_of_the_interaction_matrix_with_itself():
     assert np.array_equal(ones, binary.T @ binary)
 
 
+# many users: the items' side is factorised; few: the users' side (the same P)
+@pytest.mark.parametrize("shape", [(40, 15), (6, 30)], ids=["by-items", "by-users"])
 @pytest.mark.parametrize("l2", [0.5, 200.0])
-def test_ease_weights_are_the_closed_form(l2):
-    data = interactions()
+def test_ease_weights_are_the_closed_form(l2, shape):
+    data = interactions(*shape)
     net, history = fit(data, "ease", l2=l2, progress=False)
     x = np.zeros((data.n_users, data.n_items))
     x[data.user_index, data.item_index] = 1.0

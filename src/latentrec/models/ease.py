@@ -67,6 +67,13 @@ class EaseConfig(ModelConfig):
     )
 
 
+def _zero_diagonal(inverse: Tensor) -> Tensor:
+    """B from P = (X'X + λI)^-1: column j over -P_jj, the diagonal zero; in place."""
+    inverse.div_(-inverse.diagonal().clone())
+    inverse.diagonal().zero_()
+    return inverse.contiguous()  # row-major, as a loaded model's
+
+
 class Ease(LatentModel):
     """Scores = X_u B, where X_u is the user's interaction row (1 for each item they rated or
     chose) and B = I - P diag(1/diag(P)), P = (X'X + λI)^-1: each item predicted from the
@@ -92,9 +99,14 @@ class Ease(LatentModel):
     @torch.no_grad()
     def solve(self, data: Interactions, on_iteration: Any = None) -> float:
         """B from the interactions, in the weights' dtype on their device: a Cholesky
-        factorisation of X'X + λI and its inverse (no explicit inversion)."""
+        factorisation of X'X + λI and its inverse (no explicit inversion); with fewer users
+        than items, the same P through the users' side (`_inverse_by_users`)."""
         device, dtype = self.weights.device, self.weights.dtype
         self.weights = self.weights.new_empty(0)  # the solve's two matrices are all it holds
+        if data.n_users < data.n_items // 2:
+            inverse = self._inverse_by_users(data, device, dtype)
+            self.weights = _zero_diagonal(inverse)
+            return math.nan
         gram = torch.from_numpy(data.gram()).to(device=device, dtype=dtype)
         gram.diagonal().add_(self.config.l2)
         factor, info = torch.linalg.cholesky_ex(gram)
@@ -106,10 +118,31 @@ class Ease(LatentModel):
             )
         inverse = torch.cholesky_inverse(factor)
         del factor
-        inverse.div_(-inverse.diagonal().clone())  # column j over -P_jj
-        inverse.diagonal().zero_()
-        self.weights = inverse.contiguous()  # row-major, as a loaded model's
+        self.weights = _zero_diagonal(inverse)
         return math.nan
+
+    def _inverse_by_users(
+        self, data: Interactions, device: torch.device, dtype: torch.dtype
+    ) -> Tensor:
+        """P = (X'X + λI)^-1 = (I - X'(XX' + λI)^-1 X) / λ: a users x users factorisation
+        instead of an items x items one (the same P, far less work with few users)."""
+        l2 = self.config.l2
+        indptr, items, _ = data.by_user()
+        rows = torch.from_numpy(np.repeat(np.arange(data.n_users), np.diff(indptr)))
+        x = torch.zeros(data.n_users, data.n_items, dtype=dtype, device=device)
+        x[rows.to(device), torch.from_numpy(items.astype(np.int64)).to(device)] = 1.0
+        kernel = x @ x.T
+        kernel.diagonal().add_(l2)
+        factor, info = torch.linalg.cholesky_ex(kernel)
+        if int(info):
+            raise ConfigError(
+                f"the users' Gram matrix is not positive definite at row {int(info)}; raise "
+                f"l2 (now {l2:g})"
+            )
+        inverse = x.T @ torch.cholesky_solve(x, factor)  # X'(XX' + λI)^-1 X
+        del x, factor
+        inverse.neg_().diagonal().add_(1.0)
+        return inverse.div_(l2)
 
     # ------------------------------------------------------------------ scoring
 
