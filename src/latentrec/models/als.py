@@ -40,12 +40,18 @@ def _kernel(func):
 
 
 @_kernel
-def _solve_rows(indptr, indices, weights, alpha, rows, fixed, gram, steps):  # pragma: no cover
+def _solve_rows(
+    indptr, indices, weights, alpha, rows, fixed, gram, steps, losses
+):  # pragma: no cover
     """For each row u: a few conjugate-gradient steps, from its current value, towards the
     solution x of (G + sum_i (c_ui - 1) y_i y_i') x = sum_i c_ui y_i, where G = Y'Y + λI,
     c_ui = 1 + alpha w_ui and the sums run over u's interactions. Rows are independent: one
     per thread at a time. Loops rather than BLAS calls: a row's vectors are a few dozen
-    numbers. `weights` holds one weight per interaction, or one that they all have."""
+    numbers. `weights` holds one weight per interaction, or one that they all have.
+
+    When `losses` has a place per row, the solved row's sum over its interactions of
+    c (1 - x.y)^2 - (x.y)^2 goes there (the observed pairs' part of the loss), while its
+    items' vectors are still in cache."""
     k = rows.shape[1]
     for u in numba.prange(len(indptr) - 1):
         x = rows[u]
@@ -97,24 +103,16 @@ def _solve_rows(indptr, indices, weights, alpha, rows, fixed, gram, steps):  # p
             for f in range(k):
                 p[f] = r[f] + (new / old) * p[f]
             old = new
-
-
-@_kernel
-def _observed_loss(indptr, indices, weights, alpha, rows, fixed):  # pragma: no cover
-    """Sum over observed pairs of c (1 - x.y)^2 - (x.y)^2: the correction of the all-pairs
-    term x' Y'Y x to the weighted loss."""
-    k = rows.shape[1]
-    total = np.zeros(len(indptr) - 1)
-    for u in numba.prange(len(indptr) - 1):
-        x = rows[u]
-        for j in range(indptr[u], indptr[u + 1]):
-            y = fixed[indices[j]]
-            score = 0.0
-            for f in range(k):
-                score += y[f] * x[f]
-            c = 1.0 + alpha * weights[j if len(weights) > 1 else 0]
-            total[u] += c * (1.0 - score) ** 2 - score * score
-    return total.sum()
+        if len(losses):
+            total = 0.0
+            for j in range(indptr[u], indptr[u + 1]):
+                y = fixed[indices[j]]
+                score = 0.0
+                for f in range(k):
+                    score += y[f] * x[f]
+                c = 1.0 + alpha * weights[j if len(weights) > 1 else 0]
+                total += c * (1.0 - score) ** 2 - score * score
+            losses[u] = total
 
 
 ENTRY_CHUNK = 1 << 22  # interactions gathered at once by the batched solve: chunk x factors
@@ -177,7 +175,8 @@ def solve_rows_batched(side: Side, rows: Tensor, fixed: Tensor, gram: Tensor, st
 
 
 def observed_loss_batched(side: Side, rows: Tensor, fixed: Tensor) -> float:
-    """`_observed_loss` with tensor operations."""
+    """The observed pairs' part of the loss (`_solve_rows`' `losses`, summed) with tensor
+    operations."""
     total = 0.0
     for start in range(0, len(side.owners), ENTRY_CHUNK):
         part = slice(start, start + ENTRY_CHUNK)
@@ -299,12 +298,14 @@ class Als(LatentModel):
         user_side = (*by_user, np.float32(config.alpha))
         item_side = (*by_item, np.float32(config.alpha))
         loss = math.nan
+        none = np.empty(0)
+        observed = np.empty(len(users))  # per user: the loss over their observed pairs
         for iteration in range(config.iterations):
             # the user half last: a trained user's factors are then what fold-in gives them
-            _solve_rows(*item_side, items, users, self._gram(users), config.cg_steps)
+            _solve_rows(*item_side, items, users, self._gram(users), config.cg_steps, none)
             item_gram = self._gram(items)  # the user half's, and the loss's
-            _solve_rows(*user_side, users, items, item_gram, config.cg_steps)
-            loss = self._loss(user_side, users, items, item_gram) / max(len(user_side[1]), 1)
+            _solve_rows(*user_side, users, items, item_gram, config.cg_steps, observed)
+            loss = self._loss(observed, users, items, item_gram) / max(len(user_side[1]), 1)
             if on_iteration is not None:
                 on_iteration(iteration, loss)
         for table, solved in zip(self.tables(), (users, items), strict=True):
@@ -355,19 +356,16 @@ class Als(LatentModel):
         return gram.numpy()
 
     def _loss(
-        self,
-        user_side: tuple[np.ndarray, ...],
-        users: np.ndarray,
-        items: np.ndarray,
-        item_gram: np.ndarray,
+        self, observed: np.ndarray, users: np.ndarray, items: np.ndarray, item_gram: np.ndarray
     ) -> float:
         """The objective: sum over all pairs of c (p - x.y)^2 (c = 1 and p = 0 where unseen)
-        plus λ times the squared norms of every factor; `item_gram` is Y'Y + λI."""
+        plus λ times the squared norms of every factor; `item_gram` is Y'Y + λI, `observed`
+        each user's correction for their observed pairs (from the user half's kernel)."""
         x = torch.from_numpy(users)
         # x'(Y'Y + λI)x is every pair's (x.y)^2 and the users' penalty at once
         every_pair = float(((x @ torch.from_numpy(item_gram)) * x).sum())
-        observed = float(_observed_loss(*user_side, users, items))
-        return every_pair + observed + self.config.l2 * float(np.square(items).sum())
+        penalty = self.config.l2 * float(np.square(items).sum())
+        return every_pair + float(observed.sum()) + penalty
 
     # ------------------------------------------------------------------ scoring
 
