@@ -154,3 +154,23 @@ def test_training_gives_the_same_model_and_loss_whatever_threads_each_call_gets(
         assert torch.equal(value, changing.state_dict()[name]), name
     losses = [[e.train_loss for e in h.epochs] for h in (steady_history, changing_history)]
     assert losses[0] == losses[1]
+
+
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_compress_adds_repeated_pairs_in_first_seen_order(monkeypatch, lanes):
+    """Compressed rows against a plain reference: each row's columns in the order first seen,
+    repeated ones added, whether one thread or two split the entries."""
+    monkeypatch.setattr(fused, "free_threads", lambda wanted: lanes)
+    rng = np.random.default_rng(1)
+    for n, n_rows, n_cols in [(5000, 30, 20), (7, 3, 3), (0, 4, 4)]:
+        rows, cols = rng.integers(0, n_rows, n), rng.integers(0, n_cols, n)
+        weights = rng.random(n).astype(np.float32)
+        indptr, got_cols, got_weights = fused.compress(rows, cols, weights, n_rows)
+        assert indptr[0] == 0 and indptr[-1] == len(got_cols) == len(got_weights)
+        for r in range(n_rows):
+            expected: dict[int, float] = {}
+            for k in np.flatnonzero(rows == r):
+                expected[int(cols[k])] = expected.get(int(cols[k]), 0.0) + float(weights[k])
+            span = slice(indptr[r], indptr[r + 1])
+            assert got_cols[span].tolist() == list(expected)
+            assert got_weights[span] == pytest.approx(list(expected.values()), rel=1e-5)

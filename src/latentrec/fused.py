@@ -568,16 +568,27 @@ def gram(
     return out
 
 
-@njit(cache=True, nogil=True) if AVAILABLE else (lambda f: f)
-def _bucket(rows, cols, weights, indptr, out_cols, out_weights):  # pragma: no cover
-    """Counting sort of the entries by row (stable): row r's entries land in
-    out_*[indptr[r]:indptr[r + 1]]."""
-    fill = indptr[:-1].copy()
-    for k in range(len(rows)):
-        r = rows[k]
-        out_cols[fill[r]] = cols[k]
-        out_weights[fill[r]] = weights[k]
-        fill[r] += 1
+@_kernel
+def _lane_counts(rows, counts):  # pragma: no cover
+    """counts[lane, r]: the entries of row r in the lane's share of the entries (the shares
+    are contiguous, in order)."""
+    lanes, n = len(counts), len(rows)
+    for lane in prange(lanes):
+        for k in range(lane * n // lanes, (lane + 1) * n // lanes):
+            counts[lane, rows[k]] += 1
+
+
+@_kernel
+def _bucket(rows, cols, weights, fill, out_cols, out_weights):  # pragma: no cover
+    """Counting sort of the entries by row, stable, each lane scattering its share of the
+    entries from its own starting places `fill[lane, r]` (advanced as it goes)."""
+    lanes, n = len(fill), len(rows)
+    for lane in prange(lanes):
+        for k in range(lane * n // lanes, (lane + 1) * n // lanes):
+            r = rows[k]
+            out_cols[fill[lane, r]] = cols[k]
+            out_weights[fill[lane, r]] = weights[k]
+            fill[lane, r] += 1
 
 
 @_kernel
@@ -621,13 +632,23 @@ def compress(
     """The entries (rows[k], cols[k], weights[k]) as compressed rows: (indptr over n_rows,
     int32 columns in the order first seen within each row, float32 weights), repeated entries
     added into one. O(entries), no sort."""
+    lanes = free_threads(numba.get_num_threads()) if AVAILABLE else 1
+    per_lane = np.zeros((lanes, n_rows), dtype=np.int64)
+    with threads(lanes):
+        _lane_counts(rows, per_lane)
     indptr = np.zeros(n_rows + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
+    np.cumsum(per_lane.sum(0), out=indptr[1:])
+    # each lane's first place in each row: the row's start, after the earlier lanes' share
+    fill = np.empty_like(per_lane)
+    fill[0] = indptr[:-1]
+    fill[1:] = indptr[:-1] + np.cumsum(per_lane, axis=0)[:-1]
+    del per_lane
     out_cols = np.empty(len(rows), dtype=np.int32)
     out_weights = np.empty(len(rows), dtype=np.float32)
-    _bucket(rows, cols, weights.astype(np.float32, copy=False), indptr, out_cols, out_weights)
+    with threads(lanes):
+        _bucket(rows, cols, weights.astype(np.float32, copy=False), fill, out_cols, out_weights)
+    del fill
     counts = np.empty(n_rows, dtype=np.int64)
-    lanes = free_threads(numba.get_num_threads()) if AVAILABLE else 1
     n_cols = int(cols.max()) + 1 if len(cols) else 1
     stamps = np.zeros((lanes, n_cols), dtype=np.int64)
     places = np.empty((lanes, n_cols), dtype=np.int64)
