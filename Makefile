@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # itself accepts any torch >= 2.4, so GPU users keep their own build.
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test lint format browser serve bench bench-quick peers clean
+.PHONY: install demo test lint format browser postgres serve bench bench-quick peers clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,7 +40,12 @@ format: install
 browser:
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 
-test: install lint browser
+# the database tests start Debian's PostgreSQL server (tests/pg_ctl.sh finds its pg_ctl)
+postgres:
+	ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null || \
+		(apt-get update && apt-get install -y postgresql)
+
+test: install lint browser postgres
 	$(BIN)/pytest
 
 serve: install

@@ -1,11 +1,16 @@
-"""Shared fixtures: small rating files in every supported layout, and a checkerboard set."""
+"""Shared fixtures: small rating files in every supported layout, a checkerboard set, and
+empty databases (a SQLite file, a database on a PostgreSQL server the tests start)."""
 
 from __future__ import annotations
 
+import glob
+import shutil
+import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
+from pytest_postgresql import factories
 
 from latentrec.data import IdMap, Ratings
 
@@ -99,3 +104,33 @@ def small_split():
     from latentrec.data import load_ratings
 
     return load_ratings("movielens-small").split(0.1, seed=42)
+
+
+# ----------------------------------------------------------------------------- databases
+
+# PostgreSQL will not run as root; the wrapper runs pg_ctl as the postgres user then
+PG_CTL = Path(__file__).with_name("pg_ctl.sh")
+POSTGRESQL_INSTALLED = bool(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl") or shutil.which("pg_ctl"))
+postgresql_proc = factories.postgresql_proc(executable=str(PG_CTL))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path):
+    """The URL of an empty database: a SQLite file not yet created, or a new database on the
+    session's PostgreSQL server (started once, on first use)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'latentrec.db'}"
+        return
+    if not POSTGRESQL_INSTALLED:
+        pytest.skip("PostgreSQL is not installed; `make test` installs it (apt-get install)")
+    import psycopg
+    from psycopg import sql
+
+    server = request.getfixturevalue("postgresql_proc")
+    name = f"latentrec_{uuid.uuid4().hex[:12]}"
+    where = {"host": server.host, "port": server.port, "user": server.user}
+    with psycopg.connect(dbname="postgres", autocommit=True, **where) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield f"postgresql+psycopg://{server.user}@{server.host}:{server.port}/{name}"
+    with psycopg.connect(dbname="postgres", autocommit=True, **where) as admin:
+        admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))

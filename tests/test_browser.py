@@ -16,7 +16,7 @@ import pytest
 
 from latentrec import fit, save
 
-from .test_serving import raw_item, relabelled
+from .test_serving import model_dir_for, raw_item, relabelled
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = [
@@ -177,4 +177,78 @@ def test_stars_follow_the_scale_and_big_ids_stay_exact(big_server):
         page.locator("#rated li .title").first.click()
         expect(page.locator("#similar li")).to_have_count(10)
         page.screenshot(path=str(ARTIFACTS / "page-1-to-10.png"), full_page=True)
+        assert problems == []
+
+
+@pytest.fixture(scope="module")
+def kept_server(small_split, tmp_path_factory):
+    """A service that keeps visitors' ratings in a SQLite file made by `latentrec db upgrade`."""
+    folder = tmp_path_factory.mktemp("browser-db")
+    url = f"sqlite:///{folder / 'visitors.db'}"
+    upgrade = [sys.executable, "-m", "latentrec", "db", "upgrade", "--db", url]
+    made = subprocess.run(upgrade, capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stdout + made.stderr
+    with _serving(model_dir_for("int", small_split, tmp_path_factory), "--db", url) as address:
+        yield address, url
+
+
+def test_ratings_come_back_from_the_server_and_forget_me_removes_them(kept_server):
+    from playwright.sync_api import expect
+
+    from latentrec.database import Store
+
+    address, url = kept_server
+    with _browser_page() as (page, problems):
+        # a rating this browser kept before the service kept any goes to the service once
+        # (put there from a page of the same origin that runs no script of its own)
+        page.goto(f"{address}/health")
+        old = {"1": {"id": 1, "title": "Toy Story (1995)", "rating": 2}}
+        page.evaluate("(old) => localStorage.setItem('latentrec.ratings', old)", json.dumps(old))
+        page.goto(address)
+        expect(page.locator("#forget")).to_be_visible()
+        expect(page.locator("#clear")).to_be_hidden()
+        expect(page.locator("#rated li")).to_have_count(1)
+        assert page.evaluate("localStorage.getItem('latentrec.ratings')") is None
+        page.fill("#search", "toy story")
+        page.click("#search-form button[type=submit]")
+        results = page.locator("#results li")
+        expect(results.first).to_contain_text("Toy Story (1995)")
+        for row, stars in ((0, 5), (1, 4)):
+            with page.expect_response("**/ratings") as stored:
+                results.nth(row).locator(f"button[data-value='{stars}']").click()
+            assert stored.value.ok
+        expect(page.locator("#rated li")).to_have_count(2)
+        [cookie] = page.context.cookies()
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Lax"
+        assert page.evaluate("document.cookie") == ""  # the page's scripts never see it
+        with Store(url) as store:
+            assert [rating for _, rating in store.ratings(cookie["value"])] == [5.0, 4.0]
+        # the server's list, not localStorage's: after clearing it, in this tab and another
+        page.evaluate("localStorage.clear()")
+        page.reload()
+        expect(page.locator("#rated li")).to_have_count(2)
+        expect(page.locator("#rated li").first).to_contain_text("Toy Story (1995)")
+        expect(page.locator("#rated li").first.locator("button.on")).to_have_count(5)
+        # another tab: the same cookie, a localStorage of its own
+        elsewhere = page.context.browser.new_context()
+        elsewhere.add_cookies(page.context.cookies())
+        other = elsewhere.new_page()
+        other.goto(address)
+        expect(other.locator("#rated li")).to_have_count(2)
+        elsewhere.close()
+        with page.expect_request("**/me/recommendations?k=10"):
+            page.click("#recommend")
+        expect(page.locator("#recommendations li")).to_have_count(10)
+        expect(page.locator("#recommendations .meta").first).to_contain_text("Because you rated")
+        page.screenshot(path=str(ARTIFACTS / "page-kept.png"), full_page=True)
+        page.click("#forget")
+        expect(page.locator("#rated li")).to_have_count(0)
+        expect(page.locator("#status")).to_contain_text("2 stored ratings deleted")
+        with Store(url) as store:
+            assert not store.has_visitor(cookie["value"])
+            assert store.ratings(cookie["value"]) == []
+        assert page.context.cookies() == []
+        page.reload()
+        expect(page.locator("#recommend")).to_be_disabled()
+        expect(page.locator("#rated li")).to_have_count(0)
         assert problems == []

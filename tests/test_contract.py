@@ -341,6 +341,7 @@ def test_serves_every_endpoint(trained):
         "rating_range": list(trained.recommender.rating_range),
         "predicts_ratings": trained.net.predicts_ratings,
         "rating_model": None,
+        "visitors": False,
     }
 
     similar = client.get("/items/500/similar", params={"k": 3})

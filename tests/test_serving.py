@@ -101,6 +101,7 @@ def test_health_describes_the_model(service):
         "rating_range": [0.5, 5.0],
         "predicts_ratings": True,
         "rating_model": None,
+        "visitors": False,
     }
     assert (body["users"], body["items"]) == (610, len(np.unique(train.item_index)))
 

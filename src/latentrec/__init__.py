@@ -3,9 +3,11 @@
 from latentrec.data import IdMap, Ratings, Split, load_ratings, synthetic_ratings
 from latentrec.errors import (
     ConfigError,
+    DatabaseError,
     DataError,
     LatentrecError,
     ModelFileError,
+    StoreLimitError,
     TrainingError,
     UnknownIdError,
 )
@@ -34,6 +36,7 @@ __all__ = [  # noqa: RUF022 (plain sorted(), as a test checks)
     "AlsConfig",
     "ConfigError",
     "DataError",
+    "DatabaseError",
     "DotConfig",
     "DotProductBias",
     "Ease",
@@ -53,6 +56,7 @@ __all__ = [  # noqa: RUF022 (plain sorted(), as a test checks)
     "Recommender",
     "SavedModel",
     "Split",
+    "StoreLimitError",
     "TrainConfig",
     "TrainingError",
     "TuneResult",

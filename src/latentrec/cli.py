@@ -29,7 +29,7 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from latentrec import __version__, checkpoints, distributed, memory
-from latentrec.data import BUNDLED, Ratings, Split, load_ratings
+from latentrec.data import BUNDLED, Ratings, Split, combine, is_database_url, load_ratings
 from latentrec.errors import ConfigError, DataError, LatentrecError, UnknownIdError
 from latentrec.metrics import RANKING_METRICS
 from latentrec.models import DEFAULT_MODEL, MODELS, model_class
@@ -290,11 +290,27 @@ def _load_split(
     cutoff: float | None,
     columns: dict[str, Any],
     positive_min: float | None = None,
+    also: str | None = None,
 ) -> Split:
-    ratings = _positives(load_ratings(data, **columns), positive_min)
+    ratings = _positives(_load_sources(data, also, columns), positive_min)
     if test is not None:
         return Split.from_parts(ratings, _positives(load_ratings(test, **columns), positive_min))
     return ratings.split(test_fraction, seed=seed, by=split, last_n=last_n, cutoff=cutoff)
+
+
+def _load_sources(data: str, also: str | None, columns: dict[str, Any]) -> Ratings:
+    """`--data`, with `--with`'s source added when given. The column options are for files; a
+    database takes only --implicit. What the loading warns of is printed."""
+    loaded = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for source in (data, also) if also is not None else (data,):
+            database = is_database_url(source) and also is not None
+            options = {"implicit": columns["implicit"]} if database else columns
+            loaded.append(load_ratings(source, **options))
+    for warning in caught:
+        errors.print(shown(f"warning: {warning.message}"), soft_wrap=True)
+    return combine(*loaded) if len(loaded) == 2 else loaded[0]
 
 
 def _positives(ratings: Ratings, minimum: float | None) -> Ratings:
@@ -320,6 +336,15 @@ def _positives(ratings: Ratings, minimum: float | None) -> Ratings:
 @user_errors
 def train(
     data: DataOption = BUNDLED,
+    with_: Annotated[
+        str | None,
+        typer.Option(
+            "--with",
+            help="A second source to train on beside --data (any --data value), e.g. "
+            "--data sqlite:///latentrec.db --with movielens-small; a database's visitors "
+            "become users 'visitor:<id>'.",
+        ),
+    ] = None,
     test: Annotated[
         Path | None, typer.Option(help="A separate test file instead of a split.")
     ] = None,
@@ -454,6 +479,7 @@ def train(
         check_target(out)  # a bad --out is refused now, not after training
     run = {
         "data": data,
+        "with": with_,
         "test": str(test) if test is not None else None,
         "test_fraction": test_fraction,
         "split": split,
@@ -528,6 +554,7 @@ def _train_run(
         run["cutoff"],
         columns,
         run.get("positive_min"),  # runs checkpointed before it was an option have none
+        also=run.get("with"),
     )
     if (parts.cold_users or parts.cold_items) and context.is_main:
         handled = (
@@ -1279,6 +1306,14 @@ def serve(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes.")] = 1,
     rating_model: RatingModel = None,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            help="A database URL (sqlite:///latentrec.db, postgresql+psycopg://...) that keeps "
+            "visitors' ratings; make its schema first with `latentrec db upgrade --db URL`.",
+        ),
+    ] = None,
 ) -> None:
     """Serve the model over HTTP: JSON API (docs at /docs) and a web page at /."""
     # the web stack loads only for this command, keeping the others quick to start
@@ -1286,7 +1321,9 @@ def serve(
 
     import uvicorn
 
+    from latentrec.database import Store, safe_url
     from latentrec.serving import (
+        DATABASE_VARIABLE,
         MAX_HEADER_BYTES,
         MODEL_DIR_VARIABLE,
         RATING_MODEL_VARIABLE,
@@ -1296,14 +1333,23 @@ def serve(
     # a damaged directory or a pair that does not fit fails here, with one line, not in
     # every worker
     Recommender.from_dir(model_dir, rating_model=rating_model)
+    if db is not None:
+        # so do a database out of reach and a schema behind the code (the Store's messages
+        # show its URL without the password)
+        Store(db).close()
     check_port_free(host, port)  # a busy port is one line here, not uvicorn's log
     os.environ[MODEL_DIR_VARIABLE] = str(model_dir.resolve())
     if rating_model is not None:
         os.environ[RATING_MODEL_VARIABLE] = str(rating_model.resolve())
     else:
         os.environ.pop(RATING_MODEL_VARIABLE, None)
+    if db is not None:
+        os.environ[DATABASE_VARIABLE] = db  # the workers open their own Store from it
+    else:
+        os.environ.pop(DATABASE_VARIABLE, None)
     paired = f" with predicted ratings from {rating_model}" if rating_model is not None else ""
-    console.print(f"serving {model_dir}{paired} at http://{host}:{port}/ (API docs at /docs)")
+    kept = f", visitors' ratings in {safe_url(db)}" if db is not None else ""
+    console.print(f"serving {model_dir}{paired}{kept} at http://{host}:{port}/ (API docs at /docs)")
     uvicorn.run(
         "latentrec.serving:app_from_environment",
         factory=True,
@@ -1315,6 +1361,37 @@ def serve(
         # httptools installed), h11 itself drops far larger request heads before they are read
         h11_max_incomplete_event_size=4 * MAX_HEADER_BYTES,
     )
+
+
+# ----------------------------------------------------------------------------- db
+
+db_app = typer.Typer(
+    help="The database of visitors' ratings (`serve --db`): its schema.",
+    no_args_is_help=True,
+)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command(name="upgrade")
+@user_errors
+def db_upgrade(
+    db: Annotated[
+        str,
+        typer.Option(
+            "--db",
+            help="The database's URL: sqlite:///latentrec.db (a file, created when missing) or "
+            "postgresql+psycopg://user:password@host:5432/database.",
+        ),
+    ],
+    as_json: JsonFlag = False,
+) -> None:
+    """Create the database's tables, or bring them to the newest schema revision."""
+    from latentrec.database import Store, safe_url  # SQLAlchemy loads only for this command
+
+    revision = Store.upgrade(db)
+    console.print(f"the database at {shown(safe_url(db))} is at revision {revision} (the newest)")
+    if as_json:
+        print_json({"database": safe_url(db), "revision": revision})
 
 
 def run() -> None:

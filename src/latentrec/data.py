@@ -1,4 +1,5 @@
-"""Rating data in: MovieLens layouts, CSV/TSV/Parquet files and a synthetic source -> Ratings.
+"""Rating data in: MovieLens layouts, CSV/TSV/Parquet files, a database of visitors' ratings and
+a synthetic source -> Ratings.
 
 A `Ratings` holds either explicit ratings or, with `implicit=True`, interactions (a user played,
 clicked or bought an item): one row per (user, item) pair whose `rating` is the interaction's
@@ -12,6 +13,7 @@ index of -1 marks an id the map does not know (a user or item seen only in a tes
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from importlib import resources
@@ -21,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -32,7 +35,10 @@ ITEM_COLUMNS = ("item", "movieId", "item_id", "itemId", "movie_id", "MovieID")
 RATING_COLUMNS = ("rating", "Rating", "score")
 TIMESTAMP_COLUMNS = ("timestamp", "Timestamp", "time")
 COUNT_COLUMNS = ("count", "plays", "clicks")
+DATABASE_SCHEMES = ("sqlite:", "postgresql:", "postgresql+")
+VISITOR_PREFIX = "visitor:"  # a database's visitors among another source's users (`combine`)
 UNKNOWN = -1
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 @dataclass(frozen=True, eq=False)
@@ -388,7 +394,9 @@ def load_ratings(
     Args:
         source: `"movielens-small"` (bundled); `"synthetic:ratings=N,users=U,items=I,seed=S"`;
             a MovieLens directory (100k, 1M/10M or 20M/25M/latest layout, found by its files);
-            a file of the 100k layout (`u.data`, `u1.base`, ...); or a CSV/TSV/Parquet file.
+            a file of the 100k layout (`u.data`, `u1.base`, ...); a CSV/TSV/Parquet file; or
+            the URL of a database of visitors' ratings (`sqlite:///latentrec.db`,
+            `postgresql+psycopg://user@host/db`; see `load_database`).
         user_col, item_col, rating_col, timestamp_col: column names of a table file, when
             they are not among the usual ones (`userId`, `user_id`, `movieId`, `rating`, ...).
         implicit: read any source as interactions: every rated pair becomes an interaction of
@@ -399,10 +407,19 @@ def load_ratings(
         `Ratings`, with `implicit=True` when it holds interactions.
     """
     text = str(source)
+    columns = (user_col, item_col, rating_col, timestamp_col, count_col)
     if text == BUNDLED:
         ratings = _load_bundled()
     elif text.startswith("synthetic:") or text == "synthetic":
         ratings = synthetic_ratings(**parse_synthetic(text))
+    elif is_database_url(text):
+        given = [name for name, value in zip(_COLUMN_NAMES, columns, strict=True) if value]
+        if given:
+            raise DataError(
+                f"the column options ({', '.join(given)}) are for table files; a database's "
+                "columns are fixed: visitors, items, ratings"
+            )
+        return load_database(text, implicit=implicit)
     else:
         path = Path(source).expanduser()
         if not path.exists():
@@ -411,13 +428,139 @@ def load_ratings(
                 "'synthetic:ratings=N,users=U,items=I,seed=S'"
             )
         try:
-            columns = (user_col, item_col, rating_col, timestamp_col, count_col)
             ratings = _load_path(path, columns, implicit)
         finally:
             _release_arrow_memory()  # the table's, now freed: training would add to them
     if implicit and not ratings.implicit:
         ratings = _summed_pairs(ratings, np.ones(len(ratings)))
     return ratings
+
+
+_COLUMN_NAMES = ("user_col", "item_col", "rating_col", "timestamp_col", "count_col")
+
+
+def is_database_url(source: str | Path) -> bool:
+    """Whether `source` names a database (`sqlite:...`, `postgresql:...`, or any `scheme://`
+    URL, which the database layer then accepts or refuses) rather than a file."""
+    if not isinstance(source, str):
+        return False
+    return source.startswith(DATABASE_SCHEMES) or bool(_URL.match(source))
+
+
+def load_database(url: str, implicit: bool = False) -> Ratings:
+    """Visitors' ratings from the database at `url` (written by `latentrec serve --db`).
+
+    The users are the visitors (their ids, as text); the items are the item ids the visitors
+    rated, as int64 when every one is written as a whole number (`"318"`, not `"0318"`), else
+    as text. Rows come sorted by user and item, so a split of the same rows is the same split.
+
+    What the rows hold decides what the result holds: only ratings give explicit ratings; only
+    events (no rating) give interactions of weight 1; ratings and events together give the
+    ratings, and the events are left out with a warning. With `implicit`, every row (rating or
+    event) is an interaction of weight 1.
+    """
+    from latentrec.database import Store  # SQLAlchemy loads only for a database source
+
+    with Store(url) as store:
+        visitor_ids, item_ids, values = store.read_interactions()
+        source = store.url  # its password hidden
+    if len(values) == 0:
+        raise DataError(f"{source} holds no interactions yet; rate some items first")
+    events = np.isnan(values)
+    n_events = int(events.sum())
+    implicit = implicit or n_events == len(values)
+    if implicit:
+        values = np.ones(len(values), dtype=np.float32)
+    elif n_events:
+        warnings.warn(
+            f"{source}: {n_events:,} events (no rating) beside {len(values) - n_events:,} "
+            "ratings are left out; train on both, as interactions, with implicit=True "
+            "(--implicit)",
+            stacklevel=3,
+        )
+        kept = ~events
+        visitor_ids, item_ids, values = visitor_ids[kept], item_ids[kept], values[kept]
+    users, user_index = IdMap.from_values(visitor_ids)
+    items, item_index = IdMap.from_values(_whole_numbers(item_ids))
+    order = np.lexsort((item_index, user_index))
+    return Ratings(
+        user_index[order],
+        item_index[order],
+        values[order],
+        users,
+        items,
+        source=source,
+        implicit=implicit,
+    )
+
+
+def _whole_numbers(ids: np.ndarray) -> np.ndarray:
+    """Text ids as int64 when every distinct one is exactly how an int64 is written, else
+    unchanged: `"0318"` or `"+1"` would merge with `"318"` and `"1"` as numbers."""
+    codes, uniques = pd.factorize(ids)
+    text = pa.array(uniques, type=pa.string())
+    try:
+        numbers = pc.cast(text, pa.int64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return ids
+    if not pc.all(pc.equal(pc.cast(numbers, pa.string()), text)).as_py():
+        return ids
+    return numbers.to_numpy()[codes]
+
+
+def combine(first: Ratings, second: Ratings) -> Ratings:
+    """Two sources' ratings as one set (`latentrec train --data A --with B`).
+
+    Users stay apart: a database's visitors become `visitor:<id>`, so no visitor is taken for
+    another source's user; otherwise equal ids are one user. Items are shared: equal ids are
+    one item. Ids are numbers where both sides' are, else text (`1` and `"1"` are one id).
+    Both must be ratings, or both interactions (`implicit=True` when loading makes them so).
+    """
+    if first.implicit != second.implicit:
+        rated, other = (second, first) if first.implicit else (first, second)
+        raise DataError(
+            f"{rated.source} holds ratings and {other.source} interactions; train on both as "
+            "interactions with --implicit (implicit=True)"
+        )
+    parts = (first, second)
+    user_values = _joined([_ids_apart(part)[part.user_index] for part in parts])
+    item_values = _joined([part.items.ids[part.item_index] for part in parts])
+    users, user_index = IdMap.from_values(user_values)
+    items, item_index = IdMap.from_values(item_values)
+    titles = {}
+    for part in parts:
+        titles.update({items.coerce(key): title for key, title in (part.titles or {}).items()})
+    stamps = None
+    if first.timestamp is not None and second.timestamp is not None:
+        stamps = np.concatenate([first.timestamp, second.timestamp])
+    rating = np.concatenate([first.rating, second.rating]).astype(np.float32)
+    ratings = Ratings(
+        user_index,
+        item_index,
+        rating,
+        users,
+        items,
+        stamps,
+        titles or None,
+        f"{first.source} + {second.source}",
+    )
+    return _summed_pairs(ratings, rating.astype(np.float64)) if first.implicit else ratings
+
+
+def _ids_apart(ratings: Ratings) -> np.ndarray:
+    """The user ids of `ratings` for `combine`: a database's prefixed, as text."""
+    if not is_database_url(ratings.source):
+        return ratings.users.ids
+    return VISITOR_PREFIX + ratings.users.ids.astype(str).astype(object)
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    """Ids of two sources in one array: int64 where both are numbers, else text."""
+    if all(part.dtype.kind in "iu" for part in parts):
+        return np.concatenate(parts).astype(np.int64, copy=False)
+    return np.concatenate(
+        [part.astype(str).astype(object) if part.dtype.kind in "iu" else part for part in parts]
+    )
 
 
 def _load_path(path: Path, columns: tuple[str | None, ...], implicit: bool) -> Ratings:

@@ -28,3 +28,12 @@ class ModelFileError(LatentrecError):
 
 class TrainingError(LatentrecError):
     """Training that cannot go on, such as a loss that stopped being finite (diverged)."""
+
+
+class DatabaseError(LatentrecError):
+    """A database of visitors' ratings that cannot be reached or used: a bad URL, a server out
+    of reach, a schema behind the code. The message never holds the URL's password."""
+
+
+class StoreLimitError(DatabaseError):
+    """Ratings that would take a visitor past the most one visitor may keep stored."""

@@ -1,13 +1,18 @@
 """The HTTP service: a FastAPI app over one Recommender, loaded once and shared read-only.
 
 Handlers stay thin: they validate, call the Recommender, and map its errors to statuses at
-the edge (unknown ids 404, bad values 422, bodies over 64 KiB 413, headers over 16 KiB 431).
+the edge (unknown ids 404, bad values 422, bodies over 64 KiB 413, headers over 16 KiB 431,
+a database that fails 503).
 Handlers are plain `def` functions, so FastAPI runs them in its thread pool and model work
 never blocks the event loop.
 
 Ids travel as the model holds them: integers as JSON numbers, except integers a JavaScript
 number cannot hold exactly (beyond +-(2^53 - 1)), which travel as strings; requests may give
 any id as a string.
+
+With a database, each browser is a visitor: an HttpOnly cookie holds a random id (made on its
+first `POST /ratings`), and the `/ratings` and `/me` endpoints keep its ratings in the
+database. A missing, malformed or unknown cookie reads as a visitor with no ratings.
 """
 
 from __future__ import annotations
@@ -19,13 +24,15 @@ import math
 import os
 import socket
 import warnings
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
 import torch
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
@@ -34,8 +41,16 @@ from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from latentrec.errors import ConfigError, LatentrecError, UnknownIdError
-from latentrec.recommend import Recommendation, Recommender
+from latentrec import database
+from latentrec.database import Store
+from latentrec.errors import (
+    ConfigError,
+    DatabaseError,
+    LatentrecError,
+    StoreLimitError,
+    UnknownIdError,
+)
+from latentrec.recommend import NewUser, Recommendation, Recommender
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_HEADER_BYTES = 16 * 1024
@@ -43,6 +58,9 @@ MAX_RATINGS = 500
 MAX_JS_INTEGER = 2**53 - 1  # Number.MAX_SAFE_INTEGER: larger ids travel as strings
 MODEL_DIR_VARIABLE = "LATENTREC_MODEL_DIR"
 RATING_MODEL_VARIABLE = "LATENTREC_RATING_MODEL_DIR"
+DATABASE_VARIABLE = "LATENTREC_DB"
+VISITOR_COOKIE = "latentrec_visitor"
+VISITOR_MAX_AGE = 365 * 24 * 60 * 60  # seconds: a year
 # the page loads only its own files; nothing may frame it
 PAGE_POLICY = (
     "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
@@ -70,10 +88,32 @@ class RatingIn(BaseModel):
     rating: float = Field(allow_inf_nan=False)
 
 
-class FoldInRequest(BaseModel):
+class RatingsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     ratings: list[RatingIn] = Field(min_length=1, max_length=MAX_RATINGS)
+
+
+class FoldInRequest(RatingsRequest):
     k: int = Field(default=10, ge=1, le=100)
+
+
+class Stored(BaseModel):
+    stored: int = Field(description="The distinct items this request rated.")
+    total: int = Field(description="The visitor's stored ratings, these included.")
+
+
+class StoredRating(BaseModel):
+    item_id: IdOut
+    title: str | None
+    rating: float | None
+
+
+class VisitorRatings(BaseModel):
+    ratings: list[StoredRating] = Field(description="In the order they were first rated.")
+
+
+class Deleted(BaseModel):
+    deleted: int = Field(description="The visitor's rows removed.")
 
 
 class Because(BaseModel):
@@ -121,16 +161,31 @@ class Health(BaseModel):
         description="The rating model paired with a ranking model: it gives recommendations' "
         "predicted ratings.",
     )
+    visitors: bool = Field(
+        default=False,
+        description="Whether the service keeps visitors' ratings in a database (POST /ratings, "
+        "GET /me/ratings, GET /me/recommendations, DELETE /me).",
+    )
 
 
 K = Annotated[int, Query(ge=1, le=100, description="How many items, 1 to 100.")]
 PathId = Annotated[str, PathParam(min_length=1, max_length=200, description=ID_HELP)]
 
 
-def create_app(model: str | Path | Recommender, rating_model: str | Path | None = None) -> FastAPI:
-    """The app for one model directory (loaded here, once) or a ready `Recommender`;
-    `rating_model`, a rating model's directory paired with a ranking model (the lists come
-    from the ranking model, predicted ratings from the rating model)."""
+def create_app(
+    model: str | Path | Recommender,
+    rating_model: str | Path | None = None,
+    db: str | None = None,
+) -> FastAPI:
+    """The app for one model directory (loaded here, once) or a ready `Recommender`.
+
+    Args:
+        rating_model: a rating model's directory paired with a ranking model (the lists come
+            from the ranking model, predicted ratings from the rating model).
+        db: a database URL (`sqlite:///latentrec.db`, `postgresql+psycopg://...`) whose schema
+            `latentrec db upgrade` made: visitors' ratings are kept there, through one `Store`
+            per app (per worker process), closed when the app shuts down.
+    """
     torch.set_num_threads(1)  # one core per worker process: workers scale, threads contend
     if isinstance(model, Recommender):
         if rating_model is not None:
@@ -140,12 +195,21 @@ def create_app(model: str | Path | Recommender, rating_model: str | Path | None 
         recommender = Recommender.from_dir(model, rating_model=rating_model)
     partner = recommender.rating_model
     low, high = recommender.rating_range
+    store = None if db is None else Store(db)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if store is not None:
+            store.close()
+
     # FastAPIOffline serves the interactive docs from files it installs, not from a CDN
     app = FastAPIOffline(
         title="latentrec",
         summary="Recommendations from a trained latentrec model",
         version="1",
         favicon_url="/favicon.ico",
+        lifespan=lifespan,
     )
     docs = {app.docs_url or "/docs", "/redoc", app.swagger_ui_oauth2_redirect_url or ""}
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
@@ -172,6 +236,7 @@ def create_app(model: str | Path | Recommender, rating_model: str | Path | None 
             rating_range=(low, high),
             predicts_ratings=recommender.model.predicts_ratings,
             rating_model=None if partner is None else partner.model.config.kind,
+            visitors=store is not None,
         )
 
     # load balancers probe with HEAD; kept out of the schema (one operation per path and verb)
@@ -200,25 +265,115 @@ def create_app(model: str | Path | Recommender, rating_model: str | Path | None 
 
     @app.post("/recommendations")
     def recommend_new(request: FoldInRequest) -> list[RecommendationOut]:
-        for position, rating in enumerate(request.ratings):
-            if not low <= rating.rating <= high:
-                raise _field_error(
-                    ("body", "ratings", position, "rating"),
-                    f"rating must be between {low:g} and {high:g}",
-                )
+        _check_range(request.ratings, low, high)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # unknown items are left out; all unknown is a 404
             new = recommender.fold_in({r.item_id: r.rating for r in request.ratings})
-        results = []
-        for rec in recommender.recommend(new, k=request.k):
-            reasons = recommender.explain(new, rec.item_id, n=2)
-            because = [
-                Because(item_id=wire_id(r.item_id), title=r.title, rating=r.rating) for r in reasons
-            ]
-            results.append(_out(rec, because))
-        return results
+        return _explained(recommender, new, request.k)
 
+    if store is not None:
+        _add_visitor_routes(app, recommender, store)
     return app
+
+
+def _add_visitor_routes(app: FastAPI, recommender: Recommender, store: Store) -> None:
+    """`POST /ratings` and the `/me` endpoints: one visitor's ratings, kept in `store`."""
+    low, high = recommender.rating_range
+
+    @app.post("/ratings")
+    def rate(body: RatingsRequest, request: Request, response: Response) -> Stored:
+        """Keep ratings of items the model knows for this browser's visitor (made on its
+        first call, with a cookie); rating an item again replaces its rating."""
+        _check_range(body.ratings, low, high)
+        chosen: dict[str, float] = {}  # the latest rating of each item, in first-given order
+        for rating in body.ratings:
+            index = recommender.item_index(rating.item_id)  # an unknown item is a 404
+            chosen[str(wire_id(recommender.items.ids[index]))] = rating.rating
+        visitor = _visitor(request, store)
+        if visitor is None:
+            visitor = store.new_visitor()
+            response.set_cookie(
+                VISITOR_COOKIE,
+                visitor,
+                max_age=VISITOR_MAX_AGE,
+                path="/",
+                secure=request.url.scheme == "https",
+                httponly=True,
+                samesite="lax",
+            )
+        stored = store.rate(visitor, list(chosen.items()))
+        return Stored(stored=stored, total=len(store.ratings(visitor)))
+
+    @app.get("/me/ratings")
+    def my_ratings(request: Request) -> VisitorRatings:
+        """This browser's visitor's ratings; none without a visitor cookie."""
+        visitor = _visitor(request, store)
+        rows = [] if visitor is None else store.ratings(visitor)
+        items = recommender.items
+        ratings = []
+        for item_id, rating in rows:
+            index = items.index_of(item_id)  # -1 for an item a newer model no longer knows
+            ratings.append(
+                StoredRating(
+                    item_id=wire_id(items.coerce(item_id)),
+                    title=None if index < 0 else recommender.title(index),
+                    rating=rating,
+                )
+            )
+        return VisitorRatings(ratings=ratings)
+
+    @app.get("/me/recommendations")
+    def my_recommendations(request: Request, k: K = 10) -> list[RecommendationOut]:
+        """Recommendations from this browser's visitor's stored ratings (folded in, as for
+        `POST /recommendations`)."""
+        visitor = _visitor(request, store)
+        rows = [] if visitor is None else store.ratings(visitor)
+        rated = {item_id: rating for item_id, rating in rows if rating is not None}
+        if not rated:
+            detail = "no stored ratings for this visitor: rate some items first (POST /ratings)"
+            raise HTTPException(status_code=409, detail=detail)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # items a newer model does not know are left out
+            new = recommender.fold_in(rated)
+        return _explained(recommender, new, k)
+
+    @app.delete("/me")
+    def forget_me(request: Request, response: Response) -> Deleted:
+        """Forget this browser's visitor: their ratings and their id; the cookie is cleared."""
+        visitor = _visitor(request, store)
+        deleted = 0 if visitor is None else store.forget(visitor)
+        response.delete_cookie(
+            VISITOR_COOKIE, path="/", secure=request.url.scheme == "https", httponly=True
+        )
+        return Deleted(deleted=deleted)
+
+
+def _visitor(request: Request, store: Store) -> str | None:
+    """The visitor the request's cookie names, or None when it names none the store knows
+    (`has_visitor` turns a malformed value away before it reaches the database)."""
+    cookie = request.cookies.get(VISITOR_COOKIE, "")
+    return cookie if store.has_visitor(cookie) else None
+
+
+def _check_range(ratings: list[RatingIn], low: float, high: float) -> None:
+    for position, rating in enumerate(ratings):
+        if not low <= rating.rating <= high:
+            raise _field_error(
+                ("body", "ratings", position, "rating"),
+                f"rating must be between {low:g} and {high:g}",
+            )
+
+
+def _explained(recommender: Recommender, new: NewUser, k: int) -> list[RecommendationOut]:
+    """A folded-in user's top k, each with the rated items that explain it."""
+    results = []
+    for rec in recommender.recommend(new, k=k):
+        reasons = recommender.explain(new, rec.item_id, n=2)
+        because = [
+            Because(item_id=wire_id(r.item_id), title=r.title, rating=r.rating) for r in reasons
+        ]
+        results.append(_out(rec, because))
+    return results
 
 
 def wire_id(raw_id: Any) -> int | str:
@@ -265,6 +420,24 @@ class ErrorResponse(JSONResponse):
 
 
 def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(StoreLimitError)
+    def too_many(request: Request, error: StoreLimitError) -> JSONResponse:
+        detail = (
+            f"a visitor keeps at most {database.MAX_STORED:,} rated items; re-rate items "
+            "already rated, or start again with DELETE /me"
+        )
+        return ErrorResponse({"detail": detail}, status_code=409)
+
+    @app.exception_handler(DatabaseError)
+    def unavailable(request: Request, error: DatabaseError) -> JSONResponse:
+        # the Store's message (which shows its URL without the password) goes to the log only
+        message = " ".join(str(error).splitlines())
+        log.error(
+            "database error while serving %s %s: %s", request.method, request.url.path, message
+        )
+        detail = "the ratings database is unavailable; try again later"
+        return ErrorResponse({"detail": detail}, status_code=503)
+
     @app.exception_handler(RequestValidationError)
     def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
         detail = [_plain_error(e) for e in error.errors()]
@@ -437,8 +610,13 @@ def check_port_free(host: str, port: int) -> None:
 def app_from_environment() -> FastAPI:
     """App factory for `uvicorn --factory` with several workers: the model directory comes
     from the LATENTREC_MODEL_DIR environment variable, a paired rating model's from
-    LATENTREC_RATING_MODEL_DIR (when set)."""
+    LATENTREC_RATING_MODEL_DIR and the visitors' database URL from LATENTREC_DB (each when
+    set)."""
     model_dir = os.environ.get(MODEL_DIR_VARIABLE)
     if not model_dir:
         raise ConfigError(f"set {MODEL_DIR_VARIABLE} to a model directory")
-    return create_app(model_dir, os.environ.get(RATING_MODEL_VARIABLE) or None)
+    return create_app(
+        model_dir,
+        os.environ.get(RATING_MODEL_VARIABLE) or None,
+        db=os.environ.get(DATABASE_VARIABLE) or None,
+    )

@@ -1,12 +1,16 @@
-// The page keeps the visitor's ratings in localStorage and asks the service for the rest.
+// The page keeps the visitor's ratings in localStorage and asks the service for the rest; when
+// the service keeps visitors' ratings (GET /health's "visitors"), the ratings live there instead
+// (POST /ratings, GET /me/ratings, DELETE /me; a cookie the page never reads says whose they are).
 // Ids stay exactly as the service sent them (a number, or a string for ids a JavaScript number
 // cannot hold); they are never converted with Number() or parseInt.
 "use strict";
 const STORE = "latentrec.ratings";
+const JSON_BODY = { "Content-Type": "application/json" };
 const $ = (id) => document.getElementById(id);
 let ratings = readStore();  // String(item_id) -> {id: item_id as received, title, rating}
 let scale = [1, 2, 3, 4, 5];  // the rating values the stars give, lowest first; see loadScale
 let predictsRatings = true;  // a ranking model's scores only order items: not shown as stars
+let kept = false;  // whether the service keeps the ratings (else this browser's localStorage does)
 
 function readStore() {
   try {
@@ -18,8 +22,49 @@ function readStore() {
 }
 
 function save() {
-  localStorage.setItem(STORE, JSON.stringify(ratings));
+  if (!kept) localStorage.setItem(STORE, JSON.stringify(ratings));
   renderRated();
+}
+
+// The service's list replaces the page's: the same in every tab, and after localStorage is
+// cleared. Ratings this browser kept before the service kept any are sent to it once.
+async function loadKept() {
+  let body = await api("/me/ratings");
+  const local = Object.entries(readStore());
+  if (!body.ratings.length && local.length) {
+    const sent = local.map(([key, r]) => ({ item_id: r.id === undefined ? key : r.id, rating: r.rating }));
+    try {
+      await api("/ratings", { method: "POST", headers: JSON_BODY, body: JSON.stringify({ ratings: sent }) });
+      localStorage.removeItem(STORE);
+      body = await api("/me/ratings");
+    } catch (error) {
+      $("rated-status").textContent = `The ratings kept in this browser were not sent: ${error.message}`;
+    }
+  }
+  ratings = {};
+  body.ratings.forEach((r) => (ratings[String(r.item_id)] = { id: r.item_id, title: r.title, rating: r.rating }));
+}
+
+async function rate(itemId, title, value) {
+  if (kept) {
+    const body = { ratings: [{ item_id: itemId, rating: value }] };
+    await api("/ratings", { method: "POST", headers: JSON_BODY, body: JSON.stringify(body) });
+  }
+  ratings[String(itemId)] = { id: itemId, title, rating: value };
+  save();
+}
+
+async function forget() {
+  try {
+    const { deleted } = await api("/me", { method: "DELETE" });
+    localStorage.removeItem(STORE);
+    ratings = {};
+    save();
+    $("recommendations").replaceChildren();
+    $("status").textContent = `Forgotten: ${deleted} stored rating${deleted === 1 ? "" : "s"} deleted.`;
+  } catch (error) {
+    $("rated-status").textContent = error.message;
+  }
 }
 
 async function api(path, options) {
@@ -70,8 +115,12 @@ async function loadScale() {
     const health = await api("/health");
     const [low, high] = health.rating_range;
     predictsRatings = health.predicts_ratings !== false;
+    kept = health.visitors === true;
     scale = scaleValues(low, high);
     $("scale").textContent = `Ratings go from ${low} to ${high}.`;
+    $("kept").hidden = !kept;
+    $("forget").hidden = !kept;
+    $("clear").hidden = kept;
   } catch (error) {
     $("status").textContent = error.message;
   }
@@ -83,10 +132,14 @@ function stars(itemId, title) {
   scale.forEach((value) => {
     const on = ratings[key] && ratings[key].rating >= value;
     const star = el("button", { type: "button", class: on ? "on" : "", title: String(value), "aria-label": `rating ${value}`, "data-value": value }, "★");
-    star.addEventListener("click", () => {
-      ratings[key] = { id: itemId, title, rating: value };
-      save();
-      box.querySelectorAll("button").forEach((b, i) => b.classList.toggle("on", scale[i] <= value));
+    star.addEventListener("click", async () => {
+      try {
+        await rate(itemId, title, value);
+        $("rated-status").textContent = "";
+        box.querySelectorAll("button").forEach((b, i) => b.classList.toggle("on", scale[i] <= value));
+      } catch (error) {
+        $("rated-status").textContent = error.message;
+      }
     });
     box.append(star);
   });
@@ -137,7 +190,9 @@ async function recommend() {
     k: 10,
   };
   try {
-    const recs = await api("/recommendations", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    const recs = kept
+      ? await api("/me/recommendations?k=10")
+      : await api("/recommendations", { method: "POST", headers: JSON_BODY, body: JSON.stringify(body) });
     recs.forEach((rec) => {
       const because = (rec.because || []).map((b) => b.title).filter(Boolean);
       const meta = el("span", { class: "meta" }, because.length ? `Because you rated ${because.join(" and ")}` : "");
@@ -166,5 +221,22 @@ async function showSimilar(itemId, title) {
 $("search-form").addEventListener("submit", search);
 $("recommend").addEventListener("click", recommend);
 $("clear").addEventListener("click", () => { ratings = {}; save(); });
+$("forget").addEventListener("click", forget);
+
+// the kept list as the service has it now: on load, and whenever the tab is shown again
+async function refreshKept() {
+  if (!kept) return;
+  $("rated-status").textContent = "";
+  try {
+    await loadKept();
+  } catch (error) {
+    $("rated-status").textContent = error.message;
+  }
+  renderRated();
+}
+
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState === "visible") refreshKept();
+});
 const scaleLoaded = loadScale();
-scaleLoaded.then(renderRated);
+scaleLoaded.then(refreshKept).then(renderRated);

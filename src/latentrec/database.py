@@ -1,0 +1,453 @@
+"""Visitors and their ratings in a SQL database: a SQLite file or a PostgreSQL server.
+
+`Store` is the one way in, through SQLAlchemy Core with bound parameters only. The schema is
+versioned by the Alembic migrations in `migrations/` (shipped with the package):
+`Store.upgrade(url)` (`latentrec db upgrade --db URL`) brings a database to the newest revision,
+and opening a `Store` refuses a database at any other.
+
+Tables: `visitors(id, created_at)` and `interactions(visitor_id, item_id, rating, kind,
+position, created_at, updated_at)`, one row per visitor and item. `rating` is null for an
+implicit event (`kind` 'event'), a number otherwise (`kind` 'rating'); `position` keeps the
+order a visitor first rated their items in. Item ids are stored as text, exactly as given.
+
+URLs are shown with their password hidden (`safe_url`), in messages as everywhere.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+from sqlalchemy.dialects import postgresql, sqlite
+
+from latentrec.errors import DatabaseError, DataError, StoreLimitError
+
+MAX_STORED = 5000  # ratings one visitor may keep
+MIGRATIONS = Path(__file__).with_name("migrations")
+BACKENDS = ("sqlite", "postgresql")
+VISITOR_ID = re.compile(r"[0-9a-f]{32}")
+_WRITE = "latentrec_write"  # execution option: this transaction writes
+_IN_CHUNK = 500  # item ids per IN (...) list
+
+metadata = sa.MetaData()
+visitors = sa.Table(
+    "visitors",
+    metadata,
+    sa.Column("id", sa.Text(), primary_key=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+interactions = sa.Table(
+    "interactions",
+    metadata,
+    sa.Column("visitor_id", sa.Text(), sa.ForeignKey("visitors.id", ondelete="CASCADE")),
+    sa.Column("item_id", sa.Text(), nullable=False),
+    sa.Column("rating", sa.Double(), nullable=True),
+    sa.Column("kind", sa.Text(), nullable=False),
+    sa.Column("position", sa.BigInteger(), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint("visitor_id", "item_id"),
+)
+
+
+def safe_url(url: str) -> str:
+    """`url` for messages and logs: its password as `***`, also where it does not parse."""
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except (sa.exc.ArgumentError, ValueError):
+        scheme, separator, rest = url.partition("://")
+        if "@" not in rest:
+            return url
+        credentials, _, where = rest.rpartition("@")  # a password may hold '@', a host not
+        return f"{scheme}{separator}{credentials.partition(':')[0]}:***@{where}"
+
+
+class Store:
+    """Visitors and their ratings in the database at a SQLAlchemy URL.
+
+    `sqlite:///path.db` (a file, opened in WAL mode) or `postgresql+psycopg://user@host/db`
+    (`postgresql://` means the same). The schema must be at the newest revision. Every method
+    runs in one transaction of its own; a `Store` may be shared by threads.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = safe_url(url)
+        self._password = _password(url)
+        self._engine = _engine(url, self.url)
+        self._upsert = (sqlite if self._engine.dialect.name == "sqlite" else postgresql).insert
+        # the driver's own errors, raised past SQLAlchemy where a cursor is used directly
+        self._driver_error = self._engine.dialect.loaded_dbapi.Error
+        try:
+            with self._errors("reach"), self._engine.connect() as conn:
+                current = MigrationContext.configure(conn).get_current_revision()
+            head = _head()
+            if current != head:
+                raise DatabaseError(_behind(self.url, current, head))
+        except BaseException:
+            self._engine.dispose()
+            raise
+
+    @staticmethod
+    def upgrade(url: str) -> str:
+        """Run the migrations that bring the database at `url` to the newest revision (creating
+        a SQLite file that does not exist yet); returns that revision."""
+        shown = safe_url(url)
+        engine = _engine(url, shown, create=True)
+        config = _alembic_config()
+        try:
+            with engine.connect() as conn:
+                conn.execution_options(**{_WRITE: True})
+                with conn.begin():
+                    config.attributes["connection"] = conn
+                    command.upgrade(config, "head")
+                with conn.begin():
+                    revision = MigrationContext.configure(conn).get_current_revision()
+        except CommandError as err:  # a revision this latentrec does not know
+            raise DatabaseError(f"cannot upgrade the database at {shown}: {err}") from err
+        except sa.exc.SQLAlchemyError as err:
+            raise DatabaseError(
+                f"cannot upgrade the database at {shown}: {_reason(err, _password(url))}"
+            ) from err
+        finally:
+            engine.dispose()
+        return str(revision)
+
+    def close(self) -> None:
+        """Close the store's connections."""
+        self._engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({self.url!r})"
+
+    # ------------------------------------------------------------------------- visitors
+
+    def new_visitor(self) -> str:
+        """A new visitor: 128 random bits as 32 lowercase hex characters, stored."""
+        visitor = secrets.token_hex(16)
+        with self._transaction("add a visitor to", write=True) as conn:
+            conn.execute(sa.insert(visitors), {"id": visitor, "created_at": datetime.now(UTC)})
+        return visitor
+
+    def has_visitor(self, visitor: str) -> bool:
+        """Whether `visitor` is stored (anything but a stored id, malformed ones too: False)."""
+        if not isinstance(visitor, str) or not VISITOR_ID.fullmatch(visitor):
+            return False
+        with self._transaction("look up a visitor in") as conn:
+            query = sa.select(visitors.c.id).where(visitors.c.id == visitor)
+            return conn.execute(query).first() is not None
+
+    def forget(self, visitor: str) -> int:
+        """Delete the visitor and all their interactions; returns how many interactions went
+        (0 for a visitor not stored)."""
+        with self._transaction("delete a visitor from", write=True) as conn:
+            mine = interactions.c.visitor_id == visitor
+            count = conn.execute(sa.select(sa.func.count()).where(mine)).scalar_one()
+            conn.execute(sa.delete(visitors).where(visitors.c.id == visitor))  # rows cascade
+        return int(count)
+
+    # ------------------------------------------------------------------------- ratings
+
+    def rate(self, visitor: str, ratings: list[tuple[str, float | None]]) -> int:
+        """Store a visitor's ratings: one row per item, the latest rating of an item wins (also
+        within `ratings`). A rating of None is an implicit event.
+
+        Raises:
+            StoreLimitError: the visitor would then keep more than `MAX_STORED` items; nothing
+                is stored.
+            DatabaseError: the visitor is not stored.
+
+        Returns:
+            How many rows were written (inserted or updated): the distinct items in `ratings`.
+        """
+        latest = _latest(ratings)
+        if not latest:
+            return 0
+        now = datetime.now(UTC)
+        with self._transaction("store ratings in", write=True) as conn:
+            # the visitor's row, locked on PostgreSQL: one visitor's writes go one at a time,
+            # so the limit holds (SQLite's write transactions go one at a time anyway)
+            lock = sa.select(visitors.c.id).where(visitors.c.id == visitor).with_for_update()
+            if conn.execute(lock).first() is None:
+                raise DatabaseError(
+                    f"no visitor {visitor!r} in the database; give ratings to a visitor from "
+                    "new_visitor()"
+                )
+            mine = interactions.c.visitor_id == visitor
+            stored, last = conn.execute(
+                sa.select(sa.func.count(), sa.func.max(interactions.c.position)).where(mine)
+            ).one()
+            if stored + len(latest) > MAX_STORED:
+                new = len(latest) - _count_stored(conn, visitor, list(latest))
+                if stored + new > MAX_STORED:
+                    raise StoreLimitError(
+                        f"visitor {visitor} keeps {stored:,} ratings and these add {new:,}: at "
+                        f"most {MAX_STORED:,} are kept per visitor; forget some first"
+                    )
+            first = 0 if last is None else int(last) + 1
+            rows = [
+                {
+                    "visitor_id": visitor,
+                    "item_id": item,
+                    "rating": rating,
+                    "kind": "event" if rating is None else "rating",
+                    "position": first + offset,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for offset, (item, rating) in enumerate(latest.items())
+            ]
+            insert = self._upsert(interactions)
+            upsert = insert.on_conflict_do_update(
+                index_elements=[interactions.c.visitor_id, interactions.c.item_id],
+                set_={
+                    "rating": insert.excluded.rating,
+                    "kind": insert.excluded.kind,
+                    "updated_at": insert.excluded.updated_at,
+                },
+            )
+            conn.execute(upsert, rows)
+        return len(rows)
+
+    def ratings(self, visitor: str) -> list[tuple[str, float | None]]:
+        """A visitor's (item id, rating or None) pairs, in the order first rated."""
+        query = (
+            sa.select(interactions.c.item_id, interactions.c.rating)
+            .where(interactions.c.visitor_id == visitor)
+            .order_by(interactions.c.position)
+        )
+        with self._transaction("read ratings from") as conn:
+            return [(item, rating) for item, rating in conn.execute(query)]
+
+    def read_interactions(
+        self, chunk_rows: int = 500_000
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every interaction, streamed in chunks of `chunk_rows` (a server-side cursor on
+        PostgreSQL): visitor ids and item ids as object arrays of str, ratings as float32 with
+        NaN for events. Rows come in no particular order.
+
+        Each chunk's ids are deduplicated as it arrives, so the arrays hold one string per
+        distinct id in a chunk rather than one per row.
+        """
+        if chunk_rows < 1:
+            raise DataError(f"chunk_rows must be at least 1, got {chunk_rows}")
+        query = sa.select(interactions.c.visitor_id, interactions.c.item_id, interactions.c.rating)
+        sql = str(query.compile(dialect=self._engine.dialect))
+        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        with self._errors("read interactions from"), self._engine.connect() as conn:
+            raw = conn.connection.dbapi_connection
+            if self._engine.dialect.name == "postgresql":
+                cursor = raw.cursor(name="latentrec_read_interactions")  # type: ignore[union-attr]
+                cursor.itersize = chunk_rows
+            else:
+                cursor = raw.cursor()  # type: ignore[union-attr]
+            try:
+                cursor.execute(sql)
+                while rows := cursor.fetchmany(chunk_rows):
+                    table = np.array(rows, dtype=object)  # (rows, 3), filled in C
+                    del rows  # the row tuples; each row's own strings go with `table`
+                    ratings = table[:, 2].astype(np.float64)  # None -> NaN
+                    parts.append(
+                        (_shared(table[:, 0]), _shared(table[:, 1]), ratings.astype(np.float32))
+                    )
+                    del table
+            finally:
+                cursor.close()
+        if not parts:
+            return np.array([], dtype=object), np.array([], dtype=object), np.array([], np.float32)
+        return tuple(np.concatenate(column) for column in zip(*parts, strict=True))  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------------- plumbing
+
+    @contextmanager
+    def _transaction(self, doing: str, write: bool = False) -> Iterator[sa.Connection]:
+        with self._errors(doing), self._engine.connect() as conn:
+            if write:
+                conn.execution_options(**{_WRITE: True})
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def _errors(self, doing: str) -> Iterator[None]:
+        """The database's own errors as a `DatabaseError` naming what failed, and where."""
+        try:
+            yield
+        except (sa.exc.SQLAlchemyError, self._driver_error) as err:
+            raise DatabaseError(
+                f"cannot {doing} the database at {self.url}: {_reason(err, self._password)}"
+            ) from err
+
+
+def _engine(url: str, shown: str, create: bool = False) -> sa.Engine:
+    """An engine for a SQLite or PostgreSQL URL; SQLite connections set up for several
+    writers. Without `create`, a SQLite file must exist already."""
+    try:
+        parsed = sa.make_url(url)
+    except (sa.exc.ArgumentError, ValueError):
+        raise DatabaseError(
+            f"{shown!r} is not a database URL; give sqlite:///path/to/file.db or "
+            "postgresql+psycopg://user:password@host:5432/database"
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend not in BACKENDS:
+        raise DatabaseError(
+            f"the database URL {shown} is for {backend}; latentrec keeps visitors' ratings in "
+            "SQLite (sqlite:///path.db) or PostgreSQL (postgresql+psycopg://...)"
+        )
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if backend == "sqlite":
+        _check_sqlite_file(parsed, shown, create)
+    options: dict[str, Any] = {}
+    if backend == "postgresql":
+        # a pooled connection the server dropped (a restart) is replaced, not handed out
+        options["pool_pre_ping"] = True
+        if "connect_timeout" not in parsed.query:
+            options["connect_args"] = {"connect_timeout": 10}
+    try:
+        engine = sa.create_engine(parsed, **options)
+    except (sa.exc.SQLAlchemyError, ImportError) as err:
+        raise DatabaseError(f"cannot use the database URL {shown}: {err}") from None
+    if backend == "sqlite":
+        sa.event.listen(engine, "connect", _sqlite_connect)
+        sa.event.listen(engine, "begin", _sqlite_begin)
+    return engine
+
+
+def _check_sqlite_file(url: sa.URL, shown: str, create: bool) -> None:
+    database = url.database or ""
+    if database in ("", ":memory:") or database.startswith("file:"):
+        return
+    path = Path(database)
+    if not path.exists() and not create:
+        raise DatabaseError(
+            f"no database at {shown} ({path} does not exist): create it with "
+            f"`latentrec db upgrade --db {shown}`"
+        )
+    if not path.parent.is_dir():
+        raise DatabaseError(f"cannot create {shown}: the directory {path.parent} does not exist")
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # the driver's own transaction handling off: _sqlite_begin starts each one, so that a
+    # writer takes the write lock at BEGIN and waits for it, instead of failing when it
+    # upgrades a read lock later
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    for pragma in ("busy_timeout = 5000", "journal_mode = WAL", "synchronous = NORMAL"):
+        cursor.execute(f"PRAGMA {pragma}")
+    cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.close()
+
+
+def _sqlite_begin(conn: sa.Connection) -> None:
+    write = conn.get_execution_options().get(_WRITE, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def _alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+def _head() -> str:
+    try:
+        head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    except CommandError as err:
+        head, cause = None, err
+    else:
+        cause = None
+    if head is None:
+        raise DatabaseError(
+            f"latentrec's schema migrations are missing from {MIGRATIONS}: reinstall latentrec"
+        ) from cause
+    return head
+
+
+def _behind(shown: str, current: str | None, head: str) -> str:
+    known = {
+        script.revision
+        for script in ScriptDirectory.from_config(_alembic_config()).walk_revisions()
+    }
+    if current is not None and current not in known:
+        return (
+            f"the database at {shown} is at revision {current}, which this latentrec does not "
+            f"know (its newest is {head}): a newer latentrec wrote it; upgrade latentrec"
+        )
+    return (
+        f"the database at {shown} is at revision {current or 'none (no latentrec tables)'}, "
+        f"this latentrec needs {head}: run `latentrec db upgrade --db {shown}`"
+    )
+
+
+def _password(url: str) -> str | None:
+    try:
+        return sa.make_url(url).password
+    except (sa.exc.ArgumentError, ValueError):
+        return None
+
+
+def _reason(err: Exception, password: str | None) -> str:
+    """The driver's own first line (no SQL, no parameters), with any password hidden."""
+    cause = getattr(err, "orig", None) or err
+    lines = str(cause).strip().splitlines()
+    reason = lines[0] if lines else type(cause).__name__
+    if password:
+        reason = reason.replace(password, "***")
+    return reason
+
+
+def _latest(ratings: list[tuple[str, float | None]]) -> dict[str, float | None]:
+    """Item id -> its last rating in `ratings`, items in the order they first appear."""
+    latest: dict[str, float | None] = {}
+    for item, rating in ratings:
+        if isinstance(item, bool) or not isinstance(item, (str, int)):
+            raise DataError(f"an item id must be text or a whole number, got {item!r}")
+        if "\0" in str(item):  # PostgreSQL's text cannot hold it; refused alike everywhere
+            raise DataError(f"item id {item!r} holds the NUL character, which ids may not")
+        if rating is not None:
+            if isinstance(rating, bool) or not isinstance(rating, (int, float)):
+                raise DataError(f"rating {rating!r} of item {item!r} is not a number")
+            if not math.isfinite(rating):
+                raise DataError(f"rating {rating!r} of item {item!r} is not a finite number")
+            rating = float(rating)
+        latest[str(item)] = rating
+    return latest
+
+
+def _count_stored(conn: sa.Connection, visitor: str, items: list[str]) -> int:
+    """How many of `items` the visitor has stored already."""
+    count = 0
+    for start in range(0, len(items), _IN_CHUNK):
+        query = sa.select(sa.func.count()).where(
+            interactions.c.visitor_id == visitor,
+            interactions.c.item_id.in_(items[start : start + _IN_CHUNK]),
+        )
+        count += conn.execute(query).scalar_one()
+    return count
+
+
+def _shared(ids: np.ndarray) -> np.ndarray:
+    """`ids` as an object array in which equal ids are one string object."""
+    codes, uniques = pd.factorize(ids)
+    return uniques[codes]

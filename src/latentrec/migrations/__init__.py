@@ -1,0 +1,1 @@
+"""The database schema's Alembic migrations; `latentrec db upgrade` runs them."""
