@@ -342,6 +342,9 @@ def test_serves_every_endpoint(trained):
         "predicts_ratings": trained.net.predicts_ratings,
         "rating_model": None,
         "visitors": False,
+        "version": None,  # a ready Recommender comes from no directory
+        "saved_at": None,
+        "rating_model_version": None,
     }
 
     similar = client.get("/items/500/similar", params={"k": 3})

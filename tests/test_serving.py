@@ -93,6 +93,8 @@ def _no_leak(response) -> None:
 def test_health_describes_the_model(service):
     body = service.client.get("/health").json()
     train = service.train
+    assert body.pop("version") == "model"  # the served directory's name
+    assert body.pop("saved_at").endswith("Z") and body.pop("rating_model_version") is None
     assert body == {
         "status": "ok",
         "model": "dot",

@@ -25,7 +25,7 @@ from latentrec.models import (
     build_model,
 )
 from latentrec.recommend import NewUser, Recommendation, Recommender, evaluate_ranking
-from latentrec.storage import SavedModel, load, save
+from latentrec.storage import SavedModel, load, publish, save
 from latentrec.training import EpochStats, History, TrainConfig, evaluate, fit
 from latentrec.tuning import TuneResult, tune
 
@@ -68,6 +68,7 @@ __all__ = [  # noqa: RUF022 (plain sorted(), as a test checks)
     "fit",
     "load",
     "load_ratings",
+    "publish",
     "save",
     "synthetic_ratings",
     "tune",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import math
@@ -34,7 +35,7 @@ from latentrec.errors import ConfigError, DataError, LatentrecError, UnknownIdEr
 from latentrec.metrics import RANKING_METRICS
 from latentrec.models import DEFAULT_MODEL, MODELS, model_class
 from latentrec.recommend import Recommendation, Recommender, evaluate_ranking
-from latentrec.storage import CHECKPOINT_DIR, check_target, load, save
+from latentrec.storage import CHECKPOINT_DIR, check_publish, check_target, load, publish, save
 from latentrec.training import (
     History,
     TrainConfig,
@@ -407,6 +408,15 @@ def train(
         ),
     ] = TrainConfig.engine,
     out: Annotated[Path | None, typer.Option(help="Save the model to this directory.")] = None,
+    publish_to: Annotated[
+        Path | None,
+        typer.Option(
+            "--publish",
+            help="Save the model as a new version in this folder (FOLDER/v-DATE-TIME-XXXXXX) "
+            "and point FOLDER/current at it, for `latentrec serve FOLDER/current`; instead "
+            "of --out.",
+        ),
+    ] = None,
     checkpoint_every: Annotated[
         int | None,
         typer.Option(min=1, help="Write a checkpoint to OUT/checkpoint every N optimiser steps."),
@@ -448,7 +458,8 @@ def train(
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Train a model, print the per-epoch table and the test metrics, save it with --out."""
+    """Train a model, print the per-epoch table and the test metrics, save it with --out (or
+    as a new version with --publish)."""
     context = distributed.from_environment()
     if not context.is_main:
         console.quiet = True  # under torchrun only rank 0 prints and writes files
@@ -475,8 +486,14 @@ def train(
     _check_model_options(model, given)
     if checkpoint_every is not None and out is None and resume is None:
         raise ConfigError("--checkpoint-every needs --out: checkpoints go to OUT/checkpoint")
+    if publish_to is not None and (out is not None or resume is not None):
+        raise ConfigError(
+            "--publish saves to a new version of its own; give it without --out and --resume"
+        )
     if out is not None:
         check_target(out)  # a bad --out is refused now, not after training
+    if publish_to is not None:
+        check_publish(publish_to)  # so is a bad --publish
     run = {
         "data": data,
         "with": with_,
@@ -500,6 +517,7 @@ def train(
         "device": device,
         "engine": engine,
         "out": str(out) if out is not None else None,
+        "publish": str(publish_to) if publish_to is not None else None,
     }
     notes = None
     if resume is not None:
@@ -596,6 +614,9 @@ def _train_run(
     model_dir = None
     if out is not None and context.is_main:
         model_dir = save(net, out, parts.train, info=_info(history))
+    published = run.get("publish")  # runs checkpointed before it was an option have none
+    if published is not None and context.is_main:
+        model_dir = publish(net, published, parts.train, info=_info(history))
     _print_history(history)
     info = _info(history)
     if net.predicts_ratings:
@@ -618,6 +639,7 @@ def _train_run(
         f"{history.train_seconds:.2f} s ({history.ratings_per_second:,.0f} ratings/s)"
         + (f" by {history.world_size} processes" if history.world_size > 1 else "")
         + (f"; saved to {shown(model_dir)}" if model_dir else "")
+        + (f" ({shown(Path(published) / 'current')} points at it)" if published else "")
     )
     if as_json and context.is_main:
         print_json(info | {"model_dir": str(model_dir) if model_dir else None})
@@ -1314,8 +1336,21 @@ def serve(
             "visitors' ratings; make its schema first with `latentrec db upgrade --db URL`.",
         ),
     ] = None,
+    check_every: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            max=86_400,
+            help="Seconds between looks for a new model in MODEL_DIR (a save, or a publish "
+            "moving FOLDER/current), swapped in without stopping; 0: only on SIGHUP.",
+        ),
+    ] = 1.0,
 ) -> None:
-    """Serve the model over HTTP: JSON API (docs at /docs) and a web page at /."""
+    """Serve the model over HTTP: JSON API (docs at /docs) and a web page at /.
+
+    A new model saved or published to MODEL_DIR is loaded in the background and swapped in
+    between requests; one that fails to load is logged and the old one keeps serving.
+    """
     # the web stack loads only for this command, keeping the others quick to start
     import os
 
@@ -1323,6 +1358,7 @@ def serve(
 
     from latentrec.database import Store, safe_url
     from latentrec.serving import (
+        CHECK_EVERY_VARIABLE,
         DATABASE_VARIABLE,
         MAX_HEADER_BYTES,
         MODEL_DIR_VARIABLE,
@@ -1338,9 +1374,11 @@ def serve(
         # show its URL without the password)
         Store(db).close()
     check_port_free(host, port)  # a busy port is one line here, not uvicorn's log
-    os.environ[MODEL_DIR_VARIABLE] = str(model_dir.resolve())
+    # absolute, but links kept: the workers follow models/current to each new version
+    os.environ[MODEL_DIR_VARIABLE] = str(model_dir.absolute())
+    os.environ[CHECK_EVERY_VARIABLE] = repr(check_every)
     if rating_model is not None:
-        os.environ[RATING_MODEL_VARIABLE] = str(rating_model.resolve())
+        os.environ[RATING_MODEL_VARIABLE] = str(rating_model.absolute())
     else:
         os.environ.pop(RATING_MODEL_VARIABLE, None)
     if db is not None:
@@ -1357,10 +1395,21 @@ def serve(
         port=port,
         workers=workers,
         log_level="info",
+        log_config=_log_config(),
         # the app answers 431 over MAX_HEADER_BYTES; where uvicorn parses with h11 (no
         # httptools installed), h11 itself drops far larger request heads before they are read
         h11_max_incomplete_event_size=4 * MAX_HEADER_BYTES,
     )
+
+
+def _log_config() -> dict[str, Any]:
+    """uvicorn's logging, with the service's own lines (models swapped in or kept, database
+    errors) beside uvicorn's on stderr."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["latentrec"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return config
 
 
 # ----------------------------------------------------------------------------- db

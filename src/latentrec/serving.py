@@ -10,6 +10,11 @@ Ids travel as the model holds them: integers as JSON numbers, except integers a 
 number cannot hold exactly (beyond +-(2^53 - 1)), which travel as strings; requests may give
 any id as a string.
 
+The model is held by a `ModelHolder` (reloading.py): each request takes the served model once,
+at its start; a new model published to the directory (or `models/current` pointed elsewhere) is
+loaded in the background and swapped in between requests, and a model that fails to load leaves
+the old one serving.
+
 With a database, each browser is a visitor: an HttpOnly cookie holds a random id (made on its
 first `POST /ratings`), and the `/ratings` and `/me` endpoints keep its ratings in the
 database. A missing, malformed or unknown cookie reads as a visitor with no ratings.
@@ -51,6 +56,7 @@ from latentrec.errors import (
     UnknownIdError,
 )
 from latentrec.recommend import NewUser, Recommendation, Recommender
+from latentrec.reloading import ModelHolder, watching
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_HEADER_BYTES = 16 * 1024
@@ -59,6 +65,7 @@ MAX_JS_INTEGER = 2**53 - 1  # Number.MAX_SAFE_INTEGER: larger ids travel as stri
 MODEL_DIR_VARIABLE = "LATENTREC_MODEL_DIR"
 RATING_MODEL_VARIABLE = "LATENTREC_RATING_MODEL_DIR"
 DATABASE_VARIABLE = "LATENTREC_DB"
+CHECK_EVERY_VARIABLE = "LATENTREC_CHECK_EVERY"
 VISITOR_COOKIE = "latentrec_visitor"
 VISITOR_MAX_AGE = 365 * 24 * 60 * 60  # seconds: a year
 # the page loads only its own files; nothing may frame it
@@ -166,6 +173,17 @@ class Health(BaseModel):
         description="Whether the service keeps visitors' ratings in a database (POST /ratings, "
         "GET /me/ratings, GET /me/recommendations, DELETE /me).",
     )
+    version: str | None = Field(
+        default=None,
+        description="The served model directory's name, links resolved (a published version "
+        "such as v-20261130-143512-a1b2c3); it changes when a new model is swapped in.",
+    )
+    saved_at: str | None = Field(
+        default=None, description="When the served model was saved (UTC, ISO 8601)."
+    )
+    rating_model_version: str | None = Field(
+        default=None, description="The paired rating model directory's name, links resolved."
+    )
 
 
 K = Annotated[int, Query(ge=1, le=100, description="How many items, 1 to 100.")]
@@ -176,8 +194,10 @@ def create_app(
     model: str | Path | Recommender,
     rating_model: str | Path | None = None,
     db: str | None = None,
+    check_every: float = 1.0,
 ) -> FastAPI:
-    """The app for one model directory (loaded here, once) or a ready `Recommender`.
+    """The app for a model directory (loaded here, and again whenever it changes) or a ready
+    `Recommender` (served as it is).
 
     Args:
         rating_model: a rating model's directory paired with a ranking model (the lists come
@@ -185,21 +205,22 @@ def create_app(
         db: a database URL (`sqlite:///latentrec.db`, `postgresql+psycopg://...`) whose schema
             `latentrec db upgrade` made: visitors' ratings are kept there, through one `Store`
             per app (per worker process), closed when the app shuts down.
+        check_every: seconds between looks for a new model in the directories (0: only on
+            SIGHUP). The holder is `app.state.holder`.
     """
     torch.set_num_threads(1)  # one core per worker process: workers scale, threads contend
     if isinstance(model, Recommender):
         if rating_model is not None:
             raise ConfigError("pair a ready Recommender through its own rating_model")
-        recommender = model
+        holder = ModelHolder.fixed(model)
     else:
-        recommender = Recommender.from_dir(model, rating_model=rating_model)
-    partner = recommender.rating_model
-    low, high = recommender.rating_range
+        holder = ModelHolder(model, rating_model, check_every=check_every)
     store = None if db is None else Store(db)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
+        async with watching(holder):
+            yield
         if store is not None:
             store.close()
 
@@ -211,6 +232,7 @@ def create_app(
         favicon_url="/favicon.ico",
         lifespan=lifespan,
     )
+    app.state.holder = holder
     docs = {app.docs_url or "/docs", "/redoc", app.swagger_ui_oauth2_redirect_url or ""}
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     app.add_middleware(Guard, max_header_bytes=MAX_HEADER_BYTES, docs_paths=frozenset(docs))
@@ -228,15 +250,21 @@ def create_app(
 
     @app.get("/health")
     def health() -> Health:
+        served = holder.current()
+        recommender = served.recommender
+        partner = recommender.rating_model
         return Health(
             status="ok",
             model=recommender.model.config.kind,
             users=len(recommender.users),
             items=len(recommender.items),
-            rating_range=(low, high),
+            rating_range=served.rating_range,
             predicts_ratings=recommender.model.predicts_ratings,
             rating_model=None if partner is None else partner.model.config.kind,
             visitors=store is not None,
+            version=served.version,
+            saved_at=served.saved_at,
+            rating_model_version=served.rating_model_version,
         )
 
     # load balancers probe with HEAD; kept out of the schema (one operation per path and verb)
@@ -247,44 +275,48 @@ def create_app(
         query: Annotated[str, Query(min_length=1, max_length=200)],
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
     ) -> list[ItemOut]:
+        recommender = holder.current().recommender
         return [_item(recommender, m.item_id) for m in recommender.find_items(query, limit)]
 
     # ids may hold "/" (sent as %2F): path parameters take the rest of the path, and the
     # similar-items route comes first so that its suffix is not read as part of an id
     @app.get("/items/{item_id:path}/similar")
     def similar(item_id: PathId, k: K = 10) -> list[RecommendationOut]:
-        return [_out(r) for r in recommender.similar_items(item_id, k=k)]
+        return [_out(r) for r in holder.current().recommender.similar_items(item_id, k=k)]
 
     @app.get("/items/{item_id:path}")
     def get_item(item_id: PathId) -> ItemOut:
-        return _item(recommender, item_id)
+        return _item(holder.current().recommender, item_id)
 
     @app.get("/users/{user_id:path}/recommendations")
     def recommend_user(user_id: PathId, k: K = 10) -> list[RecommendationOut]:
-        return [_out(r) for r in recommender.recommend(user_id, k=k)]
+        return [_out(r) for r in holder.current().recommender.recommend(user_id, k=k)]
 
     @app.post("/recommendations")
     def recommend_new(request: FoldInRequest) -> list[RecommendationOut]:
-        _check_range(request.ratings, low, high)
+        served = holder.current()
+        recommender = served.recommender
+        _check_range(request.ratings, *served.rating_range)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # unknown items are left out; all unknown is a 404
             new = recommender.fold_in({r.item_id: r.rating for r in request.ratings})
         return _explained(recommender, new, request.k)
 
     if store is not None:
-        _add_visitor_routes(app, recommender, store)
+        _add_visitor_routes(app, holder, store)
     return app
 
 
-def _add_visitor_routes(app: FastAPI, recommender: Recommender, store: Store) -> None:
+def _add_visitor_routes(app: FastAPI, holder: ModelHolder, store: Store) -> None:
     """`POST /ratings` and the `/me` endpoints: one visitor's ratings, kept in `store`."""
-    low, high = recommender.rating_range
 
     @app.post("/ratings")
     def rate(body: RatingsRequest, request: Request, response: Response) -> Stored:
         """Keep ratings of items the model knows for this browser's visitor (made on its
         first call, with a cookie); rating an item again replaces its rating."""
-        _check_range(body.ratings, low, high)
+        served = holder.current()
+        recommender = served.recommender
+        _check_range(body.ratings, *served.rating_range)
         chosen: dict[str, float] = {}  # the latest rating of each item, in first-given order
         for rating in body.ratings:
             index = recommender.item_index(rating.item_id)  # an unknown item is a 404
@@ -307,6 +339,7 @@ def _add_visitor_routes(app: FastAPI, recommender: Recommender, store: Store) ->
     @app.get("/me/ratings")
     def my_ratings(request: Request) -> VisitorRatings:
         """This browser's visitor's ratings; none without a visitor cookie."""
+        recommender = holder.current().recommender
         visitor = _visitor(request, store)
         rows = [] if visitor is None else store.ratings(visitor)
         items = recommender.items
@@ -326,6 +359,7 @@ def _add_visitor_routes(app: FastAPI, recommender: Recommender, store: Store) ->
     def my_recommendations(request: Request, k: K = 10) -> list[RecommendationOut]:
         """Recommendations from this browser's visitor's stored ratings (folded in, as for
         `POST /recommendations`)."""
+        recommender = holder.current().recommender
         visitor = _visitor(request, store)
         rows = [] if visitor is None else store.ratings(visitor)
         rated = {item_id: rating for item_id, rating in rows if rating is not None}
@@ -610,13 +644,23 @@ def check_port_free(host: str, port: int) -> None:
 def app_from_environment() -> FastAPI:
     """App factory for `uvicorn --factory` with several workers: the model directory comes
     from the LATENTREC_MODEL_DIR environment variable, a paired rating model's from
-    LATENTREC_RATING_MODEL_DIR and the visitors' database URL from LATENTREC_DB (each when
-    set)."""
+    LATENTREC_RATING_MODEL_DIR, the visitors' database URL from LATENTREC_DB and the seconds
+    between looks for a new model from LATENTREC_CHECK_EVERY (each when set)."""
     model_dir = os.environ.get(MODEL_DIR_VARIABLE)
     if not model_dir:
         raise ConfigError(f"set {MODEL_DIR_VARIABLE} to a model directory")
+    check_every = os.environ.get(CHECK_EVERY_VARIABLE) or "1"
+    try:
+        seconds = float(check_every)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ConfigError(
+            f"{CHECK_EVERY_VARIABLE} is {check_every!r}; set it to seconds, 0 or more"
+        )
     return create_app(
         model_dir,
         os.environ.get(RATING_MODEL_VARIABLE) or None,
         db=os.environ.get(DATABASE_VARIABLE) or None,
+        check_every=seconds,
     )

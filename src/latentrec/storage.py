@@ -16,6 +16,10 @@ model set aside. The next save removes what killed saves left (staging directori
 aside). `save` replaces only what `check_target` finds to be latentrec's own: nothing a user
 wrote is ever deleted.
 
+`publish` adds a model to a folder of versions: each version a directory saved as above, and
+`current` a relative symbolic link to the newest, renamed over the old link in one step, so a
+service that follows `current` finds a complete model, old or new. Versions are never removed.
+
 Training checkpoints live in `checkpoint/` inside the model directory, as pairs
 `step-NNNNNNNNN.safetensors` + `step-NNNNNNNNN.json`. Each file is written under a temporary
 name and renamed; the JSON file, renamed last, marks the pair complete, and older pairs go only
@@ -31,9 +35,11 @@ import functools
 import json
 import os
 import re
+import secrets
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -68,6 +74,8 @@ _CHECKPOINT_FILE = re.compile(
 )
 _LARGEST_CONFIG = 16 * 2**20  # a config.json holds a few kB; a larger one is not ours
 _AT_FDCWD, _RENAME_EXCHANGE = -100, 2  # from Linux's <fcntl.h> and <linux/fs.h>
+CURRENT = "current"  # in a folder of published versions: the link to the newest
+_VERSION = re.compile(r"v-\d{8}-\d{6}-[0-9a-f]{6}")  # a published version's name
 
 
 class SavedModel(NamedTuple):
@@ -467,6 +475,104 @@ def _try_lock(folder: Path) -> int | None:
             os.close(handle)
             return None
     return handle
+
+
+def publish(
+    model: LatentModel,
+    folder: str | Path,
+    ratings: Ratings,
+    info: dict[str, Any] | None = None,
+) -> Path:
+    """Save `model` as a new version inside `folder` and point `folder/current` at it.
+
+    The version is a directory `v-YYYYMMDD-HHMMSS-XXXXXX` (the time in UTC and six random hex
+    digits) written by `save`. `current` then becomes a relative symbolic link to it: made
+    under a temporary name and renamed over the old link in one step, so whoever follows
+    `current` finds the previous version or the new one, always complete. Earlier versions
+    are kept; removing them is the user's choice.
+
+    Args:
+        ratings: the training ratings, in the model's id maps.
+        info: extra JSON-able metadata, as for `save`.
+
+    Returns:
+        The new version's directory.
+    """
+    root = check_publish(folder)
+    version = save(model, root / _version_name(), ratings, info)
+    link = root / CURRENT
+    temporary = root / f".{CURRENT}.{STAGING}-{secrets.token_hex(4)}"
+    try:
+        os.symlink(version.name, temporary)
+        try:
+            os.replace(temporary, link)  # one rename: `current` is never missing or torn
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        _fsync_directory(root)
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise ModelFileError(
+            f"saved {version} but cannot point {link} at it: {reason}; {link} is unchanged"
+        ) from err
+    _remove_stale_links(root, keep=temporary.name)
+    return version
+
+
+def check_publish(folder: str | Path) -> Path:
+    """Check, before any work is done, that `publish` may add a version to `folder`.
+
+    Allowed: a folder that does not exist yet, or one whose `current`, if there is one, is a
+    link `publish` made (a bare version name). Other entries in the folder are left alone.
+
+    Returns:
+        `folder`, as given (with `~` expanded).
+
+    Raises:
+        ModelFileError: naming the path and what to do instead; for a file, a model directory
+            (a version goes inside a folder of versions, not over a model), a `current` that
+            is a directory, a file or a link latentrec did not make, or a folder that cannot
+            be written.
+    """
+    root = Path(folder).expanduser()
+    if os.path.lexists(root) and not root.is_dir():
+        raise ModelFileError(f"{root} is a file; --publish needs a folder to hold model versions")
+    if root.is_dir() and (root / "config.json").exists() and _not_ours(root) is None:
+        raise ModelFileError(
+            f"{root} is a model directory; publishing needs the folder that holds the versions "
+            "(a new folder, or one published to before)"
+        )
+    link = root / CURRENT
+    if os.path.lexists(link):
+        if not link.is_symlink():
+            kind = "a directory" if link.is_dir() else "a file"
+            raise ModelFileError(
+                f"{link} is {kind}, not a link latentrec made; move it away (publishing "
+                "points current at the newest version) or publish into another folder"
+            )
+        target = os.readlink(link)
+        if not _VERSION.fullmatch(target):
+            raise ModelFileError(
+                f"{link} is a link to {target!r}, which latentrec did not make; move it away "
+                "or publish into another folder"
+            )
+    check_target(root / _version_name())  # writable, not a mount point's root, ...
+    return root
+
+
+def _version_name() -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    return f"v-{stamp}-{secrets.token_hex(3)}"
+
+
+def _remove_stale_links(root: Path, keep: str) -> None:
+    """Remove temporary `current` links a killed publish left (recognised by their name)."""
+    pattern = re.compile(rf"\.{CURRENT}\.{STAGING}-[0-9a-f]{{8}}")
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(root):
+            if entry.name != keep and pattern.fullmatch(entry.name) and entry.is_symlink():
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
 
 
 def load(directory: str | Path, device: str | torch.device = "cpu") -> SavedModel:
