@@ -101,6 +101,7 @@ def test_the_latest_rating_of_an_item_wins(store):
     # order of first rating kept; values and kinds replaced
     assert store.ratings(visitor) == [("10", 2.5), ("20", 5.0), ("30", None), ("40", 3.0)]
     assert store.rate(visitor, []) == 0
+    assert store.count(visitor) == 4 and store.count(store.new_visitor()) == 0
     visitor_ids, _, ratings = store.read_interactions()
     assert len(ratings) == 4 and set(visitor_ids) == {visitor}
 

@@ -16,8 +16,10 @@ URLs are shown with their password hidden (`safe_url`), in messages as everywher
 from __future__ import annotations
 
 import math
+import random
 import re
 import secrets
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -37,6 +39,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from latentrec.errors import DatabaseError, DataError, StoreLimitError
 
 MAX_STORED = 5000  # ratings one visitor may keep
+BUSY_SECONDS = 5.0  # how long a SQLite writer waits for another's write lock
 MIGRATIONS = Path(__file__).with_name("migrations")
 BACKENDS = ("sqlite", "postgresql")
 VISITOR_ID = re.compile(r"[0-9a-f]{32}")
@@ -228,6 +231,12 @@ class Store:
             conn.execute(upsert, rows)
         return len(rows)
 
+    def count(self, visitor: str) -> int:
+        """How many items the visitor has rated (or chosen)."""
+        query = sa.select(sa.func.count()).where(interactions.c.visitor_id == visitor)
+        with self._transaction("count ratings in") as conn:
+            return int(conn.execute(query).scalar_one())
+
     def ratings(self, visitor: str) -> list[tuple[str, float | None]]:
         """A visitor's (item id, rating or None) pairs, in the order first rated."""
         query = (
@@ -353,15 +362,34 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     # upgrades a read lock later
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    for pragma in ("busy_timeout = 5000", "journal_mode = WAL", "synchronous = NORMAL"):
+    busy = f"busy_timeout = {int(BUSY_SECONDS * 1000)}"
+    for pragma in (busy, "journal_mode = WAL", "synchronous = NORMAL"):
         cursor.execute(f"PRAGMA {pragma}")
     cursor.execute("PRAGMA foreign_keys = ON")
     cursor.close()
 
 
 def _sqlite_begin(conn: sa.Connection) -> None:
-    write = conn.get_execution_options().get(_WRITE, False)
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+    """Start a transaction; a writer takes the write lock now. While another process holds
+    it, the writer tries again every millisecond or two (for up to BUSY_SECONDS) instead of
+    in SQLite's own busy wait, whose sleeps grow to 100 ms: the wait ends when the lock is
+    free, not a long sleep later."""
+    if not conn.get_execution_options().get(_WRITE, False):
+        conn.exec_driver_sql("BEGIN")
+        return
+    deadline = time.monotonic() + BUSY_SECONDS
+    conn.exec_driver_sql("PRAGMA busy_timeout = 0")
+    try:
+        while True:
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                return
+            except sa.exc.OperationalError as err:
+                if "locked" not in str(err.orig) or time.monotonic() > deadline:
+                    raise
+            time.sleep(random.uniform(0.0005, 0.002))
+    finally:
+        conn.exec_driver_sql(f"PRAGMA busy_timeout = {int(BUSY_SECONDS * 1000)}")
 
 
 def _alembic_config() -> Config:

@@ -334,7 +334,7 @@ def _add_visitor_routes(app: FastAPI, holder: ModelHolder, store: Store) -> None
                 samesite="lax",
             )
         stored = store.rate(visitor, list(chosen.items()))
-        return Stored(stored=stored, total=len(store.ratings(visitor)))
+        return Stored(stored=stored, total=store.count(visitor))
 
     @app.get("/me/ratings")
     def my_ratings(request: Request) -> VisitorRatings:
