@@ -140,6 +140,11 @@ UserCol = Annotated[str | None, typer.Option(help="User column of a table file."
 ItemCol = Annotated[str | None, typer.Option(help="Item column of a table file.")]
 RatingCol = Annotated[str | None, typer.Option(help="Rating column of a table file.")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="End with one line of JSON on stdout.")]
+LastN = Annotated[int | None, typer.Option(help="Time split: each user's last n.")]
+Cutoff = Annotated[float | None, typer.Option(help="Time split: timestamps >= cutoff.")]
+CountCol = Annotated[
+    str | None, typer.Option(help="Interactions: the column that counts them (weights).")
+]
 K = Annotated[int, typer.Option("-k", "--k", min=1, max=10_000, help="How many items.")]
 RatingModel = Annotated[
     Path | None,
@@ -351,8 +356,8 @@ def train(
     ] = None,
     test_fraction: Annotated[float, typer.Option(help="Share of ratings held out.")] = 0.1,
     split: Annotated[str, typer.Option(help="random, user (per-user holdout) or time.")] = "random",
-    last_n: Annotated[int | None, typer.Option(help="Time split: each user's last n.")] = None,
-    cutoff: Annotated[float | None, typer.Option(help="Time split: timestamps >= cutoff.")] = None,
+    last_n: LastN = None,
+    cutoff: Cutoff = None,
     seed: Annotated[
         int, typer.Option(help="Seeds the split, initialisation and order.")
     ] = TrainConfig.seed,
@@ -438,9 +443,7 @@ def train(
             "with no rating column is interactions anyway."
         ),
     ] = False,
-    count_col: Annotated[
-        str | None, typer.Option(help="Interactions: the column that counts them (weights).")
-    ] = None,
+    count_col: CountCol = None,
     positive_min: Annotated[
         float | None,
         typer.Option(help="Ratings at or above this become interactions; the rest are dropped."),
@@ -768,8 +771,8 @@ def tune_command(
     ] = None,
     test_fraction: Annotated[float, typer.Option(help="Share held out as train's is.")] = 0.1,
     split: Annotated[str, typer.Option(help="random, user or time, as for train.")] = "random",
-    last_n: Annotated[int | None, typer.Option(help="Time split: each user's last n.")] = None,
-    cutoff: Annotated[float | None, typer.Option(help="Time split: timestamps >= cutoff.")] = None,
+    last_n: LastN = None,
+    cutoff: Cutoff = None,
     seed: Annotated[
         int, typer.Option(help="Seeds the splits, the search and each trial.")
     ] = TrainConfig.seed,
@@ -779,9 +782,7 @@ def tune_command(
     implicit: Annotated[
         bool, typer.Option(help="Every rated pair is an interaction (as train --implicit).")
     ] = False,
-    count_col: Annotated[
-        str | None, typer.Option(help="Interactions: the column that counts them (weights).")
-    ] = None,
+    count_col: CountCol = None,
     positive_min: Annotated[
         float | None,
         typer.Option(help="Ratings at or above this become interactions (as for train)."),
