@@ -15,7 +15,7 @@ from alembic import command
 
 from latentrec import load_ratings
 from latentrec.data import VISITOR_PREFIX, combine
-from latentrec.database import MAX_STORED, Store, _alembic_config, safe_url
+from latentrec.database import MAX_STORED, Store, UnknownVisitorError, _alembic_config, safe_url
 from latentrec.errors import DatabaseError, DataError, StoreLimitError
 from tests.test_contract import invoke, one_error_line
 
@@ -104,6 +104,9 @@ def test_the_latest_rating_of_an_item_wins(store):
     assert store.count(visitor) == 4 and store.count(store.new_visitor()) == 0
     visitor_ids, _, ratings = store.read_interactions()
     assert len(ratings) == 4 and set(visitor_ids) == {visitor}
+    assert store.rate_counted(visitor, [("40", 1.0), ("50", 2.0)]) == (2, 5)
+    with pytest.raises(UnknownVisitorError):
+        store.rate_counted("not a visitor", [("1", 4.0)])
 
 
 def test_ratings_are_refused_for_no_visitor_and_for_values_that_are_not_numbers(store):

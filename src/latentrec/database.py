@@ -67,6 +67,10 @@ interactions = sa.Table(
 )
 
 
+class UnknownVisitorError(DatabaseError):
+    """Ratings given to a visitor the database does not hold."""
+
+
 def safe_url(url: str) -> str:
     """`url` for messages and logs: its password as `***`, also where it does not parse."""
     try:
@@ -171,27 +175,36 @@ class Store:
     # ------------------------------------------------------------------------- ratings
 
     def rate(self, visitor: str, ratings: list[tuple[str, float | None]]) -> int:
+        """`rate_counted` without the count: how many rows were written."""
+        return self.rate_counted(visitor, ratings)[0]
+
+    def rate_counted(
+        self, visitor: str, ratings: list[tuple[str, float | None]]
+    ) -> tuple[int, int]:
         """Store a visitor's ratings: one row per item, the latest rating of an item wins (also
         within `ratings`). A rating of None is an implicit event.
 
         Raises:
             StoreLimitError: the visitor would then keep more than `MAX_STORED` items; nothing
                 is stored.
-            DatabaseError: the visitor is not stored.
+            UnknownVisitorError: the visitor is not stored (malformed ids too).
 
         Returns:
-            How many rows were written (inserted or updated): the distinct items in `ratings`.
+            How many rows were written (inserted or updated): the distinct items in `ratings`;
+            and how many items the visitor then keeps. One transaction.
         """
+        if not isinstance(visitor, str) or not VISITOR_ID.fullmatch(visitor):
+            raise UnknownVisitorError(f"no visitor {visitor!r}: visitor ids are 32 hex digits")
         latest = _latest(ratings)
         if not latest:
-            return 0
+            return 0, self.count(visitor)
         now = datetime.now(UTC)
         with self._transaction("store ratings in", write=True) as conn:
             # the visitor's row, locked on PostgreSQL: one visitor's writes go one at a time,
             # so the limit holds (SQLite's write transactions go one at a time anyway)
             lock = sa.select(visitors.c.id).where(visitors.c.id == visitor).with_for_update()
             if conn.execute(lock).first() is None:
-                raise DatabaseError(
+                raise UnknownVisitorError(
                     f"no visitor {visitor!r} in the database; give ratings to a visitor from "
                     "new_visitor()"
                 )
@@ -229,7 +242,8 @@ class Store:
                 },
             )
             conn.execute(upsert, rows)
-        return len(rows)
+            total = conn.execute(sa.select(sa.func.count()).where(mine)).scalar_one()
+        return len(rows), int(total)
 
     def count(self, visitor: str) -> int:
         """How many items the visitor has rated (or chosen)."""

@@ -47,7 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from latentrec import database
-from latentrec.database import Store
+from latentrec.database import Store, UnknownVisitorError
 from latentrec.errors import (
     ConfigError,
     DatabaseError,
@@ -321,8 +321,10 @@ def _add_visitor_routes(app: FastAPI, holder: ModelHolder, store: Store) -> None
         for rating in body.ratings:
             index = recommender.item_index(rating.item_id)  # an unknown item is a 404
             chosen[str(wire_id(recommender.items.ids[index]))] = rating.rating
-        visitor = _visitor(request, store)
-        if visitor is None:
+        given = list(chosen.items())
+        try:  # one transaction for a known visitor: the check, the ratings and the count
+            stored, total = store.rate_counted(request.cookies.get(VISITOR_COOKIE, ""), given)
+        except UnknownVisitorError:  # no cookie, a malformed one, or a forgotten visitor
             visitor = store.new_visitor()
             response.set_cookie(
                 VISITOR_COOKIE,
@@ -333,8 +335,8 @@ def _add_visitor_routes(app: FastAPI, holder: ModelHolder, store: Store) -> None
                 httponly=True,
                 samesite="lax",
             )
-        stored = store.rate(visitor, list(chosen.items()))
-        return Stored(stored=stored, total=store.count(visitor))
+            stored, total = store.rate_counted(visitor, given)
+        return Stored(stored=stored, total=total)
 
     @app.get("/me/ratings")
     def my_ratings(request: Request) -> VisitorRatings:
