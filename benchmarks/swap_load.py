@@ -43,6 +43,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).parent))
 import _report
 from visitors_load import (
+    LUA_LINES,
     WRK_DONE,
     Server,
     free_port,
@@ -55,16 +56,12 @@ from visitors_load import (
 
 # wrk: alternately a user's recommendations and an item's similar items; args: users file,
 # items file (one JSON id a line; text ids are sent as they are)
-GET_LUA = """
+GET_LUA = (
+    """
 math.randomseed(42)
-local function lines(path)
-  local out = {}
-  for line in io.lines(path) do
-    if #line > 0 then out[#out + 1] = line end
-  end
-  return out
-end
-
+"""
+    + LUA_LINES
+    + """
 local users, items, counter = {}, {}, 0
 init = function(args)
   users = lines(args[1])
@@ -79,6 +76,7 @@ request = function()
   return wrk.format("GET", "/items/" .. items[math.random(1, #items)] .. "/similar?k=10")
 end
 """
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

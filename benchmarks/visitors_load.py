@@ -72,14 +72,8 @@ done = function(summary, latency, requests)
 end
 """
 
-# wrk: POST /ratings, one rating a request; args: visitors file, items file, threads, ratings
-RATINGS_LUA = """
-local next_thread = 0
-setup = function(thread)
-  thread:set("thread_index", next_thread)
-  next_thread = next_thread + 1
-end
-
+# a Lua helper of the wrk scripts: the non-empty lines of a file
+LUA_LINES = """
 local function lines(path)
   local out = {}
   for line in io.lines(path) do
@@ -87,7 +81,20 @@ local function lines(path)
   end
   return out
 end
+"""
 
+# wrk: POST /ratings, one rating a request; args: visitors file, items file, threads, ratings
+RATINGS_LUA = (
+    """
+local next_thread = 0
+setup = function(thread)
+  thread:set("thread_index", next_thread)
+  next_thread = next_thread + 1
+end
+
+"""
+    + LUA_LINES
+    + """
 local mine, items, ratings, counter = {}, {}, {}, 0
 init = function(args)
   local visitors = lines(args[1])
@@ -112,6 +119,7 @@ request = function()
   return wrk.format("POST", "/ratings", headers, body)
 end
 """
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
