@@ -15,7 +15,14 @@ from alembic import command
 
 from latentrec import load_ratings
 from latentrec.data import VISITOR_PREFIX, combine
-from latentrec.database import MAX_STORED, Store, UnknownVisitorError, _alembic_config, safe_url
+from latentrec.database import (
+    MAX_STORED,
+    Store,
+    UnknownVisitorError,
+    _alembic_config,
+    _Write,
+    safe_url,
+)
 from latentrec.errors import DatabaseError, DataError, StoreLimitError
 from tests.test_contract import invoke, one_error_line
 
@@ -302,3 +309,64 @@ def test_two_writers_at_once_on_sqlite(tmp_path):
     shared.close()
     with sqlite3.connect(tmp_path / "busy.db") as conn:  # readers never wait for the writer
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_writes_queued_while_another_commits_share_one_transaction(store, monkeypatch):
+    """Threads that write while one holds the writer's lock are written together, each gets
+    its own outcome, and one refused write (an unknown visitor, the limit) fails no other."""
+    first, second = store.new_visitor(), store.new_visitor()
+    store.rate(second, [(str(i), 1.0) for i in range(MAX_STORED)])
+    batches: list[int] = []
+    write_all = store._group._write_all
+    monkeypatch.setattr(
+        store._group, "_write_all", lambda writes: (batches.append(len(writes)), write_all(writes))
+    )
+    calls = [
+        (first, [("a", 4.0)]),
+        (first, [("b", 3.0), ("a", 5.0)]),
+        ("0" * 32, [("a", 1.0)]),  # no such visitor
+        (second, [("new", 2.0)]),  # over the limit
+        (second, [("7", 5.0)]),  # a stored item may still change
+    ]
+    outcomes: dict[int, object] = {}
+
+    def rate(index: int) -> None:
+        try:
+            outcomes[index] = store.rate_counted(*calls[index])
+        except DatabaseError as err:
+            outcomes[index] = type(err)
+
+    threads = [threading.Thread(target=rate, args=(index,)) for index in range(len(calls))]
+    with store._group._writer:  # as if a transaction were committing: all five queue up
+        for thread in threads:
+            thread.start()
+        while len(store._group._queue) < len(calls):
+            threading.Event().wait(0.001)
+    for thread in threads:
+        thread.join()
+    assert batches == [len(calls)]
+    assert outcomes[0] in ((1, 1), (1, 2)) and outcomes[1] in ((2, 2),)
+    assert outcomes[2] is UnknownVisitorError
+    assert outcomes[3] is StoreLimitError
+    assert outcomes[4] == (1, MAX_STORED)
+    assert dict(store.ratings(first))["b"] == 3.0
+    assert store.count(second) == MAX_STORED and dict(store.ratings(second))["7"] == 5.0
+
+
+def test_a_transaction_that_fails_is_retried_write_by_write(store, monkeypatch):
+    good, bad = store.new_visitor(), store.new_visitor()
+    written = store._written
+
+    def failing(conn, write):
+        if write.visitor == bad:
+            conn.exec_driver_sql("SELECT * FROM no_such_table")
+        return written(conn, write)
+
+    monkeypatch.setattr(store, "_written", failing)
+    writes = [_Write(good, {"1": 4.0}), _Write(bad, {"1": 2.0}), _Write(good, {"2": 3.0})]
+    store._write_all(writes)
+    assert [w.outcome for w in writes[::2]] == [(1, 1), (1, 2)]
+    assert isinstance(writes[1].outcome, DatabaseError) and "no_such_table" in str(
+        writes[1].outcome
+    )
+    assert store.ratings(good) == [("1", 4.0), ("2", 3.0)] and store.ratings(bad) == []

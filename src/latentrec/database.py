@@ -19,9 +19,11 @@ import math
 import random
 import re
 import secrets
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -67,6 +69,15 @@ interactions = sa.Table(
 )
 
 
+# the statements each write runs, built once
+_MINE = interactions.c.visitor_id == sa.bindparam("visitor")
+_LOCK_VISITOR = (
+    sa.select(visitors.c.id).where(visitors.c.id == sa.bindparam("visitor")).with_for_update()
+)
+_STORED = sa.select(sa.func.count(), sa.func.max(interactions.c.position)).where(_MINE)
+_COUNT = sa.select(sa.func.count()).where(_MINE)
+
+
 class UnknownVisitorError(DatabaseError):
     """Ratings given to a visitor the database does not hold."""
 
@@ -95,7 +106,9 @@ class Store:
         self.url = safe_url(url)
         self._password = _password(url)
         self._engine = _engine(url, self.url)
-        self._upsert = (sqlite if self._engine.dialect.name == "sqlite" else postgresql).insert
+        insert = (sqlite if self._engine.dialect.name == "sqlite" else postgresql).insert
+        self._upsert_ratings = _upsert_ratings(insert)
+        self._group = _GroupCommit(self._write_all)
         # the driver's own errors, raised past SQLAlchemy where a cursor is used directly
         self._driver_error = self._engine.dialect.loaded_dbapi.Error
         try:
@@ -184,6 +197,10 @@ class Store:
         """Store a visitor's ratings: one row per item, the latest rating of an item wins (also
         within `ratings`). A rating of None is an implicit event.
 
+        Threads writing at once share transactions (group commit): one of them writes the
+        others' ratings with its own, and each returns once the transaction holding its
+        ratings has committed.
+
         Raises:
             StoreLimitError: the visitor would then keep more than `MAX_STORED` items; nothing
                 is stored.
@@ -191,65 +208,70 @@ class Store:
 
         Returns:
             How many rows were written (inserted or updated): the distinct items in `ratings`;
-            and how many items the visitor then keeps. One transaction.
+            and how many items the visitor then keeps.
         """
         if not isinstance(visitor, str) or not VISITOR_ID.fullmatch(visitor):
             raise UnknownVisitorError(f"no visitor {visitor!r}: visitor ids are 32 hex digits")
         latest = _latest(ratings)
         if not latest:
             return 0, self.count(visitor)
-        now = datetime.now(UTC)
-        with self._transaction("store ratings in", write=True) as conn:
-            # the visitor's row, locked on PostgreSQL: one visitor's writes go one at a time,
-            # so the limit holds (SQLite's write transactions go one at a time anyway)
-            lock = sa.select(visitors.c.id).where(visitors.c.id == visitor).with_for_update()
-            if conn.execute(lock).first() is None:
-                raise UnknownVisitorError(
-                    f"no visitor {visitor!r} in the database; give ratings to a visitor from "
-                    "new_visitor()"
-                )
-            mine = interactions.c.visitor_id == visitor
-            stored, last = conn.execute(
-                sa.select(sa.func.count(), sa.func.max(interactions.c.position)).where(mine)
-            ).one()
-            if stored + len(latest) > MAX_STORED:
-                new = len(latest) - _count_stored(conn, visitor, list(latest))
-                if stored + new > MAX_STORED:
-                    raise StoreLimitError(
-                        f"visitor {visitor} keeps {stored:,} ratings and these add {new:,}: at "
-                        f"most {MAX_STORED:,} are kept per visitor; forget some first"
-                    )
-            first = 0 if last is None else int(last) + 1
-            rows = [
-                {
-                    "visitor_id": visitor,
-                    "item_id": item,
-                    "rating": rating,
-                    "kind": "event" if rating is None else "rating",
-                    "position": first + offset,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                for offset, (item, rating) in enumerate(latest.items())
-            ]
-            insert = self._upsert(interactions)
-            upsert = insert.on_conflict_do_update(
-                index_elements=[interactions.c.visitor_id, interactions.c.item_id],
-                set_={
-                    "rating": insert.excluded.rating,
-                    "kind": insert.excluded.kind,
-                    "updated_at": insert.excluded.updated_at,
-                },
+        return self._group.submit(_Write(visitor, latest))
+
+    def _write_all(self, writes: list[_Write]) -> None:
+        """Write `writes` in one transaction, each one's outcome kept on it. When the
+        transaction fails, each is tried again alone, so that one write cannot fail another."""
+        try:
+            with self._transaction("store ratings in", write=True) as conn:
+                for write in writes:
+                    write.outcome = self._written(conn, write)
+        except DatabaseError as err:
+            if len(writes) == 1:
+                writes[0].outcome = err
+                return
+            for write in writes:
+                self._write_all([write])
+
+    def _written(self, conn: sa.Connection, write: _Write) -> tuple[int, int] | DatabaseError:
+        """Write one visitor's ratings inside `conn`'s transaction: (rows written, items the
+        visitor then keeps), or the error that refused them before anything was written."""
+        # the visitor's row, locked on PostgreSQL: one visitor's writes go one at a time, so
+        # the limit holds (SQLite's write transactions go one at a time anyway)
+        visitor, latest = write.visitor, write.latest
+        if conn.execute(_LOCK_VISITOR, {"visitor": visitor}).first() is None:
+            return UnknownVisitorError(
+                f"no visitor {visitor!r} in the database; give ratings to a visitor from "
+                "new_visitor()"
             )
-            conn.execute(upsert, rows)
-            total = conn.execute(sa.select(sa.func.count()).where(mine)).scalar_one()
+        stored, last = conn.execute(_STORED, {"visitor": visitor}).one()
+        if stored + len(latest) > MAX_STORED:
+            new = len(latest) - _count_stored(conn, visitor, list(latest))
+            if stored + new > MAX_STORED:
+                return StoreLimitError(
+                    f"visitor {visitor} keeps {stored:,} ratings and these add {new:,}: at "
+                    f"most {MAX_STORED:,} are kept per visitor; forget some first"
+                )
+        first = 0 if last is None else int(last) + 1
+        now = datetime.now(UTC)
+        rows = [
+            {
+                "visitor_id": visitor,
+                "item_id": item,
+                "rating": rating,
+                "kind": "event" if rating is None else "rating",
+                "position": first + offset,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for offset, (item, rating) in enumerate(latest.items())
+        ]
+        conn.execute(self._upsert_ratings, rows)
+        total = conn.execute(_COUNT, {"visitor": visitor}).scalar_one()
         return len(rows), int(total)
 
     def count(self, visitor: str) -> int:
         """How many items the visitor has rated (or chosen)."""
-        query = sa.select(sa.func.count()).where(interactions.c.visitor_id == visitor)
         with self._transaction("count ratings in") as conn:
-            return int(conn.execute(query).scalar_one())
+            return int(conn.execute(_COUNT, {"visitor": visitor}).scalar_one())
 
     def ratings(self, visitor: str) -> list[tuple[str, float | None]]:
         """A visitor's (item id, rating or None) pairs, in the order first rated."""
@@ -475,6 +497,61 @@ def _latest(ratings: list[tuple[str, float | None]]) -> dict[str, float | None]:
             rating = float(rating)
         latest[str(item)] = rating
     return latest
+
+
+def _upsert_ratings(insert: Any) -> Any:
+    """Insert rows of `interactions`; a (visitor, item) pair stored already takes the new
+    rating, kind and time (`insert`: the dialect's own, which has ON CONFLICT)."""
+    statement = insert(interactions)
+    return statement.on_conflict_do_update(
+        index_elements=[interactions.c.visitor_id, interactions.c.item_id],
+        set_={
+            "rating": statement.excluded.rating,
+            "kind": statement.excluded.kind,
+            "updated_at": statement.excluded.updated_at,
+        },
+    )
+
+
+@dataclass(eq=False)
+class _Write:
+    """One call's ratings on their way into the database, and what came of them."""
+
+    visitor: str
+    latest: dict[str, float | None]
+    outcome: tuple[int, int] | DatabaseError | None = None
+
+
+class _GroupCommit:
+    """Writes from several threads in shared transactions (flat combining). A thread queues
+    its write and takes the writer's lock; holding it, it writes every queued write at once,
+    unless another thread has written its write meanwhile. Threads of one process thereby
+    never wait for each other's database lock, and one commit serves many writes."""
+
+    def __init__(self, write_all: Callable[[list[_Write]], None]) -> None:
+        self._write_all = write_all
+        self._writer = threading.Lock()
+        self._queue_lock = threading.Lock()
+        self._queue: list[_Write] = []
+
+    def submit(self, write: _Write) -> tuple[int, int]:
+        with self._queue_lock:
+            self._queue.append(write)
+        with self._writer:
+            if write.outcome is None:
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                try:
+                    self._write_all(batch)
+                except BaseException as err:  # not the database's: every write learns of it
+                    for queued in batch:
+                        if queued.outcome is None:
+                            queued.outcome = DatabaseError(f"cannot store ratings: {err!r}")
+                    raise
+        if isinstance(write.outcome, DatabaseError):
+            raise write.outcome
+        assert write.outcome is not None
+        return write.outcome
 
 
 def _count_stored(conn: sa.Connection, visitor: str, items: list[str]) -> int:
