@@ -1,4 +1,4 @@
-"""Compare latentrec with fastai, Surprise and cornac on identical data and splits.
+"""Compare latentrec with fastai, Surprise, cornac and myFM on identical data and splits.
 
 Every system trains on the same 90/10 random split (seed 42) written to CSV: of the bundled
 MovieLens sample (`latentrec train`'s default split), or of synthetic ratings for the scale
@@ -10,6 +10,12 @@ Run from the repository root:
     .venv/bin/python benchmarks/compare.py --repeats 3 --cases dot,nn,mf
     .venv/bin/python benchmarks/compare.py --repeats 3 --cases scale-1m,scale-5m
     .venv/bin/python benchmarks/compare.py --repeats 3 --cases als-25m
+    .venv/bin/python benchmarks/compare.py --repeats 3 --cases fm,fm-1m
+    .venv/bin/python benchmarks/compare.py --repeats 1 --cases fm --systems "myFM,myFM plain"
+
+`--systems` keeps only the named systems of the chosen cases. A latentrec system whose model
+is not registered in `latentrec.models.MODELS` is skipped with a message. Each case's systems
+are also plotted, test RMSE against training seconds, in `compare-<stamp>-<case>.png`.
 
 The `als-25m` case is the ranking model's: latentrec's `als` against implicit's ALS on the 25M
 synthetic interactions, one iteration and a full fit of 15 at 64 factors (run by
@@ -39,13 +45,15 @@ REPO = Path(__file__).resolve().parent.parent
 PEERS_PYTHON = REPO / "benchmarks" / ".peers" / "bin" / "python"
 FASTAI_SCRIPT = REPO / "benchmarks" / "peers" / "fastai_collab.py"
 MF_SCRIPT = REPO / "benchmarks" / "peers" / "matrix_factorization.py"
+MYFM_SCRIPT = REPO / "benchmarks" / "peers" / "myfm_regression.py"
 SCALE_FACTORS = "100"  # cornac's speed anchor is at 100 factors: compare at the same width
 ONE_EPOCH_DOT = ["--epochs", "1", "--batch-size", "4096", "--factors", SCALE_FACTORS]
 # fastai's usual collab settings; --flush-denormal makes it ~15x faster on CPU with bs 64,
 # so we compare against the faster fastai.
 FASTAI_COMMON = ["--epochs", "5", "--lr", "5e-3", "--wd", "0.1", "--flush-denormal"]
 
-# name -> (program, model, extra arguments)
+# name -> (program, model, extra arguments); a peer's model names the latentrec system its
+# training time is set against
 SYSTEMS = {
     "latentrec dot": ("latentrec", "dot", []),
     "fastai dot bs64": ("fastai", "dot", ["--model", "dot", "--batch-size", "64"]),
@@ -59,6 +67,15 @@ SYSTEMS = {
     "surprise svd": ("mf", "dot", ["--system", "surprise-svd"]),
     "surprise svd++": ("mf", "dot", ["--system", "surprise-svdpp"]),
     "cornac mf": ("mf", "dot", ["--system", "cornac-mf", "--factors", "50"]),
+    "latentrec bayes": ("latentrec", "bayes", ["--model", "bayes"]),
+    # the same number of samples as myFM's 200, and without the implicit signals
+    "latentrec bayes 200": ("latentrec", "bayes", ["--model", "bayes", "--samples", "200"]),
+    "latentrec bayes plain": ("latentrec", "bayes", ["--model", "bayes", "--no-implicit-signals"]),
+    # Bayesian FM, rank 10, 200 Gibbs samples all kept: user, item and SVD++-style implicit
+    # features (the user's items, the item's users), or user and item alone
+    "myFM": ("myfm", "bayes", []),
+    "myFM plain": ("myfm", "bayes", ["--plain"]),
+    "myFM 100": ("myfm", "bayes", ["--n-iter", "100"]),  # latentrec bayes's samples
     # one epoch at scale, 100 factors each
     "latentrec dot 1 epoch": ("latentrec", "dot", ONE_EPOCH_DOT),
     # the same epoch through PyTorch's autograd instead of the fused kernel
@@ -90,6 +107,16 @@ DATA = {
     "scale-5m": (5_000_000, 100_000, 20_000),
     "scale-25m": (25_000_000, 160_000, 60_000),
 }
+DATA |= {"fm-1m": DATA["scale-1m"], "fm-5m": DATA["scale-5m"]}
+BAYES = [
+    "latentrec dot",
+    "latentrec bayes",
+    "latentrec bayes 200",
+    "latentrec bayes plain",
+    "myFM",
+    "myFM 100",
+    "myFM plain",
+]
 CASES = {
     "dot": ["latentrec dot", "fastai dot bs64", "fastai dot bs1024"],
     # The quick dot comparison: leaves out fastai bs 64, the slowest run.
@@ -99,6 +126,10 @@ CASES = {
     "scale-1m": [*SCALE, "fastai dot bs4096 1 epoch"],
     "scale-5m": [*SCALE, "latentrec dot autograd 1 epoch"],
     "scale-25m": SCALE,
+    # Bayesian models at their defaults, on the bundled sample and on synthetic 1M and 5M
+    "fm": BAYES,
+    "fm-1m": BAYES,
+    "fm-5m": BAYES,
     "als-25m": [],  # benchmarks/als_scale.py, with its defaults
 }
 
@@ -107,12 +138,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=3, help="rounds per case")
     p.add_argument("--cases", default="dot,nn,mf", help=f"comma-separated: {', '.join(CASES)}")
+    p.add_argument(
+        "--systems", default="", help="comma-separated: run only these systems of the cases"
+    )
+    p.add_argument("--peers-python", type=Path, default=PEERS_PYTHON)
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = p.parse_args(argv)
     args.cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = sorted(set(args.cases) - set(CASES))
     if unknown or not args.cases:
         p.error(f"--cases: unknown {unknown}; choose from {', '.join(CASES)}")
+    args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    unknown = sorted(set(args.systems) - set(SYSTEMS))
+    if unknown:
+        p.error(f"--systems: unknown {unknown}; choose from {', '.join(SYSTEMS)}")
     if args.repeats < 1:
         p.error("--repeats must be >= 1")
     return args
@@ -147,16 +186,35 @@ def write_split(folder: Path, case: str = "dot") -> tuple[Path, Path]:
     return train_csv, test_csv
 
 
-def command(name: str, train_csv: Path, test_csv: Path) -> list[str]:
+def command(name: str, train_csv: Path, test_csv: Path, peers_python: Path) -> list[str]:
     program, _, extra = SYSTEMS[name]
     files = ["--data" if program == "latentrec" else "--train", str(train_csv), "--test"]
     files.append(str(test_csv))
     if program == "latentrec":
         return [str(Path(sys.executable).with_name("latentrec")), "train", *files, "--json", *extra]
-    if program == "mf":
-        return [str(PEERS_PYTHON), str(MF_SCRIPT), *files, *extra]
+    if program in ("mf", "myfm"):
+        script = MF_SCRIPT if program == "mf" else MYFM_SCRIPT
+        return [str(peers_python), str(script), *files, *extra]
     epochs = ["--epochs", "1"] if "1 epoch" in name else []
-    return [str(PEERS_PYTHON), str(FASTAI_SCRIPT), *files, *extra, *FASTAI_COMMON, *epochs]
+    return [str(peers_python), str(FASTAI_SCRIPT), *files, *extra, *FASTAI_COMMON, *epochs]
+
+
+def selected(case: str, systems: list[str]) -> list[str]:
+    """The case's systems that `--systems` keeps (all when it names none), less latentrec
+    systems whose model this latentrec does not register."""
+    names = [name for name in CASES[case] if not systems or name in systems]
+    kept = []
+    for name in names:
+        program, model, _ = SYSTEMS[name]
+        if program == "latentrec" and model not in latentrec.models.MODELS:
+            print(
+                f"{name}: skipped, latentrec.models.MODELS has no {model!r} "
+                f"(registered: {', '.join(latentrec.models.MODELS)})",
+                file=sys.stderr,
+            )
+            continue
+        kept.append(name)
+    return kept
 
 
 def _watch_peak_rss(proc: subprocess.Popen) -> int:
@@ -258,7 +316,8 @@ def markdown(rows: list[dict]) -> str:
     lines.append("")
     lines.append(
         "Medians over runs (peak RSS: max). train s: latentrec `train_seconds` (training only); "
-        "fastai `fit_seconds` (whole fit_one_cycle, per-epoch validation included). "
+        "fastai `fit_seconds` (whole fit_one_cycle, per-epoch validation included); "
+        "myFM `fit_seconds` (the Gibbs sampler; its features are built before). "
         "wall s: the whole command, imports and data loading included."
     )
     return "\n".join(lines)
@@ -267,8 +326,11 @@ def markdown(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     os.chdir(REPO)  # the children run from the repository root
-    if not PEERS_PYTHON.exists():
-        print(f"fastai peer venv missing ({PEERS_PYTHON}); run: bash benchmarks/setup_peers.sh")
+    todo_by_case = {case: selected(case, args.systems) for case in args.cases}
+    todo_all = [name for names in todo_by_case.values() for name in names]
+    needs_peers = any(SYSTEMS[name][0] != "latentrec" for name in todo_all)
+    if needs_peers and not args.peers_python.exists():
+        print(f"peer venv missing ({args.peers_python}); run: bash benchmarks/setup_peers.sh")
         sys.exit(2)
 
     if "als-25m" in args.cases:
@@ -283,13 +345,15 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for case in args.cases:
             data = _data_label(case)
-            train_csv, test_csv = write_split(Path(tmp), case)
             # a system already run on the same data by an earlier case is not run again
-            todo = [name for name in CASES[case] if f"{name} @ {data}" not in names]
+            todo = [name for name in todo_by_case[case] if f"{name} @ {data}" not in names]
+            if not todo:
+                continue
+            train_csv, test_csv = write_split(Path(tmp), case)
             names += [f"{name} @ {data}" for name in todo]
             for round_no in range(1, args.repeats + 1):
                 for name in todo:
-                    argv_ = command(name, train_csv, test_csv)
+                    argv_ = command(name, train_csv, test_csv, args.peers_python)
                     run = run_once(name, argv_) | {"case": case, "round": round_no}
                     run["system"] = f"{name} @ {data}"
                     run["command"] = shlex.join(argv_)
@@ -300,33 +364,48 @@ def main(argv: list[str] | None = None) -> None:
                         file=sys.stderr,
                     )
 
+    if not runs:
+        raise SystemExit("nothing to run: no system of --cases is left by --systems")
     rows = summarise(runs, names)
     table = markdown(rows)
     print(table)
 
-    fastai_info = next(
-        (r["result"] for r in runs if SYSTEMS[_system(r["system"])][0] == "fastai"), {}
-    )
+    fastai_info = _first_result(runs, "fastai")
     report = machine() | {
         "torch": importlib.metadata.version("torch"),
         "latentrec": latentrec.__version__,
         "fastai": fastai_info.get("fastai_version"),
         "fastai_torch": fastai_info.get("torch_version"),
+        "myfm": _first_result(runs, "myfm").get("version"),
     }
+    peer_versions = {"torch": "fastai_torch", "fastai": "fastai", "myfm": "myfm"}
+    peer_text = ", ".join(
+        f"{name} {report[key]}" for name, key in peer_versions.items() if report[key]
+    )
     report["context"] = (
-        f"cpu_count {report['cpu_count']}, Python {report['python']}, "
-        f"torch {report['torch']} (fastai venv: torch {report['fastai_torch']}, "
-        f"fastai {report['fastai']}), latentrec {report['latentrec']}"
+        f"cpu_count {report['cpu_count']}, Python {report['python']}, torch {report['torch']}"
+        + (f" (peers' venv: {peer_text})" if peer_text else "")
+        + f", latentrec {report['latentrec']}"
     )
     report |= {"summary": rows, "table": table, "runs": runs}
-    stamp = write(args.out, "compare", report, "latentrec vs fastai, Surprise and cornac", table)
-    small = [row for row in rows if row["system"].endswith("@ movielens-small")]
-    if len(small) > 1:
-        print(f"plot written to {plot(small, args.out / f'compare-{stamp}.png')}", file=sys.stderr)
+    header = "latentrec vs fastai, Surprise, cornac and myFM"
+    stamp = write(args.out, "compare", report, header, table)
+    by_system = {row["system"]: row for row in rows}
+    for case, todo in todo_by_case.items():
+        data = _data_label(case)
+        mine = [by_system[f"{name} @ {data}"] for name in todo]
+        if mine:
+            path = plot(mine, data, args.out / f"compare-{stamp}-{case}.png")
+            print(f"plot written to {path}", file=sys.stderr)
 
 
-def plot(rows: list[dict], path: Path) -> Path:
-    """Training time (log scale) against test RMSE, one point per system."""
+def _first_result(runs: list[dict], program: str) -> dict:
+    """The JSON that the first run of one of `program`'s systems printed ({} if none ran)."""
+    return next((r["result"] for r in runs if SYSTEMS[_system(r["system"])][0] == program), {})
+
+
+def plot(rows: list[dict], data: str, path: Path) -> Path:
+    """Training time (log scale) against test RMSE, one labelled point per system."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -345,9 +424,11 @@ def plot(rows: list[dict], path: Path) -> Path:
             textcoords="offset points",
         )
     axes.set_xscale("log")
+    axes.margins(x=0.15, y=0.1)  # room for the labels of the outermost points
     axes.set_xlabel("training seconds (median, log scale)")
     axes.set_ylabel("test RMSE (median)")
-    axes.set_title("bundled MovieLens sample, 90/10 split, seed 42: lower left is better")
+    source = "bundled MovieLens sample" if data == "movielens-small" else f"{data} ratings"
+    axes.set_title(f"{source}, 90/10 split, seed 42: lower left is better")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

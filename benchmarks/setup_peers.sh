@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create (if missing) the peer-benchmark venv benchmarks/.peers and install
-# fastai (required) plus scikit-surprise, cornac and implicit (optional, best effort).
+# fastai (required) plus scikit-surprise, cornac, implicit and myfm (optional, best effort).
 # Idempotent: re-running only (re)checks the installs. Runnable from any cwd.
 set -euo pipefail
 
@@ -30,10 +30,13 @@ fi
 if ! "$PY" -m pip install --quiet "implicit==0.7.3" threadpoolctl; then
     warn "implicit 0.7.3 failed to install; implicit peer (ranking.py, als_scale.py) unavailable"
 fi
+if ! "$PY" -m pip install --quiet "myfm==0.4.0"; then
+    warn "myfm 0.4.0 failed to install; myFM peers (compare.py --cases fm) unavailable"
+fi
 
 "$PY" - <<'PY'
 import importlib
-for name in ("torch", "fastai", "surprise", "cornac", "implicit"):
+for name in ("torch", "fastai", "surprise", "cornac", "implicit", "myfm"):
     try:
         mod = importlib.import_module(name)
         print(f"setup_peers: {name} {getattr(mod, '__version__', '?')} OK")

@@ -311,7 +311,9 @@ def test_each_model_trains_with_its_own_defaults_unless_told(board):
 
 
 def test_an_option_of_another_model_says_whose_it_is(board):
-    with pytest.raises(ConfigError, match=r"n_factors \(an option of the dot (and \w+ )?models?\)"):
+    with pytest.raises(
+        ConfigError, match=r"n_factors \(an option of the dot(, \w+)* and bayes models\)"
+    ):
         fit(board, "nn", n_factors=3, progress=False)
     with pytest.raises(ConfigError, match=r"unknown option.* n_factorz for the dot model"):
         fit(board, DotConfig(), n_factorz=3, progress=False)

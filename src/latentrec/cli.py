@@ -31,7 +31,7 @@ from typer.core import TyperGroup
 
 from latentrec import __version__, checkpoints, distributed, memory
 from latentrec.data import BUNDLED, Ratings, Split, combine, is_database_url, load_ratings
-from latentrec.errors import ConfigError, DataError, LatentrecError, UnknownIdError
+from latentrec.errors import ConfigError, DataError, LatentrecError, UnknownIdError, listed
 from latentrec.metrics import RANKING_METRICS
 from latentrec.models import DEFAULT_MODEL, MODELS, model_class
 from latentrec.recommend import Recommendation, Recommender, evaluate_ranking
@@ -64,7 +64,12 @@ MODEL_OPTIONS = {
     "l2": "--l2",
     "alpha": "--alpha",
     "iterations": "--iterations",
+    "samples": "--samples",
+    "burn_in": "--burn-in",
+    "kept": "--kept",
+    "implicit_signals": "--implicit-signals",
 }
+TABLE_ROWS = 20  # epochs or iterations a training table shows at most
 # training options that only models trained by steps take
 STEP_OPTIONS = {
     "epochs": "--epochs",
@@ -256,7 +261,7 @@ def _layers(text: str) -> tuple[int, ...]:
 
 def _check_model_options(model: str, given: dict[str, Any]) -> None:
     """A model option given for a model whose config lacks it, or a step option for a solved
-    model, is one line naming what it applies to."""
+    model, is one line naming what it applies to; so is a model option's bad value."""
     cls = model_class(model)
     if "solve" in cls.engines:
         given_steps = [option for name, option in STEP_OPTIONS.items() if given.get(name)]
@@ -269,7 +274,9 @@ def _check_model_options(model: str, given: dict[str, Any]) -> None:
     for name, option in MODEL_OPTIONS.items():
         if given.get(name) is not None and name not in fields:
             owners = [m for m, cls in MODELS.items() if name in cls.Config.field_names()]
-            raise ConfigError(f"{option} applies to the {' and '.join(owners)} model, not {model}")
+            raise ConfigError(f"{option} applies to the {listed(owners)} model, not {model}")
+    # the values themselves, before any data is read (the data's shape is filled in later)
+    cls.Config(**{name: given[name] for name in MODEL_OPTIONS if given.get(name) is not None})
 
 
 def _rating_range(text: str) -> list[float]:
@@ -459,6 +466,22 @@ def train(
     iterations: Annotated[
         int | None, typer.Option(min=1, help="als: alternations of the two halves.")
     ] = None,
+    samples: Annotated[
+        int | None, typer.Option(help="bayes: Gibbs samples drawn, the burn-in included.")
+    ] = None,
+    burn_in: Annotated[
+        int | None, typer.Option(help="bayes: first samples left out of the predictions.")
+    ] = None,
+    kept: Annotated[
+        int | None, typer.Option(help="bayes: samples kept and averaged after the burn-in.")
+    ] = None,
+    implicit_signals: Annotated[
+        bool | None,
+        typer.Option(
+            "--implicit-signals/--no-implicit-signals",
+            help="bayes: use which items each user rated and who rated each item (default on).",
+        ),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Train a model, print the per-epoch table and the test metrics, save it with --out (or
@@ -474,6 +497,10 @@ def train(
         "l2": l2,
         "alpha": alpha,
         "iterations": iterations,
+        "samples": samples,
+        "burn_in": burn_in,
+        "kept": kept,
+        "implicit_signals": implicit_signals,
         "epochs": epochs,
         "lr": lr,
         "wd": wd,
@@ -698,7 +725,15 @@ def _print_history(history: History) -> None:
     columns += ["test RMSE", "test MAE"] if rated else []
     for column in (*columns, "seconds"):
         table.add_column(column, justify="right")
-    for e in history.epochs:
+    epochs = history.epochs
+    if len(epochs) > TABLE_ROWS:  # a long solve: its first and last rows, the rest counted
+        half = TABLE_ROWS // 2
+        epochs = [*epochs[:half], None, *epochs[-half:]]
+    for e in epochs:
+        if e is None:
+            skipped = len(history.epochs) - TABLE_ROWS // 2 * 2
+            table.add_row(f"({skipped} more)", *[""] * len(columns))
+            continue
         cells = [str(e.epoch), _fmt(e.train_loss)]
         cells += [_fmt(e.test_rmse), _fmt(e.test_mae)] if rated else []
         table.add_row(*cells, f"{e.seconds:.2f}")

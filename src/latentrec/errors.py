@@ -37,3 +37,8 @@ class DatabaseError(LatentrecError):
 
 class StoreLimitError(DatabaseError):
     """Ratings that would take a visitor past the most one visitor may keep stored."""
+
+
+def listed(names: list[str]) -> str:
+    """Names for a message: "a", "a and b", "a, b and c"."""
+    return " and ".join(names) if len(names) < 3 else f"{', '.join(names[:-1])} and {names[-1]}"

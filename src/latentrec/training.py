@@ -24,7 +24,7 @@ from torch import Tensor
 
 from latentrec import checkpoints, distributed, fused
 from latentrec.data import Ratings, Split
-from latentrec.errors import ConfigError, DataError, TrainingError
+from latentrec.errors import ConfigError, DataError, TrainingError, listed
 from latentrec.memory import Plan, available_bytes, format_bytes, parse_size, plan, sample_rows
 from latentrec.metrics import mae, rmse
 from latentrec.models import (
@@ -294,7 +294,7 @@ def _unknown_options(
     for name in sorted(unknown):
         owners = [m for m, c in MODELS.items() if name in c.Config.field_names()]
         noun = "model" if len(owners) == 1 else "models"
-        where = f" (an option of the {' and '.join(owners)} {noun})" if owners else ""
+        where = f" (an option of the {listed(owners)} {noun})" if owners else ""
         parts.append(f"{name}{where}")
     known = any(" (an option of" in part for part in parts)
     what = (
@@ -456,9 +456,9 @@ def fit(
                 f"the {net.kind} model is solved, not trained by steps: it has no checkpoints"
             )
         # under torchrun every rank solves alike; only rank 0 draws progress
-        return _solve(
-            net, train, history, config, config.progress if context.is_main else False, on_epoch
-        )
+        show = config.progress if context.is_main else False
+        evaluator = _Evaluator(test, device, config.torch_dtype, context)
+        return _solve(net, train, evaluator, history, config, show, on_epoch)
     writer = None
     if config.checkpoint_every:
         writer = checkpoints.Checkpoints(
@@ -581,13 +581,14 @@ def _choose_engine(
 def _solve(
     net: LatentModel,
     train: Ratings,
+    evaluator: _Evaluator,
     history: History,
     config: TrainConfig,
     show: bool | None,
     on_epoch: Callable[[EpochStats], None] | None,
 ) -> tuple[LatentModel, History]:
     """Fit a solved model: one History entry per iteration of its solve (one for a closed
-    form), with no test RMSE for a model that predicts no ratings."""
+    form); the last holds the test RMSE and MAE of a model that predicts ratings."""
     iterations = net.config.solve_iterations()
     started = time.perf_counter()
 
@@ -607,6 +608,9 @@ def _solve(
         if not history.epochs:  # a closed form: one go
             iteration_done(0, loss)
     net.eval()
+    if evaluator.active and net.predicts_ratings:
+        last = history.epochs[-1]
+        last.test_rmse, last.test_mae = evaluator(net)
     return net, history
 
 
@@ -630,6 +634,10 @@ class _Interactions:
 
     def by_item(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return self._compressed("items")
+
+    def ratings(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        train = self.train
+        return train.user_index, train.item_index, train.rating
 
     def _compressed(self, side: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         train = self.train

@@ -22,6 +22,7 @@ from latentrec.models.base import (
     y_range_for,
     zeros_in_huge_pages,
 )
+from latentrec.models.bayes import Bayes, BayesConfig
 from latentrec.models.dot import DotConfig, DotProductBias
 from latentrec.models.ease import Ease, EaseConfig
 from latentrec.models.nn import EmbeddingNN, NNConfig, embedding_size
@@ -31,6 +32,7 @@ MODELS: dict[str, type[LatentModel]] = {
     "nn": EmbeddingNN,
     "ease": Ease,
     "als": Als,
+    "bayes": Bayes,
 }
 DEFAULT_MODEL = "dot"
 
@@ -69,6 +71,8 @@ __all__ = [
     "SCORE_CHUNK_BYTES",
     "Als",
     "AlsConfig",
+    "Bayes",
+    "BayesConfig",
     "DotConfig",
     "DotProductBias",
     "Ease",

@@ -302,6 +302,10 @@ class Interactions(Protocol):
         """X' as compressed rows: (indptr over items, user of each entry, its weight)."""
         ...
 
+    def ratings(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The training rows as they are, repeats kept: (user index, item index, rating)."""
+        ...
+
 
 class LatentModel(nn.Module):
     """Embedding tables looked up by user or item index, then an interaction of the rows.

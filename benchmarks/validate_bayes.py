@@ -1,0 +1,69 @@
+"""Choose the bayes model's defaults on validation data carved out of the training rows.
+
+The bundled data's random 10% holdout (seed 42) is the test set `compare.py` reports on; it is
+never read here. Its training rows are split again, random 10% (seed 7), into fit and
+validation rows; each configuration is fitted on the fit rows (seed 0) and scored by RMSE on
+the validation rows. The best configuration is what `BayesConfig`'s defaults should say.
+
+    .venv/bin/python benchmarks/validate_bayes.py
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from pathlib import Path
+
+from _report import machine, write
+
+import latentrec
+
+REPO = Path(__file__).resolve().parent.parent
+GRID = {
+    "n_factors": [10, 16],
+    "samples": [50, 100, 200],
+    "burn_in": [10, 25, 50],
+}
+
+
+def main() -> None:
+    ratings = latentrec.load_ratings("movielens-small")
+    train, _ = ratings.split(0.1, seed=42)  # the test rows stay untouched
+    fit_rows, validation = train.split(0.1, seed=7)
+    runs = []
+    for values in itertools.product(*GRID.values()):
+        options = dict(zip(GRID, values, strict=True))
+        if options["burn_in"] >= options["samples"]:
+            continue
+        started = time.perf_counter()
+        _, history = latentrec.fit(
+            (fit_rows, validation), "bayes", progress=False, seed=0, **options
+        )
+        seconds = time.perf_counter() - started
+        rmse = history.epochs[-1].test_rmse
+        runs.append({**options, "validation_rmse": rmse, "seconds": seconds})
+        print(f"{options}: validation RMSE {rmse:.4f} ({seconds:.1f} s)", flush=True)
+    best = min(runs, key=lambda run: run["validation_rmse"])
+    lines = [
+        "| factors | samples | burn-in | validation RMSE | seconds |",
+        "|---:|---:|---:|---:|---:|",
+        *(
+            f"| {r['n_factors']} | {r['samples']} | {r['burn_in']} | "
+            f"{r['validation_rmse']:.4f} | {r['seconds']:.1f} |"
+            for r in sorted(runs, key=lambda run: run["validation_rmse"])
+        ),
+        "",
+        f"Best: {', '.join(f'{k} {best[k]}' for k in GRID)} "
+        f"(validation RMSE {best['validation_rmse']:.4f}).",
+    ]
+    write(
+        REPO / "benchmarks" / "results",
+        "validate_bayes",
+        {**machine(), "runs": runs, "best": best},
+        "bayes defaults on validation rows (bundled: random 10% of the training rows, seed 7)",
+        "\n".join(lines),
+    )
+
+
+if __name__ == "__main__":
+    main()

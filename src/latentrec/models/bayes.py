@@ -1,0 +1,634 @@
+"""`bayes`: Bayesian matrix factorization with implicit signals, fitted by Gibbs sampling.
+
+A rating is predicted as mu + b_u + b_i + d_u . c_i, where the user's vector and bias take the
+normalised sum of implicit weights of the items they rated, and the item's those of its raters:
+
+    (d_u, b_u) = (p_u, a_u) + |N(u)|^-1/2 sum_{j in N(u)} (y_j, w_j)
+    (c_i, b_i) = (q_i, a_i) + |R(i)|^-1/2 sum_{v in R(i)} (z_v, x_v)
+
+(N(u): the items u rated in training, R(i): i's raters; SVD++ on both sides, Koren 2008, with
+the linear terms of a factorization machine over the same features). A user's row is kept as
+one vector [d_u, b_u, 1] and an item's as [c_i, 1, b_i], so that their dot product is the
+prediction less mu and one sampler draws factors and bias together. Every group of weights
+(p, q, y, z with their linear terms) has a Gaussian prior with a mean and a precision per
+dimension, themselves drawn from Gaussian-Gamma hyperpriors, and the noise precision has a
+Gamma prior (BPMF, Salakhutdinov and Mnih 2008, with the diagonal hyperpriors of Rendle's
+Bayesian factorization machines). Gibbs sampling draws each row given the rest; predictions
+average the samples kept after the burn-in, which removes the learning rate and the weight
+decay that a point estimate must be tuned for.
+
+Rows of one side are drawn in parallel by numba kernels; the implicit rows one after another
+(each moves many rows' sums). Every random number comes from one seeded numpy generator in the
+calling thread, so a seed gives the same samples on any number of threads.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple
+
+import numba
+import numpy as np
+import torch
+from torch import Tensor
+
+from latentrec.errors import ConfigError
+from latentrec.models.base import (
+    Interactions,
+    LatentModel,
+    ModelConfig,
+    embedding,
+    search_space,
+    whole,
+)
+
+# hyperpriors: Gamma(A0, B0) on every precision, N(0, 1 / (GAMMA0 x precision)) on every mean
+A0, B0, GAMMA0 = 1.0, 1.0, 1.0
+INIT_STD = 0.1  # the factors' first values
+
+
+def _kernel(func):
+    return numba.njit(parallel=True, cache=True, nogil=True)(func)
+
+
+def _serial(func):
+    return numba.njit(cache=True, nogil=True)(func)
+
+
+@_serial
+def _draw_gaussian(a, h, z, out):  # pragma: no cover
+    """out = A^-1 h + L^-T z, a draw from N(A^-1 h, A^-1), where A = L L' (Cholesky, in
+    place of `a`'s lower triangle) is the precision and z standard normal."""
+    k = a.shape[0]
+    for j in range(k):
+        total = a[j, j]
+        for m in range(j):
+            total -= a[j, m] * a[j, m]
+        a[j, j] = math.sqrt(max(total, 1e-12))
+        for i in range(j + 1, k):
+            total = a[i, j]
+            for m in range(j):
+                total -= a[i, m] * a[j, m]
+            a[i, j] = total / a[j, j]
+    # forward: L w = h; then backward: L' out = w + z (mean plus the noise's share)
+    w = np.empty(k)
+    for i in range(k):
+        total = h[i]
+        for m in range(i):
+            total -= a[i, m] * w[m]
+        w[i] = total / a[i, i]
+    for i in range(k):
+        w[i] += z[i]
+    for i in range(k - 1, -1, -1):
+        total = w[i]
+        for m in range(i + 1, k):
+            total -= a[m, i] * out[m]
+        out[i] = total / a[i, i]
+
+
+@_kernel
+def _sample_factors(
+    indptr,
+    columns,
+    positions,
+    residuals,
+    own,
+    effective,
+    fixed,
+    free,
+    mean,
+    precision,
+    alpha,
+    draws,
+    grams,
+    sums,
+):  # pragma: no cover
+    """Each row's own weights (its dimensions `free`; the others stay) given everything else:
+    the side's rows are independent given the other side's effective vectors `fixed`.
+    `effective` (own plus the implicit part) moves with `own`. Leaves, per row and over its
+    ratings, the sum of c c' in `grams` and of c times the new residual in `sums` (c: the
+    fixed side's vector on the free dimensions), which the implicit rows' draws need."""
+    width = len(free)
+    for row in numba.prange(len(indptr) - 1):
+        gram = grams[row]
+        h = np.empty(width)
+        x = own[row]
+        for f in range(width):
+            h[f] = precision[f] * mean[f]
+            for g in range(width):
+                gram[f, g] = 0.0
+        for j in range(indptr[row], indptr[row + 1]):
+            c = fixed[columns[j]]
+            score = 0.0
+            for f in range(width):
+                score += x[free[f]] * c[free[f]]
+            target = residuals[positions[j]] + score  # the rating less all but the free part
+            for f in range(width):
+                h[f] += alpha * target * c[free[f]]
+                for g in range(f + 1):
+                    gram[f, g] += c[free[f]] * c[free[g]]
+        a = np.empty((width, width))
+        for f in range(width):
+            for g in range(f + 1):
+                a[f, g] = alpha * gram[f, g]
+                gram[g, f] = gram[f, g]
+            a[f, f] += precision[f]
+        new = np.empty(width)
+        _draw_gaussian(a, h, draws[row], new)
+        delta = np.empty(width)
+        for f in range(width):
+            delta[f] = new[f] - x[free[f]]
+            x[free[f]] = new[f]
+            effective[row, free[f]] += delta[f]
+        s = sums[row]
+        for f in range(width):
+            s[f] = 0.0
+        for j in range(indptr[row], indptr[row + 1]):
+            c = fixed[columns[j]]
+            e = residuals[positions[j]]
+            for f in range(width):
+                e -= delta[f] * c[free[f]]
+            residuals[positions[j]] = e
+            for f in range(width):
+                s[f] += e * c[free[f]]
+
+
+@_serial
+def _sample_implicit(
+    indptr, owners, scale, implicit, effective, free, grams, sums, mean, precision, alpha, draws
+):  # pragma: no cover
+    """Each implicit row j (an item's y_j, or a user's z_v), one after another: it adds
+    scale[o] times itself to the effective vector of every owner o that has it, on the free
+    dimensions (o's ratings enter through grams[o] and sums[o], which follow each draw)."""
+    width = len(free)
+    a = np.empty((width, width))
+    h = np.empty(width)
+    new = np.empty(width)
+    delta = np.empty(width)
+    for row in range(len(indptr) - 1):
+        y = implicit[row]
+        for f in range(width):
+            h[f] = 0.0
+            for g in range(width):
+                a[f, g] = 0.0
+        for j in range(indptr[row], indptr[row + 1]):
+            o = owners[j]
+            s = scale[o]
+            gram = grams[o]
+            for f in range(width):
+                h[f] += s * sums[o, f]
+                for g in range(f + 1):
+                    a[f, g] += s * s * gram[f, g]
+        # the data's precision A = sum s^2 G_o; the mean's numerator adds A y (the ratings as
+        # they would be without this row's current value) and the prior's share
+        for f in range(width):
+            back = 0.0
+            for g in range(width):
+                back += a[max(f, g), min(f, g)] * y[free[g]]
+            h[f] = alpha * (h[f] + back) + precision[f] * mean[f]
+        for f in range(width):
+            for g in range(f + 1):
+                a[f, g] *= alpha
+            a[f, f] += precision[f]
+        _draw_gaussian(a, h, draws[row], new)
+        for f in range(width):
+            delta[f] = new[f] - y[free[f]]
+            y[free[f]] = new[f]
+        for j in range(indptr[row], indptr[row + 1]):
+            o = owners[j]
+            s = scale[o]
+            gram = grams[o]
+            for f in range(width):
+                effective[o, free[f]] += s * delta[f]
+                back = 0.0
+                for g in range(width):
+                    back += gram[f, g] * delta[g]
+                sums[o, f] -= s * back
+
+
+@_kernel
+def _residuals(indptr, columns, positions, ratings, offset, rows, cols, out):  # pragma: no cover
+    """out[position] = rating - offset - rows[row] . cols[column], row by row."""
+    k = rows.shape[1]
+    for row in numba.prange(len(indptr) - 1):
+        for j in range(indptr[row], indptr[row + 1]):
+            c = columns[j]
+            score = 0.0
+            for f in range(k):
+                score += rows[row, f] * cols[c, f]
+            at = positions[j]
+            out[at] = ratings[at] - offset - score
+
+
+@_kernel
+def _implicit_sums(indptr, columns, scale, implicit, own, out):  # pragma: no cover
+    """out[row] = own[row] + scale[row] x the sum of implicit[column] over its columns."""
+    k = implicit.shape[1]
+    for row in numba.prange(len(indptr) - 1):
+        total = np.zeros(k)
+        for j in range(indptr[row], indptr[row + 1]):
+            c = columns[j]
+            for f in range(k):
+                total[f] += implicit[c, f]
+        for f in range(k):
+            out[row, f] = own[row, f] + scale[row] * total[f]
+
+
+class _Side(NamedTuple):
+    """One side's ratings as compressed rows: for each row its ratings' columns (the other
+    side's rows) and their positions in the rating arrays."""
+
+    indptr: np.ndarray
+    columns: np.ndarray
+    positions: np.ndarray
+
+    @classmethod
+    def of(cls, rows: np.ndarray, columns: np.ndarray, n_rows: int) -> _Side:
+        order = np.argsort(rows, kind="stable")
+        indptr = np.zeros(n_rows + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
+        return cls(indptr, columns[order].astype(np.int32), order.astype(np.int64))
+
+    def distinct(self) -> _Side:
+        """Each row's distinct columns (a pair rated twice counts once), without positions."""
+        rows = np.repeat(np.arange(len(self.indptr) - 1), np.diff(self.indptr))
+        n_columns = int(self.columns.max()) + 1 if len(self.columns) else 1
+        keys = np.unique(rows * n_columns + self.columns)
+        indptr = np.zeros_like(self.indptr)
+        np.cumsum(np.bincount(keys // n_columns, minlength=len(indptr) - 1), out=indptr[1:])
+        return _Side(indptr, (keys % n_columns).astype(np.int32), np.empty(0, dtype=np.int64))
+
+    @property
+    def scale(self) -> np.ndarray:
+        """|row's ratings|^-1/2 (0 for a row without any): the implicit sums' normaliser."""
+        counts = np.diff(self.indptr).astype(np.float64)
+        return np.where(counts > 0, 1.0 / np.sqrt(np.maximum(counts, 1.0)), 0.0)
+
+
+@dataclass
+class _Group:
+    """A group of weights' prior: a mean and a precision per dimension."""
+
+    mean: np.ndarray
+    precision: np.ndarray
+
+    @classmethod
+    def first(cls, width: int) -> _Group:
+        return cls(np.zeros(width), np.ones(width))
+
+    def resample(self, weights: np.ndarray, rng: np.random.Generator) -> None:
+        """Draw the mean and precision given the group's weights (rows x width)."""
+        n = len(weights)
+        spread = ((weights - self.mean) ** 2).sum(0) + GAMMA0 * self.mean**2
+        self.precision = rng.gamma(A0 + (n + 1) / 2, 1.0 / (B0 + spread / 2))
+        centre = weights.sum(0) / (n + GAMMA0)
+        self.mean = centre + rng.standard_normal(len(centre)) / np.sqrt(
+            (n + GAMMA0) * self.precision
+        )
+
+
+@dataclass(frozen=True)
+class BayesConfig(ModelConfig):
+    """The bayes model's config.
+
+    Args:
+        n_factors: width of the user and item vectors.
+        samples: Gibbs sweeps in all, the burn-in included.
+        burn_in: first sweeps left out of the predictions.
+        kept: samples the model keeps and averages, evenly spaced after the burn-in (memory
+            and prediction time grow with it).
+        implicit_signals: add the implicit signals (the items each user rated, the users who rated
+            each item); False gives plain Bayesian matrix factorization.
+    """
+
+    kind: ClassVar[str] = "bayes"
+    tunable = search_space(n_factors=("int_log", 4, 64), burn_in=("int", 10, 100))
+    # chosen on validation rows of the bundled data (benchmarks/validate_bayes.py)
+    n_factors: int = 16
+    samples: int = 100
+    burn_in: int = 10
+    kept: int = 30
+    implicit_signals: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("n_factors", "samples", "kept"):
+            object.__setattr__(self, name, whole(name, getattr(self, name)))
+        object.__setattr__(self, "burn_in", whole("burn_in", self.burn_in, least=0))
+        if self.burn_in >= self.samples:
+            raise ConfigError(
+                f"burn_in ({self.burn_in}) must be below samples ({self.samples}): no sample "
+                "would be kept; give more --samples or a shorter --burn-in"
+            )
+        if self.kept > self.samples - self.burn_in:
+            object.__setattr__(self, "kept", self.samples - self.burn_in)
+        if not isinstance(self.implicit_signals, bool):
+            raise ConfigError(
+                f"implicit_signals must be true or false, got {self.implicit_signals!r}"
+            )
+
+    @property
+    def vector(self) -> int:
+        """Numbers in one sample's user or item vector: the factors, then two bias places."""
+        return self.n_factors + 2
+
+    @property
+    def width(self) -> int:
+        """Numbers in a user's or an item's row of the model: a vector per kept sample."""
+        return self.vector * self.kept
+
+    def parameter_count(self) -> int:
+        implicit = self.n_items * self.width if self.implicit_signals else 0
+        priors = self.kept * (2 * (self.vector - 1) + 1)  # fold-in's prior and noise
+        return (self.n_users + self.n_items) * self.width + implicit + priors
+
+    def step_width(self) -> int:
+        return 0
+
+    def shape(self) -> str:
+        return f"{self.n_factors}f x {self.kept}"
+
+    def solve_iterations(self) -> int:
+        return self.samples
+
+    def solve_bytes(self, itemsize: int = 4) -> int:
+        k, rows = self.vector, self.n_users + self.n_items
+        # per row: own, effective and implicit vectors, sums and a gram, in float64; per
+        # rating: the residual, the rating, and its place by user and by item
+        return rows * (4 * k + k * k) * 8 + self.parameter_count() * max(itemsize, 4)
+
+    size_advice: ClassVar[str] = "fewer --factors or --kept"
+
+
+class Bayes(LatentModel):
+    """User vector . item vector, averaged over kept Gibbs samples: each row of
+    `user_factors` and `item_factors` holds one vector per kept sample (the item's divided by
+    the number kept), biases included, so their dot product is the samples' mean. Predictions
+    are clipped to the rating scale. A new user is folded in by each kept sample's posterior
+    mean."""
+
+    Config = BayesConfig
+    config: BayesConfig
+    engines = ("solve",)
+    extras = frozenset({"biases", "map"})
+    user_tables = ("user_factors",)
+    item_tables = ("item_factors",)
+
+    def __init__(self, n_users: int = 1, n_items: int = 1, **options: Any) -> None:
+        super().__init__(n_users, n_items, **options)
+        config = self.config
+        self.user_factors = embedding(n_users, config.width)
+        self.item_factors = embedding(n_items, config.width)
+        for table in self.tables().values():
+            table.weight.requires_grad_(False)
+            table.weight.zero_()
+        # what fold-in needs of each kept sample: the items' implicit rows, and the user
+        # side's prior (means and precisions of its free places) and noise precision
+        implicit_width = config.width if config.implicit_signals else 0
+        free = config.vector - 1
+        self.register_buffer("implicit_factors", torch.zeros(n_items, implicit_width))
+        self.register_buffer("user_prior_mean", torch.zeros(config.kept, free))
+        self.register_buffer("user_prior_precision", torch.ones(config.kept, free))
+        self.register_buffer("noise_precision", torch.ones(config.kept))
+
+    def tables(self) -> dict[str, torch.nn.Embedding]:
+        return {"user_factors": self.user_factors, "item_factors": self.item_factors}
+
+    # ------------------------------------------------------------------ sampling
+
+    @torch.no_grad()
+    def solve(
+        self, data: Interactions, on_iteration: Callable[[int, float], None] | None = None
+    ) -> float:
+        """`samples` Gibbs sweeps; `on_iteration(i, rmse)` after each with the training RMSE
+        of that sample. Returns the last sample's training RMSE."""
+        users, items, ratings = data.ratings()
+        seed = int(torch.randint(0, 2**62, ()))  # from fit's seeded torch generator
+        rng = np.random.default_rng(seed)
+        sampler = _Sampler(self.config, users, items, ratings, float(self.global_mean), rng)
+        rmse = math.nan
+        for sample in range(self.config.samples):
+            rmse = sampler.sweep()
+            slot = self._slot(sample)
+            if slot is not None:
+                self._keep(sampler, slot)
+            if on_iteration is not None:
+                on_iteration(sample, rmse)
+        return rmse
+
+    def _slot(self, sample: int) -> int | None:
+        """Where sample `sample` is kept (None: it is not): `kept` evenly spaced samples after
+        the burn-in, the last one among them, in slots in the order they were drawn."""
+        config = self.config
+        span = config.samples - config.burn_in
+        from_end = config.samples - 1 - sample
+        for slot in range(config.kept):
+            if from_end == (slot * span) // config.kept:
+                return config.kept - 1 - slot
+        return None
+
+    def _keep(self, sampler: _Sampler, slot: int) -> None:
+        config = self.config
+        place = slice(slot * config.vector, (slot + 1) * config.vector)
+        dtype = self.user_factors.weight.dtype
+        self.user_factors.weight[:, place] = torch.from_numpy(sampler.user_vectors).to(dtype)
+        items = sampler.item_vectors / config.kept
+        self.item_factors.weight[:, place] = torch.from_numpy(items).to(dtype)
+        if config.implicit_signals:
+            self.implicit_factors[:, place] = torch.from_numpy(sampler.item_implicit).to(dtype)
+        prior = sampler.groups["p"]
+        self.user_prior_mean[slot] = torch.from_numpy(prior.mean)
+        self.user_prior_precision[slot] = torch.from_numpy(prior.precision)
+        self.noise_precision[slot] = sampler.alpha
+
+    # ------------------------------------------------------------------ scoring
+
+    def interact(self, user_rows: list[Tensor], item_rows: list[Tensor]) -> Tensor:
+        return self.to_prediction((user_rows[0] * item_rows[0]).sum(1))
+
+    def rank(self, user_rows: list[Tensor], item_rows: list[Tensor]) -> Tensor:
+        return user_rows[0] @ item_rows[0].T
+
+    def predict(self, user_rows: list[Tensor], item_rows: list[Tensor]) -> Tensor:
+        return self.to_prediction(self.rank(user_rows, item_rows))
+
+    def to_prediction(self, scores: Tensor) -> Tensor:
+        low, high = self.config.rating_range or self.y_range
+        return (scores + self.global_mean.to(scores)).clamp(low, high)
+
+    def item_vectors(self) -> Tensor:
+        return self.item_factors.weight
+
+    def item_biases(self) -> Tensor:
+        """Each item's bias averaged over the kept samples."""
+        config = self.config
+        rows = self.item_factors.weight.reshape(-1, config.kept, config.vector)
+        return rows[:, :, config.n_factors + 1].sum(1)  # kept vectors are divided by kept
+
+    # ------------------------------------------------------------------ fold-in
+
+    @torch.no_grad()
+    def fold_in(self, item_index: Tensor, ratings: Tensor, prior: Any, steps: int) -> list[Tensor]:
+        """Each kept sample's posterior mean of the new user's factors and bias given their
+        ratings, that sample's item vectors and its prior, whose mean takes the implicit sum
+        of the rated items; closed form, `steps` unused."""
+        config = self.config
+        kept, k = config.kept, config.vector
+        index = item_index.cpu()
+        items = self.item_factors.weight.detach().double().cpu()[index]
+        items = items.reshape(-1, kept, k).transpose(0, 1) * kept  # kept x ratings x vector
+        design = items[:, :, : k - 1]  # the user's free places: factors and bias
+        target = ratings.double().cpu() - float(self.global_mean) - items[:, :, k - 1]
+        mean = self.user_prior_mean.double().cpu().clone()
+        if config.implicit_signals and len(index):
+            implicit = self.implicit_factors.double().cpu()[index].reshape(-1, kept, k)
+            mean += implicit[:, :, : k - 1].sum(0) / math.sqrt(len(index))
+        noise = self.noise_precision.double().cpu()
+        precision = self.user_prior_precision.double().cpu()
+        lhs = noise[:, None, None] * design.transpose(1, 2) @ design + torch.diag_embed(precision)
+        rhs = noise[:, None] * (design.transpose(1, 2) @ target[:, :, None])[:, :, 0]
+        solution = torch.linalg.solve(lhs, rhs + precision * mean)  # kept x (vector - 1)
+        row = torch.cat([solution, torch.ones(kept, 1, dtype=torch.float64)], 1).reshape(1, -1)
+        return [row.to(self.user_factors.weight)]
+
+
+class _Sampler:
+    """The Gibbs sampler's state: every weight of one sample, the ratings' residuals, the
+    priors, and the random generator.
+
+    A user's vectors are [factors, bias, 1] (place k + 1 fixed at 1, 0 in the implicit rows
+    y), an item's [factors, 1, bias] (place k fixed alike, 0 in z): each side draws the other
+    places, `free`."""
+
+    def __init__(
+        self,
+        config: BayesConfig,
+        users: np.ndarray,
+        items: np.ndarray,
+        ratings: np.ndarray,
+        offset: float,
+        rng: np.random.Generator,
+    ) -> None:
+        self.config, self.rng, self.offset = config, rng, offset
+        n_users, n_items, k = config.n_users, config.n_items, config.n_factors
+        width = k + 1
+        self.user_free = np.array([*range(k), k], dtype=np.int64)
+        self.item_free = np.array([*range(k), k + 1], dtype=np.int64)
+        self.ratings = np.ascontiguousarray(ratings, dtype=np.float64)
+        self.by_user = _Side.of(np.asarray(users), np.asarray(items), n_users)
+        self.by_item = _Side.of(np.asarray(items), np.asarray(users), n_items)
+        # the implicit signals: each user's distinct items and each item's distinct raters
+        self.user_sets, self.item_sets = self.by_user.distinct(), self.by_item.distinct()
+        self.user_scale, self.item_scale = self.user_sets.scale, self.item_sets.scale
+        self.p = np.zeros((n_users, k + 2))
+        self.q = np.zeros((n_items, k + 2))
+        self.p[:, :k] = rng.normal(0.0, INIT_STD, (n_users, k))
+        self.q[:, :k] = rng.normal(0.0, INIT_STD, (n_items, k))
+        self.p[:, k + 1] = self.q[:, k] = 1.0
+        self.item_implicit = np.zeros((n_items, k + 2))  # y, added to its raters' vectors
+        self.user_implicit = np.zeros((n_users, k + 2))  # z, added to the rated items'
+        self.user_vectors, self.item_vectors = self.p.copy(), self.q.copy()
+        self.user_grams = np.empty((n_users, width, width))
+        self.item_grams = np.empty((n_items, width, width))
+        self.user_sums, self.item_sums = np.empty((n_users, width)), np.empty((n_items, width))
+        names = ("p", "q", "y", "z") if config.implicit_signals else ("p", "q")
+        self.groups = {name: _Group.first(width) for name in names}
+        self.alpha = 1.0
+        self.residuals = np.empty(len(self.ratings))
+        self._refresh()
+
+    def sweep(self) -> float:
+        """One Gibbs sweep over every weight; returns the training RMSE after it."""
+        rng, groups = self.rng, self.groups
+        errors = float(self.residuals @ self.residuals)
+        self.alpha = float(rng.gamma(A0 + len(self.ratings) / 2, 1.0 / (B0 + errors / 2)))
+        for name, weights, free in (
+            ("p", self.p, self.user_free),
+            ("q", self.q, self.item_free),
+            ("y", self.item_implicit, self.user_free),
+            ("z", self.user_implicit, self.item_free),
+        ):
+            if name in groups:
+                groups[name].resample(weights[:, free], rng)
+        self._own(self.by_user, self.p, self.user_vectors, self.item_vectors, self.user_free, "p")
+        if self.config.implicit_signals:
+            self._implicit(self.item_sets, self.item_implicit, self.user_vectors, "y")
+        self._own(self.by_item, self.q, self.item_vectors, self.user_vectors, self.item_free, "q")
+        if self.config.implicit_signals:
+            self._implicit(self.user_sets, self.user_implicit, self.item_vectors, "z")
+        return math.sqrt(float(self.residuals @ self.residuals) / max(len(self.ratings), 1))
+
+    def _own(self, side, own, effective, fixed, free, name: str) -> None:
+        """Draw one side's own rows; its grams and sums are left for the implicit rows."""
+        group = self.groups[name]
+        grams, sums = (
+            (self.user_grams, self.user_sums) if name == "p" else (self.item_grams, self.item_sums)
+        )
+        _sample_factors(
+            *side,
+            self.residuals,
+            own,
+            effective,
+            fixed,
+            free,
+            group.mean,
+            group.precision,
+            self.alpha,
+            self.rng.standard_normal((len(own), len(free))),
+            grams,
+            sums,
+        )
+
+    def _implicit(self, other: _Side, implicit, effective, name: str) -> None:
+        """Draw the implicit rows y (by the items' raters) or z (by the users' items), then
+        recompute the vectors and residuals they moved."""
+        group = self.groups[name]
+        if name == "y":
+            scale, free, grams, sums = (
+                self.user_scale,
+                self.user_free,
+                self.user_grams,
+                self.user_sums,
+            )
+        else:
+            scale, free, grams, sums = (
+                self.item_scale,
+                self.item_free,
+                self.item_grams,
+                self.item_sums,
+            )
+        _sample_implicit(
+            *other[:2],
+            scale,
+            implicit,
+            effective,
+            free,
+            grams,
+            sums,
+            group.mean,
+            group.precision,
+            self.alpha,
+            self.rng.standard_normal((len(implicit), len(free))),
+        )
+        self._refresh(vectors=False)
+
+    def _refresh(self, vectors: bool = True) -> None:
+        """Residuals, and unless told not to the effective vectors, recomputed from the
+        weights (the implicit draws move many rows' vectors at once, and keep them)."""
+        if self.config.implicit_signals and vectors:
+            _implicit_sums(
+                *self.user_sets[:2], self.user_scale, self.item_implicit, self.p, self.user_vectors
+            )
+            _implicit_sums(
+                *self.item_sets[:2], self.item_scale, self.user_implicit, self.q, self.item_vectors
+            )
+        _residuals(
+            *self.by_user,
+            self.ratings,
+            self.offset,
+            self.user_vectors,
+            self.item_vectors,
+            self.residuals,
+        )
