@@ -20,9 +20,9 @@ import latentrec
 
 REPO = Path(__file__).resolve().parent.parent
 GRID = {
-    "n_factors": [10, 16],
-    "samples": [50, 100, 200],
-    "burn_in": [10, 25, 50],
+    "n_factors": [10, 16, 24, 32],
+    "samples": [100, 200, 400],
+    "burn_in": [10, 50],
 }
 
 

@@ -47,20 +47,26 @@ from latentrec.models.base import (
 # hyperpriors: Gamma(A0, B0) on every precision, N(0, 1 / (GAMMA0 x precision)) on every mean
 A0, B0, GAMMA0 = 1.0, 1.0, 1.0
 INIT_STD = 0.1  # the factors' first values
+CHUNKS = 64  # blocks of rows the parallel kernels share out
+
+
+# sums may be reassociated (vectorised): the same compiled code runs on any thread count, so
+# results stay the same for a seed
+FASTMATH = {"reassoc", "contract"}
 
 
 def _kernel(func):
-    return numba.njit(parallel=True, cache=True, nogil=True)(func)
+    return numba.njit(parallel=True, cache=True, nogil=True, fastmath=FASTMATH)(func)
 
 
 def _serial(func):
-    return numba.njit(cache=True, nogil=True)(func)
+    return numba.njit(cache=True, nogil=True, fastmath=FASTMATH)(func)
 
 
 @_serial
-def _draw_gaussian(a, h, z, out):  # pragma: no cover
+def _draw_gaussian(a, h, z, out, w):  # pragma: no cover
     """out = A^-1 h + L^-T z, a draw from N(A^-1 h, A^-1), where A = L L' (Cholesky, in
-    place of `a`'s lower triangle) is the precision and z standard normal."""
+    place of `a`'s lower triangle) is the precision and z standard normal; w is scratch."""
     k = a.shape[0]
     for j in range(k):
         total = a[j, j]
@@ -73,7 +79,6 @@ def _draw_gaussian(a, h, z, out):  # pragma: no cover
                 total -= a[i, m] * a[j, m]
             a[i, j] = total / a[j, j]
     # forward: L w = h; then backward: L' out = w + z (mean plus the noise's share)
-    w = np.empty(k)
     for i in range(k):
         total = h[i]
         for m in range(i):
@@ -92,8 +97,8 @@ def _draw_gaussian(a, h, z, out):  # pragma: no cover
 def _sample_factors(
     indptr,
     columns,
-    positions,
-    residuals,
+    ratings,
+    offset,
     own,
     effective,
     fixed,
@@ -104,95 +109,143 @@ def _sample_factors(
     draws,
     grams,
     sums,
+    work,
+    errors,
 ):  # pragma: no cover
     """Each row's own weights (its dimensions `free`; the others stay) given everything else:
     the side's rows are independent given the other side's effective vectors `fixed`.
     `effective` (own plus the implicit part) moves with `own`. Leaves, per row and over its
-    ratings, the sum of c c' in `grams` and of c times the new residual in `sums` (c: the
-    fixed side's vector on the free dimensions), which the implicit rows' draws need."""
+    ratings, the sum of c c' in `grams`, of c times the new residual in `sums` (c: the fixed
+    side's vector on the free dimensions), which the implicit rows' draws need, and of the
+    squared new residuals in `errors`. Residuals are computed as they are needed (`work`
+    holds them, in the side's order, between the two passes over a row's ratings). Rows go
+    in CHUNKS blocks, each with its own scratch memory."""
     width = len(free)
-    for row in numba.prange(len(indptr) - 1):
-        gram = grams[row]
+    size = own.shape[1]
+    n_rows = len(indptr) - 1
+    for chunk in numba.prange(CHUNKS):
         h = np.empty(width)
-        x = own[row]
-        for f in range(width):
-            h[f] = precision[f] * mean[f]
-            for g in range(width):
-                gram[f, g] = 0.0
-        for j in range(indptr[row], indptr[row + 1]):
-            c = fixed[columns[j]]
-            score = 0.0
-            for f in range(width):
-                score += x[free[f]] * c[free[f]]
-            target = residuals[positions[j]] + score  # the rating less all but the free part
-            for f in range(width):
-                h[f] += alpha * target * c[free[f]]
-                for g in range(f + 1):
-                    gram[f, g] += c[free[f]] * c[free[g]]
         a = np.empty((width, width))
-        for f in range(width):
-            for g in range(f + 1):
-                a[f, g] = alpha * gram[f, g]
-                gram[g, f] = gram[f, g]
-            a[f, f] += precision[f]
         new = np.empty(width)
-        _draw_gaussian(a, h, draws[row], new)
         delta = np.empty(width)
-        for f in range(width):
-            delta[f] = new[f] - x[free[f]]
-            x[free[f]] = new[f]
-            effective[row, free[f]] += delta[f]
-        s = sums[row]
-        for f in range(width):
-            s[f] = 0.0
+        c = np.empty(width)
+        scratch = np.empty(width)
+        for row in range(chunk * n_rows // CHUNKS, (chunk + 1) * n_rows // CHUNKS):
+            gram = grams[row]
+            x = own[row]
+            d = effective[row]
+            for f in range(width):
+                h[f] = precision[f] * mean[f]
+                for g in range(width):
+                    gram[f, g] = 0.0
+            for j in range(indptr[row], indptr[row + 1]):
+                vector = fixed[columns[j]]
+                prediction = offset
+                for f in range(size):
+                    prediction += d[f] * vector[f]
+                score = 0.0
+                for f in range(width):
+                    c[f] = vector[free[f]]
+                    score += x[free[f]] * c[f]
+                e = ratings[j] - prediction
+                work[j] = e
+                # the rating less all but this row's free part, times the noise precision
+                target = alpha * (e + score)
+                for f in range(width):
+                    h[f] += target * c[f]
+                    for g in range(f + 1):
+                        gram[f, g] += c[f] * c[g]
+            for f in range(width):
+                for g in range(f + 1):
+                    a[f, g] = alpha * gram[f, g]
+                    gram[g, f] = gram[f, g]
+                a[f, f] += precision[f]
+            _draw_gaussian(a, h, draws[row], new, scratch)
+            for f in range(width):
+                delta[f] = new[f] - x[free[f]]
+                x[free[f]] = new[f]
+                d[free[f]] += delta[f]
+            total = sums[row]
+            for f in range(width):
+                total[f] = 0.0
+            squares = 0.0
+            for j in range(indptr[row], indptr[row + 1]):
+                vector = fixed[columns[j]]
+                e = work[j]
+                for f in range(width):
+                    c[f] = vector[free[f]]
+                    e -= delta[f] * c[f]
+                squares += e * e
+                for f in range(width):
+                    total[f] += e * c[f]
+            errors[row] = squares
+
+
+@_kernel
+def _owner_grams(indptr, owners, scale, grams, out):  # pragma: no cover
+    """out[row] = the sum over the row's owners o of scale[o]^2 grams[o]: each implicit row's
+    data precision, which its draws in sequence do not change (rows in parallel)."""
+    flat_grams = grams.reshape(len(grams), -1)
+    flat_out = out.reshape(len(out), -1)
+    size = flat_grams.shape[1]
+    for row in numba.prange(len(indptr) - 1):
+        a = flat_out[row]
+        for t in range(size):
+            a[t] = 0.0
         for j in range(indptr[row], indptr[row + 1]):
-            c = fixed[columns[j]]
-            e = residuals[positions[j]]
-            for f in range(width):
-                e -= delta[f] * c[free[f]]
-            residuals[positions[j]] = e
-            for f in range(width):
-                s[f] += e * c[free[f]]
+            o = owners[j]
+            s2 = scale[o] * scale[o]
+            gram = flat_grams[o]
+            for t in range(size):
+                a[t] += s2 * gram[t]
 
 
 @_serial
 def _sample_implicit(
-    indptr, owners, scale, implicit, effective, free, grams, sums, mean, precision, alpha, draws
+    indptr,
+    owners,
+    scale,
+    implicit,
+    effective,
+    free,
+    data_precisions,
+    grams,
+    sums,
+    mean,
+    precision,
+    alpha,
+    draws,
 ):  # pragma: no cover
     """Each implicit row j (an item's y_j, or a user's z_v), one after another: it adds
     scale[o] times itself to the effective vector of every owner o that has it, on the free
-    dimensions (o's ratings enter through grams[o] and sums[o], which follow each draw)."""
+    dimensions (o's ratings enter through grams[o] and sums[o], which follow each draw;
+    data_precisions[j] is `_owner_grams`')."""
     width = len(free)
     a = np.empty((width, width))
     h = np.empty(width)
     new = np.empty(width)
     delta = np.empty(width)
+    scratch = np.empty(width)
     for row in range(len(indptr) - 1):
         y = implicit[row]
+        data = data_precisions[row]
         for f in range(width):
             h[f] = 0.0
-            for g in range(width):
-                a[f, g] = 0.0
         for j in range(indptr[row], indptr[row + 1]):
             o = owners[j]
             s = scale[o]
-            gram = grams[o]
             for f in range(width):
                 h[f] += s * sums[o, f]
-                for g in range(f + 1):
-                    a[f, g] += s * s * gram[f, g]
-        # the data's precision A = sum s^2 G_o; the mean's numerator adds A y (the ratings as
-        # they would be without this row's current value) and the prior's share
+        # the mean's numerator adds A y (the ratings as they would be without this row's
+        # current value, A the data's precision) and the prior's share
         for f in range(width):
             back = 0.0
             for g in range(width):
-                back += a[max(f, g), min(f, g)] * y[free[g]]
+                back += data[f, g] * y[free[g]]
+                a[f, g] = alpha * data[f, g]
             h[f] = alpha * (h[f] + back) + precision[f] * mean[f]
-        for f in range(width):
-            for g in range(f + 1):
-                a[f, g] *= alpha
             a[f, f] += precision[f]
-        _draw_gaussian(a, h, draws[row], new)
+        _draw_gaussian(a, h, draws[row], new, scratch)
         for f in range(width):
             delta[f] = new[f] - y[free[f]]
             y[free[f]] = new[f]
@@ -206,20 +259,6 @@ def _sample_implicit(
                 for g in range(width):
                     back += gram[f, g] * delta[g]
                 sums[o, f] -= s * back
-
-
-@_kernel
-def _residuals(indptr, columns, positions, ratings, offset, rows, cols, out):  # pragma: no cover
-    """out[position] = rating - offset - rows[row] . cols[column], row by row."""
-    k = rows.shape[1]
-    for row in numba.prange(len(indptr) - 1):
-        for j in range(indptr[row], indptr[row + 1]):
-            c = columns[j]
-            score = 0.0
-            for f in range(k):
-                score += rows[row, f] * cols[c, f]
-            at = positions[j]
-            out[at] = ratings[at] - offset - score
 
 
 @_kernel
@@ -238,27 +277,27 @@ def _implicit_sums(indptr, columns, scale, implicit, own, out):  # pragma: no co
 
 class _Side(NamedTuple):
     """One side's ratings as compressed rows: for each row its ratings' columns (the other
-    side's rows) and their positions in the rating arrays."""
+    side's rows) and values."""
 
     indptr: np.ndarray
     columns: np.ndarray
-    positions: np.ndarray
+    ratings: np.ndarray
 
     @classmethod
-    def of(cls, rows: np.ndarray, columns: np.ndarray, n_rows: int) -> _Side:
+    def of(cls, rows: np.ndarray, columns: np.ndarray, ratings: np.ndarray, n_rows: int) -> _Side:
         order = np.argsort(rows, kind="stable")
         indptr = np.zeros(n_rows + 1, dtype=np.int64)
         np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
-        return cls(indptr, columns[order].astype(np.int32), order.astype(np.int64))
+        return cls(indptr, columns[order].astype(np.int32), ratings[order].astype(np.float64))
 
     def distinct(self) -> _Side:
-        """Each row's distinct columns (a pair rated twice counts once), without positions."""
+        """Each row's distinct columns (a pair rated twice counts once), without values."""
         rows = np.repeat(np.arange(len(self.indptr) - 1), np.diff(self.indptr))
         n_columns = int(self.columns.max()) + 1 if len(self.columns) else 1
         keys = np.unique(rows * n_columns + self.columns)
         indptr = np.zeros_like(self.indptr)
         np.cumsum(np.bincount(keys // n_columns, minlength=len(indptr) - 1), out=indptr[1:])
-        return _Side(indptr, (keys % n_columns).astype(np.int32), np.empty(0, dtype=np.int64))
+        return _Side(indptr, (keys % n_columns).astype(np.int32), np.empty(0))
 
     @property
     def scale(self) -> np.ndarray:
@@ -306,7 +345,7 @@ class BayesConfig(ModelConfig):
     kind: ClassVar[str] = "bayes"
     tunable = search_space(n_factors=("int_log", 4, 64), burn_in=("int", 10, 100))
     # chosen on validation rows of the bundled data (benchmarks/validate_bayes.py)
-    n_factors: int = 16
+    n_factors: int = 10
     samples: int = 100
     burn_in: int = 10
     kept: int = 30
@@ -495,12 +534,13 @@ class Bayes(LatentModel):
 
 
 class _Sampler:
-    """The Gibbs sampler's state: every weight of one sample, the ratings' residuals, the
-    priors, and the random generator.
+    """The Gibbs sampler's state: every weight of one sample, the priors, and the random
+    generator.
 
     A user's vectors are [factors, bias, 1] (place k + 1 fixed at 1, 0 in the implicit rows
     y), an item's [factors, 1, bias] (place k fixed alike, 0 in z): each side draws the other
-    places, `free`."""
+    places, `free`. A sweep draws, in turn, the priors, the users' rows, the items' implicit
+    rows y, the items' rows, the noise precision, and the users' implicit rows z."""
 
     def __init__(
         self,
@@ -516,9 +556,9 @@ class _Sampler:
         width = k + 1
         self.user_free = np.array([*range(k), k], dtype=np.int64)
         self.item_free = np.array([*range(k), k + 1], dtype=np.int64)
-        self.ratings = np.ascontiguousarray(ratings, dtype=np.float64)
-        self.by_user = _Side.of(np.asarray(users), np.asarray(items), n_users)
-        self.by_item = _Side.of(np.asarray(items), np.asarray(users), n_items)
+        users, items = np.asarray(users), np.asarray(items)
+        self.by_user = _Side.of(users, items, np.asarray(ratings), n_users)
+        self.by_item = _Side.of(items, users, np.asarray(ratings), n_items)
         # the implicit signals: each user's distinct items and each item's distinct raters
         self.user_sets, self.item_sets = self.by_user.distinct(), self.by_item.distinct()
         self.user_scale, self.item_scale = self.user_sets.scale, self.item_sets.scale
@@ -529,21 +569,24 @@ class _Sampler:
         self.p[:, k + 1] = self.q[:, k] = 1.0
         self.item_implicit = np.zeros((n_items, k + 2))  # y, added to its raters' vectors
         self.user_implicit = np.zeros((n_users, k + 2))  # z, added to the rated items'
+        if config.implicit_signals:
+            self.item_implicit[:, :k] = rng.normal(0.0, INIT_STD, (n_items, k))
+            self.user_implicit[:, :k] = rng.normal(0.0, INIT_STD, (n_users, k))
         self.user_vectors, self.item_vectors = self.p.copy(), self.q.copy()
+        self.recompute_vectors()
         self.user_grams = np.empty((n_users, width, width))
         self.item_grams = np.empty((n_items, width, width))
         self.user_sums, self.item_sums = np.empty((n_users, width)), np.empty((n_items, width))
+        self.user_errors, self.item_errors = np.empty(n_users), np.empty(n_items)
+        self.work = np.empty(len(self.by_user.ratings))  # residuals, a side's rows at a time
         names = ("p", "q", "y", "z") if config.implicit_signals else ("p", "q")
         self.groups = {name: _Group.first(width) for name in names}
         self.alpha = 1.0
-        self.residuals = np.empty(len(self.ratings))
-        self._refresh()
 
     def sweep(self) -> float:
-        """One Gibbs sweep over every weight; returns the training RMSE after it."""
+        """One Gibbs sweep over every weight; returns the training RMSE after the items' rows
+        are drawn."""
         rng, groups = self.rng, self.groups
-        errors = float(self.residuals @ self.residuals)
-        self.alpha = float(rng.gamma(A0 + len(self.ratings) / 2, 1.0 / (B0 + errors / 2)))
         for name, weights, free in (
             ("p", self.p, self.user_free),
             ("q", self.q, self.item_free),
@@ -556,19 +599,41 @@ class _Sampler:
         if self.config.implicit_signals:
             self._implicit(self.item_sets, self.item_implicit, self.user_vectors, "y")
         self._own(self.by_item, self.q, self.item_vectors, self.user_vectors, self.item_free, "q")
+        n = len(self.work)
+        errors = float(self.item_errors.sum())
+        self.alpha = float(rng.gamma(A0 + n / 2, 1.0 / (B0 + errors / 2)))
         if self.config.implicit_signals:
             self._implicit(self.user_sets, self.user_implicit, self.item_vectors, "z")
-        return math.sqrt(float(self.residuals @ self.residuals) / max(len(self.ratings), 1))
+        return math.sqrt(errors / max(n, 1))
+
+    def recompute_vectors(self) -> None:
+        """The effective vectors from the weights: own plus the scaled implicit sums (the
+        draws keep them up to date as they go)."""
+        if self.config.implicit_signals:
+            for sets, scale, implicit, own, out in (
+                (self.user_sets, self.user_scale, self.item_implicit, self.p, self.user_vectors),
+                (self.item_sets, self.item_scale, self.user_implicit, self.q, self.item_vectors),
+            ):
+                _implicit_sums(*sets[:2], scale, implicit, own, out)
+
+    def residuals(self) -> np.ndarray:
+        """Every training rating less its prediction, in the users' order."""
+        indptr, columns, ratings = self.by_user
+        rows = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+        vectors = self.user_vectors[rows] * self.item_vectors[columns]
+        return ratings - self.offset - vectors.sum(1)
 
     def _own(self, side, own, effective, fixed, free, name: str) -> None:
         """Draw one side's own rows; its grams and sums are left for the implicit rows."""
         group = self.groups[name]
-        grams, sums = (
-            (self.user_grams, self.user_sums) if name == "p" else (self.item_grams, self.item_sums)
+        grams, sums, errors = (
+            (self.user_grams, self.user_sums, self.user_errors)
+            if name == "p"
+            else (self.item_grams, self.item_sums, self.item_errors)
         )
         _sample_factors(
             *side,
-            self.residuals,
+            self.offset,
             own,
             effective,
             fixed,
@@ -579,11 +644,13 @@ class _Sampler:
             self.rng.standard_normal((len(own), len(free))),
             grams,
             sums,
+            self.work,
+            errors,
         )
 
     def _implicit(self, other: _Side, implicit, effective, name: str) -> None:
-        """Draw the implicit rows y (by the items' raters) or z (by the users' items), then
-        recompute the vectors and residuals they moved."""
+        """Draw the implicit rows y (by the items' raters) or z (by the users' items); the
+        vectors they move follow."""
         group = self.groups[name]
         if name == "y":
             scale, free, grams, sums = (
@@ -599,36 +666,19 @@ class _Sampler:
                 self.item_grams,
                 self.item_sums,
             )
+        data_precisions = np.empty((len(implicit), len(free), len(free)))
+        _owner_grams(*other[:2], scale, grams, data_precisions)
         _sample_implicit(
             *other[:2],
             scale,
             implicit,
             effective,
             free,
+            data_precisions,
             grams,
             sums,
             group.mean,
             group.precision,
             self.alpha,
             self.rng.standard_normal((len(implicit), len(free))),
-        )
-        self._refresh(vectors=False)
-
-    def _refresh(self, vectors: bool = True) -> None:
-        """Residuals, and unless told not to the effective vectors, recomputed from the
-        weights (the implicit draws move many rows' vectors at once, and keep them)."""
-        if self.config.implicit_signals and vectors:
-            _implicit_sums(
-                *self.user_sets[:2], self.user_scale, self.item_implicit, self.p, self.user_vectors
-            )
-            _implicit_sums(
-                *self.item_sets[:2], self.item_scale, self.user_implicit, self.q, self.item_vectors
-            )
-        _residuals(
-            *self.by_user,
-            self.ratings,
-            self.offset,
-            self.user_vectors,
-            self.item_vectors,
-            self.residuals,
         )
