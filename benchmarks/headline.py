@@ -46,6 +46,14 @@ SAMPLE_SPEED_PEERS = (
     ("cornac mf @ movielens-small", "cornac MF"),
 )
 SAMPLE_NN_PEERS = (("fastai nn bs64 @ movielens-small", "fastai (batch 64)"),)
+SAMPLE_BAYES = "latentrec bayes @ movielens-small"
+SAMPLE_BAYES_PEERS = (
+    ("myFM 100 @ movielens-small", "myFM (implicit features, 100 samples)"),
+    ("myFM @ movielens-small", "myFM (200 samples)"),
+    ("myFM plain @ movielens-small", "myFM plain"),
+    ("latentrec dot @ movielens-small", "latentrec `dot`"),
+)
+SAMPLE_BAYES_SPEED_PEERS = SAMPLE_BAYES_PEERS[:3]
 
 
 def scale_peers(size: str) -> tuple[tuple[str, str], ...]:
@@ -160,6 +168,20 @@ def rows(folder: Path) -> list[Row]:
             SAMPLE_DOT,
             SAMPLE_DOT_PEERS,
             "rmse",
+        ),
+        compare_row(
+            "Test RMSE, `bayes` (100 Gibbs samples, implicit signals), bundled sample",
+            folder,
+            SAMPLE_BAYES,
+            SAMPLE_BAYES_PEERS,
+            "rmse",
+        ),
+        compare_row(
+            "Training time, `bayes`, bundled sample (100 samples of rank 10)",
+            folder,
+            SAMPLE_BAYES,
+            SAMPLE_BAYES_SPEED_PEERS,
+            "train_seconds",
         ),
         compare_row(
             "Test RMSE, `nn`, bundled MovieLens sample",

@@ -370,3 +370,25 @@ def test_a_transaction_that_fails_is_retried_write_by_write(store, monkeypatch):
         writes[1].outcome
     )
     assert store.ratings(good) == [("1", 4.0), ("2", 3.0)] and store.ratings(bad) == []
+
+
+def test_sqlite_writers_of_two_stores_take_turns_on_the_file(tmp_path):
+    """A store's write waits while another store (as another server worker would) holds the
+    file's writer lock, and goes through the moment it is released; readers never wait."""
+    url = f"sqlite:///{tmp_path / 'turns.db'}"
+    Store.upgrade(url)
+    with Store(url) as first, Store(url) as second:
+        visitor = second.new_visitor()
+        done = threading.Event()
+
+        def write() -> None:
+            second.rate(visitor, [("1", 4.0)])
+            done.set()
+
+        with first._writers.held():
+            writer = threading.Thread(target=write)
+            writer.start()
+            assert not done.wait(0.3)  # held: the write waits
+            assert first.count(visitor) == 0  # reading does not
+        writer.join(10)
+        assert done.is_set() and first.ratings(visitor) == [("1", 4.0)]

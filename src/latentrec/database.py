@@ -15,7 +15,10 @@ URLs are shown with their password hidden (`safe_url`), in messages as everywher
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import math
+import os
 import random
 import re
 import secrets
@@ -109,6 +112,7 @@ class Store:
         insert = (sqlite if self._engine.dialect.name == "sqlite" else postgresql).insert
         self._upsert_ratings = _upsert_ratings(insert)
         self._group = _GroupCommit(self._write_all)
+        self._writers = _WriterLock(self._engine.url)
         # the driver's own errors, raised past SQLAlchemy where a cursor is used directly
         self._driver_error = self._engine.dialect.loaded_dbapi.Error
         try:
@@ -118,6 +122,7 @@ class Store:
             if current != head:
                 raise DatabaseError(_behind(self.url, current, head))
         except BaseException:
+            self._writers.close()
             self._engine.dispose()
             raise
 
@@ -148,6 +153,7 @@ class Store:
 
     def close(self) -> None:
         """Close the store's connections."""
+        self._writers.close()
         self._engine.dispose()
 
     def __enter__(self) -> Store:
@@ -325,7 +331,8 @@ class Store:
 
     @contextmanager
     def _transaction(self, doing: str, write: bool = False) -> Iterator[sa.Connection]:
-        with self._errors(doing), self._engine.connect() as conn:
+        writing = self._writers.held() if write else contextlib.nullcontext()
+        with self._errors(doing), writing, self._engine.connect() as conn:
             if write:
                 conn.execution_options(**{_WRITE: True})
             with conn.begin():
@@ -511,6 +518,42 @@ def _upsert_ratings(insert: Any) -> Any:
             "updated_at": statement.excluded.updated_at,
         },
     )
+
+
+class _WriterLock:
+    """Writers of one SQLite file, in this process and others, one at a time: an exclusive
+    flock on the database file, which a waiting writer gets the moment it is released (SQLite's
+    own write lock can only be polled for). SQLite's locks are POSIX record locks, which do not
+    see flocks, so other programs' writers still meet SQLite's lock, as before. Nothing for
+    PostgreSQL or an in-memory database. A process that dies holding it releases it."""
+
+    def __init__(self, url: sa.URL) -> None:
+        self._fd: int | None = None
+        database = url.database or ""
+        if (
+            url.get_backend_name() == "sqlite"
+            and database not in ("", ":memory:")
+            and not database.startswith("file:")
+        ):
+            # a file that cannot be opened so falls back to polling SQLite's lock alone
+            with contextlib.suppress(OSError):
+                self._fd = os.open(database, os.O_RDONLY | os.O_CLOEXEC)
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        if self._fd is None:
+            yield
+            return
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 @dataclass(eq=False)
