@@ -138,6 +138,15 @@ def rows(folder: Path) -> list[Row]:
         return f"{lists[name]['ndcg@10']:.4f} / {lists[name]['precision@10']:.4f}"
 
     als = newest("als_scale", folder, lambda r: "25000000" in r.data["data"])
+    visitors = newest("visitors_load", folder, lambda r: bool(r.data.get("load")))
+
+    def served(endpoint: str, database: str) -> str:
+        run = next(
+            r
+            for r in visitors.data["load"]
+            if (r["endpoint"], r["database"]) == (endpoint, database)
+        )
+        return f"{run['requests_per_second']:,.0f} requests/s, p99 {run['p99_ms']:.1f} ms"
 
     def fit_seconds(system: str, iterations: int) -> float:
         runs = als.data["runs"]
@@ -217,6 +226,12 @@ def rows(folder: Path) -> list[Row]:
             "latentrec dot 1 epoch @ synthetic 25M",
             scale_peers("25M"),
             "peak_rss_mib",
+        ),
+        Row(
+            "Visitors' `POST /ratings`, SQLite, 2 workers, 8 connections (wrk on the same cores)",
+            served("POST /ratings", "sqlite"),
+            f"PostgreSQL {served('POST /ratings', 'postgresql')}",
+            visitors,
         ),
         Row(
             "Time per rating of an epoch at 25M over that at 1M (medians of 7)",
