@@ -20,9 +20,10 @@ import latentrec
 
 REPO = Path(__file__).resolve().parent.parent
 GRID = {
-    "n_factors": [10, 16, 24, 32],
-    "samples": [100, 200, 400],
-    "burn_in": [10, 50],
+    "n_factors": [10, 16],
+    "samples": [100, 200],
+    "burn_in": [2, 10, 50],
+    "kept": [30, 1000],  # 1000: every sample after the burn-in
 }
 
 
@@ -36,19 +37,20 @@ def main() -> None:
         if options["burn_in"] >= options["samples"]:
             continue
         started = time.perf_counter()
-        _, history = latentrec.fit(
+        net, history = latentrec.fit(
             (fit_rows, validation), "bayes", progress=False, seed=0, **options
         )
+        options["kept"] = net.config.kept  # at most the samples after the burn-in
         seconds = time.perf_counter() - started
         rmse = history.epochs[-1].test_rmse
         runs.append({**options, "validation_rmse": rmse, "seconds": seconds})
         print(f"{options}: validation RMSE {rmse:.4f} ({seconds:.1f} s)", flush=True)
     best = min(runs, key=lambda run: run["validation_rmse"])
     lines = [
-        "| factors | samples | burn-in | validation RMSE | seconds |",
-        "|---:|---:|---:|---:|---:|",
+        "| factors | samples | burn-in | kept | validation RMSE | seconds |",
+        "|---:|---:|---:|---:|---:|---:|",
         *(
-            f"| {r['n_factors']} | {r['samples']} | {r['burn_in']} | "
+            f"| {r['n_factors']} | {r['samples']} | {r['burn_in']} | {r['kept']} | "
             f"{r['validation_rmse']:.4f} | {r['seconds']:.1f} |"
             for r in sorted(runs, key=lambda run: run["validation_rmse"])
         ),

@@ -93,20 +93,22 @@ def test_the_sampler_draws_each_implicit_row_from_its_conditional(small):
 
     sampler.rng = NoNoise()
     sampler._own(sampler.by_user, sampler.p, sampler.user_vectors, sampler.item_vectors,
-                 sampler.user_free, "p")  # fmt: skip
-    sampler._implicit(sampler.item_sets, sampler.item_implicit, sampler.user_vectors, "y")
+                 sampler.users, "p")  # fmt: skip
+    sampler._implicit(
+        sampler.item_sets, sampler.item_implicit, sampler.user_vectors, sampler.users, "y"
+    )
     last = int(np.flatnonzero(np.diff(sampler.item_sets.indptr))[-1])
 
     def energy() -> float:
         sampler.recompute_vectors()
         residuals = sampler.residuals()
         group = sampler.groups["y"]
-        rows = sampler.item_implicit[:, sampler.user_free]
+        rows = sampler.item_implicit[:, sampler.users.free]
         prior = 0.5 * float((group.precision * (rows - group.mean) ** 2).sum())
         return 0.5 * sampler.alpha * float(residuals @ residuals) + prior
 
     base = energy()
-    for place in sampler.user_free:
+    for place in sampler.users.free:
         for step in (1e-3, -1e-3):
             sampler.item_implicit[last, place] += step
             assert energy() > base

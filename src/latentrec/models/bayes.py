@@ -306,6 +306,29 @@ class _Side(NamedTuple):
         return np.where(counts > 0, 1.0 / np.sqrt(np.maximum(counts, 1.0)), 0.0)
 
 
+class _Rows(NamedTuple):
+    """One side's draws: the places of its vectors it draws (`free`), its implicit sums'
+    scale, and per row what a draw of its own weights leaves: the gram and the sum over its
+    ratings (for the implicit rows' draws) and the squared error."""
+
+    free: np.ndarray
+    scale: np.ndarray
+    grams: np.ndarray
+    sums: np.ndarray
+    errors: np.ndarray
+
+    @classmethod
+    def of(cls, n_rows: int, free: list[int], scale: np.ndarray) -> _Rows:
+        width = len(free)
+        return cls(
+            np.array(free, dtype=np.int64),
+            scale,
+            np.empty((n_rows, width, width)),
+            np.empty((n_rows, width)),
+            np.empty(n_rows),
+        )
+
+
 @dataclass
 class _Group:
     """A group of weights' prior: a mean and a precision per dimension."""
@@ -337,18 +360,19 @@ class BayesConfig(ModelConfig):
         samples: Gibbs sweeps in all, the burn-in included.
         burn_in: first sweeps left out of the predictions.
         kept: samples the model keeps and averages, evenly spaced after the burn-in (memory
-            and prediction time grow with it).
+            and prediction time grow with it); at most the samples after the burn-in, which
+            the defaults keep all of.
         implicit_signals: add the implicit signals (the items each user rated, the users who rated
             each item); False gives plain Bayesian matrix factorization.
     """
 
     kind: ClassVar[str] = "bayes"
-    tunable = search_space(n_factors=("int_log", 4, 64), burn_in=("int", 10, 100))
+    tunable = search_space(n_factors=("int_log", 4, 64), burn_in=("int", 0, 50))
     # chosen on validation rows of the bundled data (benchmarks/validate_bayes.py)
     n_factors: int = 10
     samples: int = 100
-    burn_in: int = 10
-    kept: int = 30
+    burn_in: int = 2
+    kept: int = 100
     implicit_signals: bool = True
 
     def __post_init__(self) -> None:
@@ -554,14 +578,14 @@ class _Sampler:
         self.config, self.rng, self.offset = config, rng, offset
         n_users, n_items, k = config.n_users, config.n_items, config.n_factors
         width = k + 1
-        self.user_free = np.array([*range(k), k], dtype=np.int64)
-        self.item_free = np.array([*range(k), k + 1], dtype=np.int64)
         users, items = np.asarray(users), np.asarray(items)
         self.by_user = _Side.of(users, items, np.asarray(ratings), n_users)
         self.by_item = _Side.of(items, users, np.asarray(ratings), n_items)
         # the implicit signals: each user's distinct items and each item's distinct raters
         self.user_sets, self.item_sets = self.by_user.distinct(), self.by_item.distinct()
-        self.user_scale, self.item_scale = self.user_sets.scale, self.item_sets.scale
+        # per side: the places it draws, its implicit scale, and what its draws leave
+        self.users = _Rows.of(n_users, [*range(k), k], self.user_sets.scale)
+        self.items = _Rows.of(n_items, [*range(k), k + 1], self.item_sets.scale)
         self.p = np.zeros((n_users, k + 2))
         self.q = np.zeros((n_items, k + 2))
         self.p[:, :k] = rng.normal(0.0, INIT_STD, (n_users, k))
@@ -574,10 +598,6 @@ class _Sampler:
             self.user_implicit[:, :k] = rng.normal(0.0, INIT_STD, (n_users, k))
         self.user_vectors, self.item_vectors = self.p.copy(), self.q.copy()
         self.recompute_vectors()
-        self.user_grams = np.empty((n_users, width, width))
-        self.item_grams = np.empty((n_items, width, width))
-        self.user_sums, self.item_sums = np.empty((n_users, width)), np.empty((n_items, width))
-        self.user_errors, self.item_errors = np.empty(n_users), np.empty(n_items)
         self.work = np.empty(len(self.by_user.ratings))  # residuals, a side's rows at a time
         names = ("p", "q", "y", "z") if config.implicit_signals else ("p", "q")
         self.groups = {name: _Group.first(width) for name in names}
@@ -588,22 +608,22 @@ class _Sampler:
         are drawn."""
         rng, groups = self.rng, self.groups
         for name, weights, free in (
-            ("p", self.p, self.user_free),
-            ("q", self.q, self.item_free),
-            ("y", self.item_implicit, self.user_free),
-            ("z", self.user_implicit, self.item_free),
+            ("p", self.p, self.users.free),
+            ("q", self.q, self.items.free),
+            ("y", self.item_implicit, self.users.free),
+            ("z", self.user_implicit, self.items.free),
         ):
             if name in groups:
                 groups[name].resample(weights[:, free], rng)
-        self._own(self.by_user, self.p, self.user_vectors, self.item_vectors, self.user_free, "p")
+        self._own(self.by_user, self.p, self.user_vectors, self.item_vectors, self.users, "p")
         if self.config.implicit_signals:
-            self._implicit(self.item_sets, self.item_implicit, self.user_vectors, "y")
-        self._own(self.by_item, self.q, self.item_vectors, self.user_vectors, self.item_free, "q")
+            self._implicit(self.item_sets, self.item_implicit, self.user_vectors, self.users, "y")
+        self._own(self.by_item, self.q, self.item_vectors, self.user_vectors, self.items, "q")
         n = len(self.work)
-        errors = float(self.item_errors.sum())
+        errors = float(self.items.errors.sum())
         self.alpha = float(rng.gamma(A0 + n / 2, 1.0 / (B0 + errors / 2)))
         if self.config.implicit_signals:
-            self._implicit(self.user_sets, self.user_implicit, self.item_vectors, "z")
+            self._implicit(self.user_sets, self.user_implicit, self.item_vectors, self.items, "z")
         return math.sqrt(errors / max(n, 1))
 
     def recompute_vectors(self) -> None:
@@ -611,8 +631,8 @@ class _Sampler:
         draws keep them up to date as they go)."""
         if self.config.implicit_signals:
             for sets, scale, implicit, own, out in (
-                (self.user_sets, self.user_scale, self.item_implicit, self.p, self.user_vectors),
-                (self.item_sets, self.item_scale, self.user_implicit, self.q, self.item_vectors),
+                (self.user_sets, self.users.scale, self.item_implicit, self.p, self.user_vectors),
+                (self.item_sets, self.items.scale, self.user_implicit, self.q, self.item_vectors),
             ):
                 _implicit_sums(*sets[:2], scale, implicit, own, out)
 
@@ -623,62 +643,44 @@ class _Sampler:
         vectors = self.user_vectors[rows] * self.item_vectors[columns]
         return ratings - self.offset - vectors.sum(1)
 
-    def _own(self, side, own, effective, fixed, free, name: str) -> None:
+    def _own(self, side: _Side, own, effective, fixed, rows: _Rows, name: str) -> None:
         """Draw one side's own rows; its grams and sums are left for the implicit rows."""
         group = self.groups[name]
-        grams, sums, errors = (
-            (self.user_grams, self.user_sums, self.user_errors)
-            if name == "p"
-            else (self.item_grams, self.item_sums, self.item_errors)
-        )
         _sample_factors(
             *side,
             self.offset,
             own,
             effective,
             fixed,
-            free,
+            rows.free,
             group.mean,
             group.precision,
             self.alpha,
-            self.rng.standard_normal((len(own), len(free))),
-            grams,
-            sums,
+            self.rng.standard_normal((len(own), len(rows.free))),
+            rows.grams,
+            rows.sums,
             self.work,
-            errors,
+            rows.errors,
         )
 
-    def _implicit(self, other: _Side, implicit, effective, name: str) -> None:
-        """Draw the implicit rows y (by the items' raters) or z (by the users' items); the
-        vectors they move follow."""
+    def _implicit(self, sets: _Side, implicit, effective, owners: _Rows, name: str) -> None:
+        """Draw the implicit rows y (each added to its raters' vectors) or z (to the items
+        rated); the owners' vectors follow."""
         group = self.groups[name]
-        if name == "y":
-            scale, free, grams, sums = (
-                self.user_scale,
-                self.user_free,
-                self.user_grams,
-                self.user_sums,
-            )
-        else:
-            scale, free, grams, sums = (
-                self.item_scale,
-                self.item_free,
-                self.item_grams,
-                self.item_sums,
-            )
-        data_precisions = np.empty((len(implicit), len(free), len(free)))
-        _owner_grams(*other[:2], scale, grams, data_precisions)
+        width = len(owners.free)
+        data_precisions = np.empty((len(implicit), width, width))
+        _owner_grams(*sets[:2], owners.scale, owners.grams, data_precisions)
         _sample_implicit(
-            *other[:2],
-            scale,
+            *sets[:2],
+            owners.scale,
             implicit,
             effective,
-            free,
+            owners.free,
             data_precisions,
-            grams,
-            sums,
+            owners.grams,
+            owners.sums,
             group.mean,
             group.precision,
             self.alpha,
-            self.rng.standard_normal((len(implicit), len(free))),
+            self.rng.standard_normal((len(implicit), width)),
         )
