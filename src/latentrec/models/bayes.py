@@ -418,8 +418,9 @@ class BayesConfig(ModelConfig):
 
     def solve_bytes(self, itemsize: int = 4) -> int:
         k, rows = self.vector, self.n_users + self.n_items
-        # per row: own, effective and implicit vectors, sums and a gram, in float64; per
-        # rating: the residual, the rating, and its place by user and by item
+        # per row: own, effective and implicit vectors, sums and a gram, in float64, and the
+        # model's tables; the ratings' own copies (about 40 bytes each) come on top, as the
+        # config does not know how many there are
         return rows * (4 * k + k * k) * 8 + self.parameter_count() * max(itemsize, 4)
 
     size_advice: ClassVar[str] = "fewer --factors or --kept"
