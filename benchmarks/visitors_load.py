@@ -376,16 +376,12 @@ def durability_client(
             sent = [(visitor, str(item), rating) for item, rating in chunk]
             try:
                 response = client.post("/ratings", json=body, headers=headers)
-            except httpx.ConnectError:
+            except httpx.TransportError as err:  # refused while down, or cut off by a kill
                 with ledger.lock:
-                    ledger.refused += 1
-                    if visitor:
-                        ledger.unacked.extend(sent)
-                time.sleep(0.05)
-                continue
-            except httpx.TransportError:
-                with ledger.lock:
-                    ledger.cut += 1
+                    if isinstance(err, httpx.ConnectError):
+                        ledger.refused += 1
+                    else:
+                        ledger.cut += 1
                     if visitor:
                         ledger.unacked.extend(sent)
                 time.sleep(0.05)

@@ -457,9 +457,6 @@ class Bayes(LatentModel):
         self.register_buffer("user_prior_precision", torch.ones(config.kept, free))
         self.register_buffer("noise_precision", torch.ones(config.kept))
 
-    def tables(self) -> dict[str, torch.nn.Embedding]:
-        return {"user_factors": self.user_factors, "item_factors": self.item_factors}
-
     # ------------------------------------------------------------------ sampling
 
     @torch.no_grad()
