@@ -12,10 +12,22 @@ Run from the repository root:
     .venv/bin/python benchmarks/compare.py --repeats 3 --cases als-25m
     .venv/bin/python benchmarks/compare.py --repeats 3 --cases fm,fm-1m
     .venv/bin/python benchmarks/compare.py --repeats 1 --cases fm --systems "myFM,myFM plain"
+    .venv/bin/python benchmarks/compare.py --repeats 3 --cases curve,curve-5m --busy-copy 1
 
 `--systems` keeps only the named systems of the chosen cases. A latentrec system whose model
 is not registered in `latentrec.models.MODELS` is skipped with a message. Each case's systems
 are also plotted, test RMSE against training seconds, in `compare-<stamp>-<case>.png`.
+`--busy-copy N` runs N processes beside every measured command, each copying a 1 GiB array
+into another in a loop, so the command meets a saturated memory bus.
+
+The time-to-accuracy cases `curve` (bundled sample: latentrec dot at its defaults), `curve-5m`
+and `curve-25m` (the data of scale-5m and scale-25m; latentrec dot at batch 4096) record every
+system's test RMSE after each epoch against its training seconds so far, at 100 factors:
+latentrec dot (its default epochs), cornac MF (20 epochs, one warm-started epoch per fit),
+Surprise SVD (separate fits of 1, 2, 5, 10 and 20 epochs; not at 25M) and fastai dot at batch
+4096 (5 epochs; 5M only). The report adds, per case, the target (the best final RMSE among the
+peers), each system's seconds to reach it and those over latentrec's; the case's PNG plots the
+curves, the target dashed.
 
 The `als-25m` case is the ranking model's: latentrec's `als` against implicit's ALS on the 25M
 synthetic interactions, one iteration and a full fit of 15 at 64 factors (run by
@@ -25,6 +37,7 @@ benchmarks/als_scale.py, which writes its own result file).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.metadata
 import json
 import os
@@ -34,6 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +61,8 @@ FASTAI_SCRIPT = REPO / "benchmarks" / "peers" / "fastai_collab.py"
 MF_SCRIPT = REPO / "benchmarks" / "peers" / "matrix_factorization.py"
 MYFM_SCRIPT = REPO / "benchmarks" / "peers" / "myfm_regression.py"
 SCALE_FACTORS = "100"  # cornac's speed anchor is at 100 factors: compare at the same width
-ONE_EPOCH_DOT = ["--epochs", "1", "--batch-size", "4096", "--factors", SCALE_FACTORS]
+SCALE_DOT = ["--batch-size", "4096", "--factors", SCALE_FACTORS]
+ONE_EPOCH_DOT = ["--epochs", "1", *SCALE_DOT]
 # fastai's usual collab settings; --flush-denormal makes it ~15x faster on CPU with bs 64,
 # so we compare against the faster fastai.
 FASTAI_COMMON = ["--epochs", "5", "--lr", "5e-3", "--wd", "0.1", "--flush-denormal"]
@@ -78,6 +93,8 @@ SYSTEMS = {
     "myFM 100": ("myfm", "bayes", ["--n-iter", "100"]),  # latentrec bayes's samples
     # one epoch at scale, 100 factors each
     "latentrec dot 1 epoch": ("latentrec", "dot", ONE_EPOCH_DOT),
+    # the same epoch with AdamW, the optimiser before row-wise Adagrad became the default
+    "latentrec dot adamw 1 epoch": ("latentrec", "dot", [*ONE_EPOCH_DOT, "--optimizer", "adamw"]),
     # the same epoch through PyTorch's autograd instead of the fused kernel
     "latentrec dot autograd 1 epoch": (
         "latentrec",
@@ -99,15 +116,38 @@ SYSTEMS = {
         "dot",
         ["--model", "dot", "--batch-size", "4096", "--factors", SCALE_FACTORS],
     ),
+    # time to accuracy, 100 factors each: test RMSE after every epoch (see CURVE_CASES)
+    "latentrec dot curve": ("latentrec", "dot", SCALE_DOT),
+    "latentrec dot defaults curve": ("latentrec", "dot", ["--factors", SCALE_FACTORS]),
+    "cornac mf 20 epochs": (
+        "mf",
+        "dot",
+        ["--system", "cornac-mf", "--epochs", "20", "--factors", SCALE_FACTORS, "--curve"],
+    ),
+    "surprise svd 20 epochs": (
+        "mf",
+        "dot",
+        ["--system", "surprise-svd", "--epochs", "20", "--factors", SCALE_FACTORS, "--curve"],
+    ),
+    "fastai dot bs4096 5 epochs": (
+        "fastai",
+        "dot",
+        ["--model", "dot", "--batch-size", "4096", "--factors", SCALE_FACTORS, "--curve"],
+    ),
 }
 SCALE = ["latentrec dot 1 epoch", "surprise svd 1 epoch", "cornac mf 1 epoch"]
-# data of each case: the bundled sample, or synthetic (ratings, users, items)
+# data of each case: the bundled sample, or synthetic (ratings, users, items, distinct): with
+# distinct 1 no (user, item) pair repeats, so cornac (which keeps one rating per pair) trains
+# on every row the others do; with 0 it drops the repeats (about half the rows at 5M)
 DATA = {
-    "scale-1m": (1_000_000, 20_000, 5_000),
-    "scale-5m": (5_000_000, 100_000, 20_000),
-    "scale-25m": (25_000_000, 160_000, 60_000),
+    "scale-1m": (1_000_000, 20_000, 5_000, 0),
+    "scale-5m": (5_000_000, 100_000, 20_000, 0),
+    "scale-25m": (25_000_000, 160_000, 60_000, 0),
+    "distinct-5m": (5_000_000, 100_000, 20_000, 1),
+    "distinct-25m": (25_000_000, 160_000, 60_000, 1),
 }
 DATA |= {"fm-1m": DATA["scale-1m"], "fm-5m": DATA["scale-5m"]}
+DATA |= {"curve-5m": DATA["distinct-5m"], "curve-25m": DATA["distinct-25m"]}
 BAYES = [
     "latentrec dot",
     "latentrec bayes",
@@ -124,14 +164,39 @@ CASES = {
     "nn": ["latentrec nn", "fastai nn bs64"],
     "mf": ["latentrec dot", "surprise svd", "surprise svd++", "cornac mf"],
     "scale-1m": [*SCALE, "fastai dot bs4096 1 epoch"],
-    "scale-5m": [*SCALE, "latentrec dot autograd 1 epoch"],
-    "scale-25m": SCALE,
+    "scale-5m": [*SCALE, "latentrec dot adamw 1 epoch", "latentrec dot autograd 1 epoch"],
+    "scale-25m": [*SCALE, "latentrec dot adamw 1 epoch"],
+    # one epoch on data without repeated pairs: every system trains on the same rows
+    "distinct-5m": [*SCALE, "latentrec dot adamw 1 epoch"],
+    "distinct-25m": [*SCALE, "latentrec dot adamw 1 epoch"],
     # Bayesian models at their defaults, on the bundled sample and on synthetic 1M and 5M
     "fm": BAYES,
     "fm-1m": BAYES,
     "fm-5m": BAYES,
+    # Time to accuracy: each case's latentrec system comes first. No Surprise at 25M (one of
+    # its epochs takes 76 s there) and fastai at 5M only.
+    "curve": ["latentrec dot defaults curve", "cornac mf 20 epochs", "surprise svd 20 epochs"],
+    "curve-5m": [
+        "latentrec dot curve",
+        "cornac mf 20 epochs",
+        "surprise svd 20 epochs",
+        "fastai dot bs4096 5 epochs",
+    ],
+    "curve-25m": ["latentrec dot curve", "cornac mf 20 epochs"],
     "als-25m": [],  # benchmarks/als_scale.py, with its defaults
 }
+CURVE_CASES = ("curve", "curve-5m", "curve-25m")
+CURVE_SYSTEMS = {name for case in CURVE_CASES for name in CASES[case]}
+# a memory-bound process: copy one 1 GiB float64 array into another, again and again
+BUSY_COPY = """
+import numpy as np
+source = np.ones(2**27)
+target = np.empty_like(source)
+np.copyto(target, source)
+print("copying", flush=True)
+while True:
+    np.copyto(target, source)
+"""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -142,6 +207,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--systems", default="", help="comma-separated: run only these systems of the cases"
     )
     p.add_argument("--peers-python", type=Path, default=PEERS_PYTHON)
+    p.add_argument(
+        "--busy-copy",
+        type=int,
+        default=0,
+        help="processes copying 1 GiB arrays (saturating memory bandwidth) beside every run",
+    )
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = p.parse_args(argv)
     args.cases = [c.strip() for c in args.cases.split(",") if c.strip()]
@@ -154,6 +225,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--systems: unknown {unknown}; choose from {', '.join(SYSTEMS)}")
     if args.repeats < 1:
         p.error("--repeats must be >= 1")
+    if args.busy_copy < 0:
+        p.error("--busy-copy must be >= 0")
+    if args.busy_copy and "als-25m" in args.cases:
+        p.error("--busy-copy: als-25m runs in benchmarks/als_scale.py, which has no busy copies")
     return args
 
 
@@ -165,8 +240,9 @@ def write_split(folder: Path, case: str = "dot") -> tuple[Path, Path]:
     """
     source = "movielens-small"
     if case in DATA:
-        n, users, items = DATA[case]
+        n, users, items, distinct = DATA[case]
         source = f"synthetic:ratings={n},users={users},items={items},seed=1"
+        source += ",distinct=1" if distinct else ""
     ratings = latentrec.load_ratings(source)
     frame = ratings.to_frame()[["user", "item", "rating"]]
     order = np.random.default_rng(42).permutation(len(frame))
@@ -237,8 +313,30 @@ def _watch_peak_rss(proc: subprocess.Popen) -> int:
     return peak
 
 
+@contextlib.contextmanager
+def busy_copy(count: int) -> Iterator[None]:
+    """`count` processes copying 1 GiB arrays in a loop for as long as the block runs, each
+    past its first copy (its memory allocated and touched) before the block begins."""
+    copiers = [
+        subprocess.Popen([sys.executable, "-c", BUSY_COPY], stdout=subprocess.PIPE, text=True)
+        for _ in range(count)
+    ]
+    try:
+        for copier in copiers:
+            if not copier.stdout.readline():
+                raise SystemExit(f"--busy-copy: a copying process ended (exit {copier.wait()})")
+        yield
+    finally:
+        for copier in copiers:
+            copier.terminate()
+        for copier in copiers:
+            copier.wait()
+            copier.stdout.close()
+
+
 def run_once(name: str, argv: list[str]) -> dict:
-    """Run one command; return its JSON plus whole-command wall time and peak RSS."""
+    """Run one command; return its JSON plus whole-command wall time and peak RSS, and for a
+    system of CURVE_SYSTEMS its `curve`."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.perf_counter()
         proc = subprocess.Popen(argv, stdout=out, stderr=err)
@@ -252,7 +350,7 @@ def run_once(name: str, argv: list[str]) -> dict:
     result = json.loads(stdout.strip().splitlines()[-1])
     program = SYSTEMS[name][0]
     train_s = result["train_seconds"] if program == "latentrec" else result["fit_seconds"]
-    return {
+    run = {
         "system": name,
         "rmse": result["rmse"],
         "train_seconds": train_s,
@@ -262,19 +360,41 @@ def run_once(name: str, argv: list[str]) -> dict:
         "n_train": result["n_train"],
         "result": result,
     }
+    if name in CURVE_SYSTEMS:
+        run["curve"] = _curve(name, result)
+    return run
+
+
+def _curve(name: str, result: dict) -> list[list[float]]:
+    """[training seconds so far, test RMSE] after each epoch of one run. A peer prints its
+    own; latentrec's sums `per_epoch` seconds on top of `setup_seconds`, what fit() spends
+    before its first epoch (0 for a latentrec that does not report it)."""
+    if SYSTEMS[name][0] != "latentrec":
+        return result["curve"]
+    seconds = result.get("setup_seconds") or 0.0
+    curve = []
+    for epoch in result["per_epoch"]:
+        if epoch["rmse"] is None:
+            raise SystemExit(f"{name}: epoch {epoch['epoch']} has no test RMSE, so no curve")
+        seconds += epoch["seconds"]
+        curve.append([seconds, epoch["rmse"]])
+    return curve
 
 
 def _data_label(case: str) -> str:
     if case not in DATA:
         return "movielens-small"
-    return f"synthetic {DATA[case][0] / 1e6:g}M"
+    n, _, _, distinct = DATA[case]
+    return f"synthetic {n / 1e6:g}M" + (" distinct" if distinct else "")
 
 
 def _system(label: str) -> str:
     return label.split(" @ ")[0]
 
 
-def summarise(runs: list[dict], names: list[str]) -> list[dict]:
+def summarise(runs: list[dict], names: list[str], baselines: dict[str, str]) -> list[dict]:
+    """Medians by system; `baselines` names the latentrec system a curve system's training
+    time is set against (for the others, the latentrec system of their model on the data)."""
     rows = []
     for name in names:
         mine = [r for r in runs if r["system"] == name]
@@ -293,7 +413,8 @@ def summarise(runs: list[dict], names: list[str]) -> list[dict]:
     for row in rows:
         name, data = row["system"].split(" @ ")
         suffix = " 1 epoch" if name.endswith("1 epoch") else ""
-        baseline = by_name.get(f"latentrec {SYSTEMS[name][1]}{suffix} @ {data}")
+        default = f"latentrec {SYSTEMS[name][1]}{suffix} @ {data}"
+        baseline = by_name.get(baselines.get(row["system"], default))
         row["train_vs_latentrec"] = (
             row["train_seconds"] / baseline["train_seconds"] if baseline else None
         )
@@ -323,6 +444,72 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def time_to_target(runs: list[dict], labels: list[str], baseline: str) -> dict:
+    """A curve case's systems against the target: the best final test RMSE of its peers.
+
+    Each system's curve is the per-point median, over its runs, of seconds and of RMSE; its
+    seconds to the target are those of its first point at or below it (None: never)."""
+    rows = []
+    for label in labels:
+        curves = [r["curve"] for r in runs if r["system"] == label]
+        if len({len(curve) for curve in curves}) != 1:
+            raise SystemExit(f"{label}: runs with different numbers of curve points")
+        curve = [
+            [statistics.median(point[k] for point in points) for k in (0, 1)]
+            for points in zip(*curves, strict=True)
+        ]
+        rows.append({"system": label, "runs": len(curves), "curve": curve})
+    peers = [row for row in rows if SYSTEMS[_system(row["system"])][0] != "latentrec"]
+    best = min(peers, key=lambda row: row["curve"][-1][1], default=None)
+    target = None if best is None else best["curve"][-1][1]
+    for row in rows:
+        reached = [s for s, rmse in row["curve"] if target is not None and rmse <= target]
+        row["seconds_to_target"] = reached[0] if reached else None
+    latentrec_s = next((r["seconds_to_target"] for r in rows if r["system"] == baseline), None)
+    for row in rows:
+        row["vs_latentrec"] = None
+        if row in peers and latentrec_s and row["seconds_to_target"] is not None:
+            row["vs_latentrec"] = row["seconds_to_target"] / latentrec_s
+    return {
+        "target": target,
+        "target_system": None if best is None else best["system"],
+        "latentrec": baseline,
+        "rows": rows,
+    }
+
+
+def curve_markdown(case: str, curve: dict) -> str:
+    lines = [f"### {case}: time to accuracy", ""]
+    if curve["target"] is None:
+        return "\n".join([*lines, "No peer ran, so no target."])
+    lines += [
+        f"Target: test RMSE {curve['target']:.4f}, the best final RMSE among the peers "
+        f"({_system(curve['target_system'])}).",
+        "",
+        "| system | runs | points | final RMSE | train s | s to target | s to target / latentrec |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in curve["rows"]:
+        reached = row["seconds_to_target"]
+        ratio = row["vs_latentrec"]
+        ratio = "" if ratio is None else f"{ratio:.{1 if ratio >= 1 else 2}f}x"
+        lines.append(
+            f"| {row['system']} | {row['runs']} | {len(row['curve'])} "
+            f"| {row['curve'][-1][1]:.4f} | {row['curve'][-1][0]:.2f} "
+            f"| {'never' if reached is None else f'{reached:.2f}'} | {ratio} |"
+        )
+    lines += [
+        "",
+        "Test RMSE after each epoch against training seconds so far (evaluation left out; "
+        "per-point medians over runs). latentrec: its epochs' seconds plus `setup_seconds` "
+        "where reported, one one-cycle schedule over all its epochs; cornac MF: one epoch per "
+        "fit, warm-started; Surprise SVD: separate fits of 1, 2, 5, 10 and 20 epochs; fastai: "
+        "each epoch of one fit_one_cycle, validation excluded. s to target: the first point "
+        "at or below the target.",
+    ]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     os.chdir(REPO)  # the children run from the repository root
@@ -342,6 +529,7 @@ def main(argv: list[str] | None = None) -> None:
             return
     runs: list[dict] = []
     names: list[str] = []
+    baselines: dict[str, str] = {}  # a curve system's row -> its case's latentrec row
     with tempfile.TemporaryDirectory() as tmp:
         for case in args.cases:
             data = _data_label(case)
@@ -351,10 +539,14 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             train_csv, test_csv = write_split(Path(tmp), case)
             names += [f"{name} @ {data}" for name in todo]
+            if case in CURVE_CASES:
+                baselines |= {f"{name} @ {data}": f"{CASES[case][0]} @ {data}" for name in todo}
             for round_no in range(1, args.repeats + 1):
                 for name in todo:
                     argv_ = command(name, train_csv, test_csv, args.peers_python)
-                    run = run_once(name, argv_) | {"case": case, "round": round_no}
+                    with busy_copy(args.busy_copy):
+                        run = run_once(name, argv_)
+                    run |= {"case": case, "round": round_no}
                     run["system"] = f"{name} @ {data}"
                     run["command"] = shlex.join(argv_)
                     runs.append(run)
@@ -366,8 +558,15 @@ def main(argv: list[str] | None = None) -> None:
 
     if not runs:
         raise SystemExit("nothing to run: no system of --cases is left by --systems")
-    rows = summarise(runs, names)
+    rows = summarise(runs, names, baselines)
     table = markdown(rows)
+    curves = {}
+    for case in args.cases:
+        if case in CURVE_CASES and todo_by_case[case]:
+            data = _data_label(case)
+            labels = [f"{name} @ {data}" for name in todo_by_case[case]]
+            curves[case] = time_to_target(runs, labels, f"{CASES[case][0]} @ {data}")
+            table += "\n\n" + curve_markdown(case, curves[case])
     print(table)
 
     fastai_info = _first_result(runs, "fastai")
@@ -387,15 +586,30 @@ def main(argv: list[str] | None = None) -> None:
         + (f" (peers' venv: {peer_text})" if peer_text else "")
         + f", latentrec {report['latentrec']}"
     )
-    report |= {"summary": rows, "table": table, "runs": runs}
+    copiers = f"{args.busy_copy} busy-copy process" + ("es" if args.busy_copy > 1 else "")
+    if args.busy_copy:
+        report["context"] += f"; {copiers} beside every run"
+    report |= {
+        "busy_copy": args.busy_copy,
+        "summary": rows,
+        "curves": curves,
+        "table": table,
+        "runs": runs,
+    }
     header = "latentrec vs fastai, Surprise, cornac and myFM"
+    if args.busy_copy:
+        header += f", beside {copiers}"
     stamp = write(args.out, "compare", report, header, table)
     by_system = {row["system"]: row for row in rows}
     for case, todo in todo_by_case.items():
         data = _data_label(case)
         mine = [by_system[f"{name} @ {data}"] for name in todo]
-        if mine:
-            path = plot(mine, data, args.out / f"compare-{stamp}-{case}.png")
+        path = args.out / f"compare-{stamp}-{case}.png"
+        if case in curves:
+            path = plot_curves(curves[case], data, path)
+            print(f"plot written to {path}", file=sys.stderr)
+        elif mine:
+            path = plot(mine, data, path)
             print(f"plot written to {path}", file=sys.stderr)
 
 
@@ -429,6 +643,40 @@ def plot(rows: list[dict], data: str, path: Path) -> Path:
     axes.set_ylabel("test RMSE (median)")
     source = "bundled MovieLens sample" if data == "movielens-small" else f"{data} ratings"
     axes.set_title(f"{source}, 90/10 split, seed 42: lower left is better")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def plot_curves(curve: dict, data: str, path: Path) -> Path:
+    """Test RMSE against training seconds (log scale), a line per system, the target dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(8, 5))
+    peer_colours = iter(["tab:blue", "tab:green", "tab:orange", "tab:purple", "tab:brown"])
+    for row in curve["rows"]:
+        name = _system(row["system"])
+        colour = "tab:red" if name.startswith("latentrec") else next(peer_colours, None)
+        seconds, rmse = zip(*row["curve"], strict=True)
+        axes.plot(seconds, rmse, marker="o", markersize=4, color=colour, label=name)
+    if curve["target"] is not None:
+        axes.axhline(
+            curve["target"],
+            color="grey",
+            linestyle="--",
+            linewidth=1,
+            label=f"target {curve['target']:.4f} (best peer's final RMSE)",
+        )
+    axes.set_xscale("log")
+    axes.set_xlabel("training seconds so far (median, log scale)")
+    axes.set_ylabel("test RMSE after the epoch (median)")
+    source = "bundled MovieLens sample" if data == "movielens-small" else f"{data} ratings"
+    axes.set_title(f"{source}, 90/10 split, seed 42: time to accuracy")
+    axes.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

@@ -69,8 +69,8 @@ def epoch_seconds(code: Path, threads: int, load: str, data: str) -> float:
 
 def main() -> None:
     args = parse_args()
-    n, users, items = DATA[args.case]
-    data = f"synthetic:ratings={n},users={users},items={items},seed=1"
+    n, users, items, distinct = DATA[args.case]
+    data = f"synthetic:ratings={n},users={users},items={items},seed=1,distinct={distinct}"
     codes = {"this tree": REPO / "src"}
     if args.baseline is not None:
         codes["baseline"] = args.baseline.resolve()

@@ -157,6 +157,25 @@ def test_synthetic_source_is_deterministic_and_skewed():
     )
 
 
+def test_distinct_synthetic_pairs_occur_once_with_the_same_skew():
+    """distinct=1: as many ratings as asked, no pair twice, popular items still popular; the
+    default keeps repeats (a re-rating), which libraries that keep one rating per pair drop."""
+    spec = "synthetic:ratings=20000,users=500,items=300,seed=3"
+    distinct = load_ratings(spec + ",distinct=1")
+    pairs = distinct.user_index.astype(np.int64) * distinct.n_items + distinct.item_index
+    assert len(distinct) == 20_000 == len(np.unique(pairs))
+    counts = np.sort(np.bincount(distinct.item_index))[::-1]
+    assert counts[: len(counts) // 10].sum() / counts.sum() > 0.2
+    repeated = load_ratings(spec)
+    pairs = repeated.user_index.astype(np.int64) * repeated.n_items + repeated.item_index
+    assert len(np.unique(pairs)) < 20_000
+    np.testing.assert_array_equal(load_ratings(spec + ",distinct=1").rating, distinct.rating)
+    with pytest.raises(DataError, match="at most half of the 150,000 pairs"):
+        load_ratings("synthetic:ratings=100000,users=500,items=300,distinct=1")
+    with pytest.raises(DataError, match="distinct must be 0 or 1, got 2"):
+        load_ratings("synthetic:ratings=100,distinct=2")
+
+
 @pytest.mark.parametrize("spec", ["synthetic:ratings", "synthetic:colour=3", "synthetic:ratings=x"])
 def test_bad_synthetic_spec(spec):
     with pytest.raises(DataError, match="synthetic option"):

@@ -1,4 +1,4 @@
-"""Row-sparse AdamW and exact gradient accumulation."""
+"""Row-sparse AdamW, row-wise Adagrad and exact gradient accumulation."""
 
 from __future__ import annotations
 
@@ -12,7 +12,13 @@ from latentrec import DotProductBias, fit
 from latentrec.data import IdMap, Ratings
 from latentrec.errors import ConfigError
 from latentrec.models import HUGE_PAGE
-from latentrec.optim import RowSparseAdamW, StepRunner, TrainingForward, make_optimizer
+from latentrec.optim import (
+    RowSparseAdamW,
+    RowWiseAdagrad,
+    StepRunner,
+    TrainingForward,
+    make_optimizer,
+)
 
 
 def test_row_sparse_adamw_matches_dense_adamw_on_touched_rows():
@@ -36,6 +42,31 @@ def test_row_sparse_adamw_matches_dense_adamw_on_touched_rows():
     assert torch.equal(sparse_param[untouched], weight[untouched])
 
 
+def test_row_wise_adagrad_keeps_one_number_per_row_and_moves_only_touched_rows():
+    """acc[r] += mean(g[r] ** 2); w[r] = w[r] * (1 - lr * wd) - lr * g[r] / (sqrt(acc[r]) + eps),
+    computed here by hand over two steps; untouched rows keep weights and accumulator."""
+    torch.manual_seed(0)
+    weight = torch.randn(6, 3, dtype=torch.float64)
+    param = torch.nn.Parameter(weight.clone())
+    optimizer = RowWiseAdagrad([{"params": [param], "rows": True}], lr=0.1, weight_decay=0.3)
+    expected, total = weight.clone(), torch.zeros(6, dtype=torch.float64)
+    for rows in (torch.tensor([1, 4]), torch.tensor([4, 5])):
+        grad_rows = torch.randn(2, 3, dtype=torch.float64)
+        param.grad = torch.sparse_coo_tensor(
+            rows[None], grad_rows, (6, 3), is_coalesced=True, check_invariants=True
+        )
+        optimizer.step()
+        for row, g in zip(rows.tolist(), grad_rows, strict=True):
+            total[row] += (g * g).mean()
+            step = 0.1 / (total[row].sqrt() + optimizer.defaults["eps"])
+            expected[row] = expected[row] * (1 - 0.1 * 0.3) - step * g
+    state = optimizer.state_for(param)["moments"]
+    assert state.shape == (1, 6, 1)  # one accumulator per row, not per weight
+    assert torch.allclose(state.flatten(), total, rtol=0, atol=1e-15)
+    assert torch.allclose(param.detach(), expected, rtol=0, atol=1e-15)
+    assert torch.equal(param.detach()[[0, 2, 3]], weight[[0, 2, 3]])
+
+
 def _ratings(n: int, n_users: int = 40, n_items: int = 30, seed: int = 0) -> Ratings:
     rng = np.random.default_rng(seed)
     return Ratings(
@@ -49,9 +80,12 @@ def _ratings(n: int, n_users: int = 40, n_items: int = 30, seed: int = 0) -> Rat
 
 EXACT = {"dtype": "float64", "progress": False, "evaluate_every_epoch": False}
 MODELS = [
-    ("dot", {"n_factors": 6, "engine": "autograd"}),
-    ("dot", {"n_factors": 6, "engine": "fused"}),
-    ("nn", {"layers": (16, 8), "emb_dropout": 0.0}),
+    ("dot", {"n_factors": 6, "engine": engine, "optimizer": optimizer})
+    for optimizer in ("adamw", "adagrad")
+    for engine in ("autograd", "fused")
+] + [
+    ("nn", {"layers": (16, 8), "emb_dropout": 0.0, "optimizer": optimizer})
+    for optimizer in ("adamw", "adagrad")
 ]
 
 
@@ -81,11 +115,19 @@ def test_an_epoch_with_a_short_last_group_matches(model, options):
     assert _max_difference(accumulated, large) < 1e-7
 
 
-def test_fused_engine_takes_the_same_steps_as_autograd():
-    """The compiled kernel is the same mathematics as autograd + RowSparseAdamW: after two
+@pytest.mark.parametrize("optimizer", ["adamw", "adagrad"])
+def test_fused_engine_takes_the_same_steps_as_autograd(optimizer):
+    """The compiled kernel is the same mathematics as autograd + the optimiser: after two
     epochs of accumulated steps (with a short last group) the parameters agree."""
     ratings = _ratings(250)
-    options = {"n_factors": 6, "epochs": 2, "batch_size": 16, "accumulate": 4, **EXACT}
+    options = {
+        "n_factors": 6,
+        "epochs": 2,
+        "batch_size": 16,
+        "accumulate": 4,
+        "optimizer": optimizer,
+        **EXACT,
+    }
     autograd, first = fit(ratings, "dot", engine="autograd", **options)
     fused, second = fit(ratings, "dot", engine="fused", **options)
     assert (first.engine, second.engine) == ("autograd", "fused")
@@ -93,10 +135,17 @@ def test_fused_engine_takes_the_same_steps_as_autograd():
     assert second.epochs[-1].train_loss == pytest.approx(first.epochs[-1].train_loss, rel=1e-9)
 
 
-def test_fused_engine_gives_the_same_model_on_any_number_of_threads():
+@pytest.mark.parametrize("optimizer", ["adamw", "adagrad"])
+def test_fused_engine_gives_the_same_model_on_any_number_of_threads(optimizer):
     """Threads own disjoint rows and add gradients in rating order: no run-to-run noise."""
     ratings = _ratings(3000, n_users=300, n_items=50)
-    options = {"n_factors": 8, "epochs": 2, "batch_size": 256, "engine": "fused"}
+    options = {
+        "n_factors": 8,
+        "epochs": 2,
+        "batch_size": 256,
+        "engine": "fused",
+        "optimizer": optimizer,
+    }
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)

@@ -13,6 +13,7 @@ from latentrec import (
     ConfigError,
     DataError,
     DotConfig,
+    DotProductBias,
     EmbeddingNN,
     NNConfig,
     TrainConfig,
@@ -160,18 +161,21 @@ def _interrupted_after(monkeypatch, writes: int) -> None:
     monkeypatch.setattr(Checkpoints, "write", write)
 
 
+@pytest.mark.parametrize("optimizer", ["adagrad", "adamw"])
 @pytest.mark.parametrize("engine", ["autograd", "fused"])
 def test_a_run_resumed_from_a_checkpoint_ends_where_the_whole_run_does(
-    small_split, tmp_path, monkeypatch, engine
+    small_split, tmp_path, monkeypatch, engine, optimizer
 ):
     """Killed mid-epoch after its second checkpoint, the resumed run ends with the weights of
-    the uninterrupted one: model, optimiser, schedule, random states and position restored."""
+    the uninterrupted one, bit for bit: model, optimiser, schedule, random states and position
+    restored."""
     options = {
         "epochs": 3,
         "batch_size": 512,
         "dtype": "float64",
         "progress": False,
         "engine": engine,
+        "optimizer": optimizer,
     }
     whole, whole_history = fit(small_split, "dot", **options)
     steps_per_epoch = -(-whole_history.n_train // 512)
@@ -186,14 +190,16 @@ def test_a_run_resumed_from_a_checkpoint_ends_where_the_whole_run_does(
     assert history.resumed_from == 2 * every
     assert [e.epoch for e in history.epochs] == [1, 2, 3]
     for name, value in whole.state_dict().items():
-        assert torch.allclose(value, resumed.state_dict()[name], rtol=0, atol=1e-12), name
-    assert history.rmse == pytest.approx(whole_history.rmse, abs=1e-12)
+        assert torch.equal(value, resumed.state_dict()[name]), name
+    assert history.rmse == whole_history.rmse
 
 
 def test_resuming_with_other_options_or_data_says_what_differs(small_split, board, tmp_path):
     fit(small_split, "dot", epochs=1, checkpoint_every=1, checkpoint_dir=tmp_path, progress=False)
-    with pytest.raises(ConfigError, match=re.escape("lr 0.0075 -> 0.01")):
+    with pytest.raises(ConfigError, match=re.escape("lr 0.1 -> 0.01")):
         fit(small_split, "dot", epochs=1, lr=0.01, checkpoint_dir=tmp_path, resume=True)
+    with pytest.raises(ConfigError, match=re.escape("optimizer 'adagrad' -> 'adamw'")):
+        fit(small_split, "dot", epochs=1, optimizer="adamw", checkpoint_dir=tmp_path, resume=True)
     with pytest.raises(ConfigError, match="trained on other ratings"):
         fit(board, "dot", epochs=1, checkpoint_dir=tmp_path, resume=True)
     with pytest.raises(ConfigError, match="no checkpoint in"):
@@ -299,7 +305,23 @@ def test_typed_configs_train_the_model_keyword_options_do(board):
     assert typed.config == keywords.config and typed.config.n_factors == 8
     for mine, theirs in zip(typed.parameters(), keywords.parameters(), strict=True):
         assert torch.equal(mine, theirs)
-    assert typed_history.train_config.lr == TrainConfig.lr
+    adagrad = DotProductBias.optimizer_defaults["adagrad"]
+    assert typed_history.train_config.optimizer == "adagrad"
+    assert typed_history.train_config.lr == adagrad["lr"] != TrainConfig.lr
+
+
+def test_another_optimizer_brings_its_own_defaults_unless_told(board):
+    """--optimizer adamw trains with AdamW's lr, wd and epochs, not Adagrad's; options given
+    win over both."""
+    adamw = DotProductBias.optimizer_defaults["adamw"]
+    _, history = fit(board, "dot", optimizer="adamw", progress=False)
+    config = history.train_config
+    assert (config.optimizer, config.lr, config.wd) == ("adamw", adamw["lr"], adamw["wd"])
+    assert len(history.epochs) == adamw["epochs"]
+    _, history = fit(board, "dot", optimizer="adamw", lr=0.02, epochs=1, progress=False)
+    assert (history.train_config.lr, history.train_config.wd) == (0.02, adamw["wd"])
+    with pytest.raises(ConfigError, match="optimizer must be one of adamw, adagrad, got 'sgd'"):
+        fit(board, "dot", optimizer="sgd", progress=False)
 
 
 def test_each_model_trains_with_its_own_defaults_unless_told(board):

@@ -80,7 +80,8 @@ def test_the_same_seed_gives_the_same_trials_and_best(ratings):
     assert (first.best_options, first.best_value) == (again.best_options, again.best_value)
     assert first.trials[1].options != other.trials[1].options
     assert first.metric == "rmse" and first.best_value == min(t.value for t in first.trials)
-    assert first.trials[0].options == {"n_factors": 50, "lr": 0.0075, "wd": 0.5}  # defaults
+    defaults = latentrec.DotProductBias.optimizer_defaults["adagrad"]
+    assert first.trials[0].options == {"n_factors": 50, "lr": defaults["lr"], "wd": defaults["wd"]}
 
 
 def test_tune_splits_only_the_rows_it_is_given_per_user(ratings, monkeypatch):

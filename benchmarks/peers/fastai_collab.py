@@ -5,7 +5,9 @@ concatenated with an ``is_valid`` column and split with fastai's ColSplitter,
 so train rows form the training set and test rows the validation set
 (Categorify is fitted on the train rows only; unseen ids map to #na#).
 ``fit_seconds`` times the whole ``fit_one_cycle`` call (per-epoch validation
-included); ``train_seconds`` / ``valid_seconds`` split it by phase.
+included); ``train_seconds`` / ``valid_seconds`` split it by phase. ``--curve`` adds
+``curve``: after each epoch, [training seconds so far (validation left out), the
+validation RMSE (the square root of fastai's validation MSE loss)].
 torch defaults are kept (threads, denormals); ``--flush-denormal`` opts into
 flushing denormal floats to zero, which avoids a large CPU slowdown.
 The last line of stdout is a JSON object with the figures.
@@ -44,6 +46,9 @@ def parse_args(argv=None):
         help="torch.set_flush_denormal(True): on CPU, Adam/wd state of rarely seen "
         "embeddings decays into denormal floats, which can slow fit ~18x (off by default)",
     )
+    p.add_argument(
+        "--curve", action="store_true", help="also report the test RMSE after every epoch"
+    )
     return p.parse_args(argv)
 
 
@@ -75,12 +80,14 @@ def main(argv=None):
 
         def before_fit(self):
             self.train_s = self.valid_s = 0.0
+            self.train_s_by_epoch = []
 
         def before_train(self):
             self._t = time.perf_counter()
 
         def after_train(self):
             self.train_s += time.perf_counter() - self._t
+            self.train_s_by_epoch.append(self.train_s)
 
         def before_validate(self):
             self._t = time.perf_counter()
@@ -125,6 +132,9 @@ def main(argv=None):
         t0 = time.perf_counter()
         learn.fit_one_cycle(args.epochs, args.lr, wd=args.wd, cbs=timer)
         fit_seconds = time.perf_counter() - t0
+        # Recorder's [train loss, valid loss] of each epoch: the loss is MSELossFlat averaged
+        # over the validation rows (the test rows). Read now: get_preds starts them afresh.
+        valid_mse = [float(values[1]) for values in learn.recorder.values]
 
         # Test predictions, in test-file order, outside the timed region.
         test_dl = learn.dls.test_dl(test_df)
@@ -158,6 +168,11 @@ def main(argv=None):
         "fastai_version": fastai.__version__,
         "torch_version": torch.__version__,
     }
+    if args.curve:
+        result["curve"] = [
+            [seconds, float(np.sqrt(mse))]
+            for seconds, mse in zip(timer.train_s_by_epoch, valid_mse, strict=True)
+        ]
     print(json.dumps(result), flush=True)
 
 

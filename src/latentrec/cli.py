@@ -80,6 +80,7 @@ STEP_OPTIONS = {
     "effective_batch_size": "--effective-batch-size",
     "negatives": "--negatives",
     "checkpoint_every": "--checkpoint-every",
+    "optimizer": "--optimizer",
 }
 
 
@@ -419,6 +420,13 @@ def train(
             help="auto, fused (compiled CPU kernel, for models that have one) or autograd."
         ),
     ] = TrainConfig.engine,
+    optimizer: Annotated[
+        str | None,
+        typer.Option(
+            help="adagrad (row-wise: one number per table row, the dot model's default) or "
+            "adamw; each comes with its own --lr, --wd and --epochs defaults."
+        ),
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Save the model to this directory.")] = None,
     publish_to: Annotated[
         Path | None,
@@ -510,6 +518,7 @@ def train(
         "memory_budget": memory_budget,
         "negatives": negatives,
         "checkpoint_every": checkpoint_every,
+        "optimizer": optimizer,
         "rating_range": _rating_range(rating_range) if rating_range is not None else None,
     }
     model, given = _with_tuned(config, model, given)
@@ -682,6 +691,7 @@ def _info(history: History) -> dict[str, Any]:
         "mae": history.mae,
         "epochs": len(history.epochs),
         "train_seconds": history.train_seconds,
+        "setup_seconds": history.setup_seconds,
         "ratings_per_second": history.ratings_per_second,
         "n_train": history.n_train,
         "n_test": history.n_test,
@@ -695,6 +705,7 @@ def _info(history: History) -> dict[str, Any]:
         "accumulate": history.train_config.accumulate,
         # ratings per optimiser step over all processes: batch x accumulate x world size
         "effective_batch_size": history.train_config.samples_per_step * history.world_size,
+        "optimizer": history.train_config.optimizer,
         "lr": history.train_config.lr,
         "wd": history.train_config.wd,
         "seed": history.train_config.seed,
@@ -716,11 +727,10 @@ def _fmt(value: float | None) -> str:
 
 
 def _print_history(history: History) -> None:
-    table = Table(
-        title=f"{history.model_config.kind} model on {history.device} ({history.engine} engine)"
-    )
-    rated = any(e.test_rmse is not None for e in history.epochs) or history.n_test == 0
     solved = history.engine == "solve"
+    how = f"{history.engine} engine" + ("" if solved else f", {history.train_config.optimizer}")
+    table = Table(title=f"{history.model_config.kind} model on {history.device} ({how})")
+    rated = any(e.test_rmse is not None for e in history.epochs) or history.n_test == 0
     columns = ["iteration" if solved else "epoch", "train loss"]
     columns += ["test RMSE", "test MAE"] if rated else []
     for column in (*columns, "seconds"):

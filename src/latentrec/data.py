@@ -1012,6 +1012,9 @@ class SyntheticSpec:
     factors: int = 8
     noise: float = 0.5
     skew: float = 1.0
+    # 1: every (user, item) pair at most once (pairs drawn again until there are `ratings`
+    # distinct ones); 0: pairs repeat as their draws fall, as re-ratings would
+    distinct: int = 0
 
 
 def parse_synthetic(text: str) -> dict[str, Any]:
@@ -1039,7 +1042,9 @@ def synthetic_ratings(**options: Any) -> Ratings:
 
     User and item ids are drawn from Zipf-like distributions (weight of rank k is 1/k**skew),
     so a few popular items get most ratings, as in real catalogues. A (user, item) pair can
-    repeat, as a re-rating would. Deterministic for a seed.
+    repeat, as a re-rating would, unless `distinct=1` asks for each pair once (the same
+    popularity; a library that keeps one rating per pair then trains on all the rows).
+    Deterministic for a seed.
     """
     spec = SyntheticSpec(**options)
     for name in ("ratings", "users", "items", "factors"):
@@ -1047,9 +1052,20 @@ def synthetic_ratings(**options: Any) -> Ratings:
             raise DataError(
                 f"synthetic option {name} must be at least 1, got {getattr(spec, name)}"
             )
+    if spec.distinct not in (0, 1):
+        raise DataError(f"synthetic option distinct must be 0 or 1, got {spec.distinct}")
+    if spec.distinct and spec.ratings > spec.users * spec.items // 2:
+        raise DataError(
+            f"synthetic option distinct=1 asks for {spec.ratings:,} distinct pairs of "
+            f"{spec.users:,} users and {spec.items:,} items; ask for at most half of the "
+            f"{spec.users * spec.items:,} pairs there are"
+        )
     rng = np.random.default_rng(spec.seed)
-    user_index = _zipf_draw(rng, spec.users, spec.ratings, spec.skew)
-    item_index = _zipf_draw(rng, spec.items, spec.ratings, spec.skew)
+    if spec.distinct:
+        user_index, item_index = _distinct_pairs(rng, spec)
+    else:
+        user_index = _zipf_draw(rng, spec.users, spec.ratings, spec.skew)
+        item_index = _zipf_draw(rng, spec.items, spec.ratings, spec.skew)
     scale = 1.0 / np.sqrt(spec.factors)
     user_factors = rng.normal(0, 1, (spec.users, spec.factors)).astype(np.float32) * scale
     item_factors = rng.normal(0, 1, (spec.items, spec.factors)).astype(np.float32) * scale
@@ -1072,6 +1088,26 @@ def synthetic_ratings(**options: Any) -> Ratings:
     return Ratings(
         user_codes, item_codes, rating, users, items, source=f"synthetic:{_spec_text(spec)}"
     )
+
+
+def _distinct_pairs(rng: np.random.Generator, spec: SyntheticSpec) -> tuple[np.ndarray, np.ndarray]:
+    """`spec.ratings` distinct (user, item) pairs, each drawn as `synthetic_ratings` draws
+    pairs; a pair drawn again is dropped and more are drawn, in rounds, until there are
+    enough. The pairs keep the order they were first drawn in."""
+    users = np.empty(0, dtype=np.int64)
+    items = np.empty(0, dtype=np.int64)
+    new_per_draw = 1.0  # of the last round's draws, the share that were new pairs
+    while len(users) < spec.ratings:
+        # enough draws that the round's new pairs should cover what is missing
+        more = int((spec.ratings - len(users)) / new_per_draw * 1.1) + 1000
+        before = len(users)
+        users = np.concatenate([users, _zipf_draw(rng, spec.users, more, spec.skew)])
+        items = np.concatenate([items, _zipf_draw(rng, spec.items, more, spec.skew)])
+        _, first = np.unique(users * spec.items + items, return_index=True)
+        first.sort()
+        users, items = users[first], items[first]
+        new_per_draw = max((len(users) - before) / more, 1e-3)
+    return users[: spec.ratings], items[: spec.ratings]
 
 
 def _zipf_draw(rng: np.random.Generator, n: int, size: int, skew: float) -> np.ndarray:

@@ -11,8 +11,8 @@ its speed. This kernel does the same mathematics in place, row by row:
    each of its distinct rows in the step a gradient slot of its own (no sort: a slot array per
    table marks rows already seen) and adds the ratings' gradients into them in rating order, so
    no two threads write the same row and the sums are the same on every run and thread count;
-3. each lane applies lazy AdamW to its touched rows (the rule `RowSparseAdamW` applies), then
-   clears their slots for the next step.
+3. each lane applies the optimiser to its touched rows (lazy AdamW as `RowSparseAdamW`, or
+   row-wise Adagrad as `RowWiseAdagrad`), then clears their slots for the next step.
 
 The rows of large tables (and their entries in the slot arrays) are scattered over memory, so
 the passes that read them ask for them a few ratings ahead (`prefetch`), and the trips to memory
@@ -335,8 +335,8 @@ def gather(order, users, items, targets, out_users, out_items, out_targets):  # 
 
 @_inline
 def _adam_row(weight, moments, grad, row, slot, rule, constants):  # pragma: no cover
-    """Lazy AdamW on one row of weight from its slot's gradient, which it clears (the
-    arithmetic of `RowSparseAdamW`)."""
+    """Lazy AdamW on one row of weight from its slot's gradient (the arithmetic of
+    `RowSparseAdamW`)."""
     decay, step_size, beta1, one_minus_beta1, inv_correction2 = (
         rule[0],
         rule[1],
@@ -347,7 +347,6 @@ def _adam_row(weight, moments, grad, row, slot, rule, constants):  # pragma: no 
     beta2, one_minus_beta2, eps = constants[0], constants[1], constants[2]
     for f in range(weight.shape[1]):
         g = grad[slot, f]
-        grad[slot, f] = 0
         m = beta1 * moments[0, row, f] + one_minus_beta1 * g
         v = beta2 * moments[1, row, f] + one_minus_beta2 * g * g
         moments[0, row, f] = m
@@ -355,6 +354,31 @@ def _adam_row(weight, moments, grad, row, slot, rule, constants):  # pragma: no 
         weight[row, f] = weight[row, f] * decay - step_size * m / (
             np.sqrt(v * inv_correction2) + eps
         )
+
+
+@_inline
+def _adagrad_row(weight, total, grad, row, slot, rule, eps):  # pragma: no cover
+    """Row-wise Adagrad on one row of weight from its slot's gradient (the arithmetic of
+    `RowWiseAdagrad`): one accumulator, total[0, row, 0], for the whole row."""
+    decay, lr = rule[0], rule[1]
+    width = weight.shape[1]
+    squares = 0.0 * eps
+    for f in range(width):
+        squares += grad[slot, f] * grad[slot, f]
+    accumulated = total[0, row, 0] + squares / width
+    total[0, row, 0] = accumulated
+    step_size = lr / (np.sqrt(accumulated) + eps)
+    for f in range(width):
+        weight[row, f] = weight[row, f] * decay - step_size * grad[slot, f]
+
+
+@_inline
+def _update_row(weight, state, grad, row, slot, rule, constants):  # pragma: no cover
+    """The step's optimiser on one row: constants[6] says which (0 AdamW, 1 Adagrad)."""
+    if constants[6] == 0:
+        _adam_row(weight, state, grad, row, slot, rule, constants)
+    else:
+        _adagrad_row(weight, state, grad, row, slot, rule, constants[2])
 
 
 @_inline
@@ -395,18 +419,21 @@ def dot_steps(
         users, items, targets: the ratings in training order (int32 indexes, ratings).
         bounds: step boundaries in those arrays.
         hyper: per step (1 - lr * wd, lr / (1 - beta1^t), beta1, 1 - beta1, 1 / (1 - beta2^t),
-            2 * (high - low) / ratings in the step), t the optimiser's step count.
-        constants: (beta2, 1 - beta2, eps, low, high - low, 1).
-        moments: per table (user factors, user bias, item factors, item bias) a (2, rows, width)
-            array of Adam's first and second moments.
+            2 * (high - low) / ratings in the step), t the optimiser's step count; for Adagrad
+            the second is lr itself and the next three are unused.
+        constants: (beta2, 1 - beta2, eps, low, high - low, 1, optimiser: 0 AdamW, 1 Adagrad).
+        moments: per table (user factors, user bias, item factors, item bias) the optimiser's
+            state: AdamW's first and second moments, (2, rows, width); Adagrad's accumulator
+            per row, (1, rows, 1).
         slots: per side (users, items) an int64 array over the table's rows: the row's slot in
             this step, -1 when it has none (all -1 between steps).
         touched: per side, (lanes, largest step) rows in order of their slots; lanes is the
             call's thread count, which may change from call to call (the results do not).
         counts: (lanes, 2) distinct users and items of each lane in the step.
         grads: (per-rating logit gradient, user factor, user bias, item factor and item bias
-            gradients by slot: zero between steps; lane k's slots are rows k * largest step
-            onwards). `_owner` says which lane owns a row.
+            gradients by slot: any values between steps, each step writes before it adds;
+            lane k's slots are rows k * largest step onwards). `_owner` says which lane owns
+            a row.
 
     Returns:
         The sum of squared errors over all steps' ratings (before each step's update).
@@ -464,24 +491,36 @@ def dot_steps(
                 g = d_logit[r - start]
                 u = users[r]
                 i = items[r]
+                # a row's first rating in the step writes its slot, later ones add to it:
+                # the slots need no clearing between steps
                 if _owner(u, lanes) == lane:
                     if user_slot[u] < 0:
                         user_slot[u] = n_u
                         touched_users[lane, n_u] = u
+                        slot = lane * largest + n_u
                         n_u += 1
-                    slot = lane * largest + user_slot[u]
-                    for f in range(n_factors):
-                        grad_uf[slot, f] += g * item_factors[i, f]
-                    grad_ub[slot, 0] += g
+                        for f in range(n_factors):
+                            grad_uf[slot, f] = g * item_factors[i, f]
+                        grad_ub[slot, 0] = g
+                    else:
+                        slot = lane * largest + user_slot[u]
+                        for f in range(n_factors):
+                            grad_uf[slot, f] += g * item_factors[i, f]
+                        grad_ub[slot, 0] += g
                 if _owner(i, lanes) == lane:
                     if item_slot[i] < 0:
                         item_slot[i] = n_i
                         touched_items[lane, n_i] = i
+                        slot = lane * largest + n_i
                         n_i += 1
-                    slot = lane * largest + item_slot[i]
-                    for f in range(n_factors):
-                        grad_if[slot, f] += g * user_factors[u, f]
-                    grad_ib[slot, 0] += g
+                        for f in range(n_factors):
+                            grad_if[slot, f] = g * user_factors[u, f]
+                        grad_ib[slot, 0] = g
+                    else:
+                        slot = lane * largest + item_slot[i]
+                        for f in range(n_factors):
+                            grad_if[slot, f] += g * user_factors[u, f]
+                        grad_ib[slot, 0] += g
             counts[lane, 0] = n_u
             counts[lane, 1] = n_i
         # 3. each lane: lazy AdamW on its rows (after every gradient has read the old values)
@@ -491,28 +530,28 @@ def dot_steps(
                 if k + AHEAD < n_u:
                     ahead = touched_users[lane, k + AHEAD]
                     prefetch(user_factors, ahead)
-                    prefetch(m_uf[0], ahead)
-                    prefetch(m_uf[1], ahead)
-                    prefetch(m_ub[0], ahead)
-                    prefetch(m_ub[1], ahead)
+                    prefetch(user_bias, ahead)
+                    for m in range(len(m_uf)):
+                        prefetch(m_uf[m], ahead)
+                        prefetch(m_ub[m], ahead)
                 u = touched_users[lane, k]
                 slot = lane * largest + k
-                _adam_row(user_factors, m_uf, grad_uf, u, slot, rule, constants)
-                _adam_row(user_bias, m_ub, grad_ub, u, slot, rule, constants)
+                _update_row(user_factors, m_uf, grad_uf, u, slot, rule, constants)
+                _update_row(user_bias, m_ub, grad_ub, u, slot, rule, constants)
                 user_slot[u] = -1
             n_i = counts[lane, 1]
             for k in range(n_i):
                 if k + AHEAD < n_i:
                     ahead = touched_items[lane, k + AHEAD]
                     prefetch(item_factors, ahead)
-                    prefetch(m_if[0], ahead)
-                    prefetch(m_if[1], ahead)
-                    prefetch(m_ib[0], ahead)
-                    prefetch(m_ib[1], ahead)
+                    prefetch(item_bias, ahead)
+                    for m in range(len(m_if)):
+                        prefetch(m_if[m], ahead)
+                        prefetch(m_ib[m], ahead)
                 i = touched_items[lane, k]
                 slot = lane * largest + k
-                _adam_row(item_factors, m_if, grad_if, i, slot, rule, constants)
-                _adam_row(item_bias, m_ib, grad_ib, i, slot, rule, constants)
+                _update_row(item_factors, m_if, grad_if, i, slot, rule, constants)
+                _update_row(item_bias, m_ib, grad_ib, i, slot, rule, constants)
                 item_slot[i] = -1
     return total
 

@@ -1,9 +1,15 @@
-"""Row-sparse AdamW and one optimiser step of a model over index tensors.
+"""Row-sparse optimisers and one optimiser step of a model over index tensors.
 
 Each micro-batch looks up only the distinct embedding rows it needs, as leaf tensors; autograd
 gives their gradients, which become row-sparse gradients of the tables; the optimiser updates
-just those rows (lazy AdamW). A step's cost grows with the batch, not with the tables. Dense
-layers (the nn model's) get ordinary AdamW.
+just those rows. A step's cost grows with the batch, not with the tables. Two optimisers:
+
+- "adamw": lazy AdamW, two moments per weight (dense layers, such as the nn model's, get
+  ordinary AdamW);
+- "adagrad": row-wise Adagrad, the rule embedding tables at scale train with: one accumulator
+  per table row (the mean of its squared gradients, added up over steps), so a step reads and
+  writes a touched row's weights and one number beside them, about a third of AdamW's traffic
+  (dense layers get element-wise Adagrad).
 
 Accumulation is exact: each micro-batch's summed loss is divided by the size of its whole group,
 so the gradients added over a group equal the gradient of the group's mean loss, also for a
@@ -13,6 +19,7 @@ short last group.
 from __future__ import annotations
 
 import contextlib
+from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
@@ -26,9 +33,30 @@ from latentrec.models import LatentModel, zeros_in_huge_pages
 # Adam's defaults for every model (TrainConfig reads them from here)
 BETAS = (0.9, 0.99)
 EPS = 1e-5
+OPTIMIZERS = ("adamw", "adagrad")
 
 
-class RowSparseAdamW(torch.optim.Optimizer):
+class _RowOptimizer:
+    """What these optimisers take of `torch.optim.Optimizer`: `param_groups` (each group the
+    defaults with its own settings on top) and `state` (per parameter, created on first use).
+
+    Not a subclass: building a `torch.optim.Optimizer` imports torch's compiler stack
+    (torch._dynamo), over a second of a process's first fit, several times the whole training
+    on the bundled sample.
+    """
+
+    def __init__(self, params, defaults: dict[str, Any]) -> None:
+        self.defaults = dict(defaults)
+        groups = list(params)
+        if groups and not isinstance(groups[0], dict):
+            groups = [{"params": groups}]
+        self.param_groups = [
+            {**self.defaults, **group, "params": list(group["params"])} for group in groups
+        ]
+        self.state: defaultdict[Tensor, dict[str, Any]] = defaultdict(dict)
+
+
+class RowSparseAdamW(_RowOptimizer):
     """AdamW that updates only the rows present in a sparse gradient; dense grads as usual.
 
     Sparse gradients (embedding tables) follow lazy Adam: the moments and the decoupled weight
@@ -113,20 +141,92 @@ def _sparse_update(p, grad, moments, lr, beta1, beta2, eps, wd, c1, c2) -> None:
     p.index_copy_(0, rows, weights)
 
 
+class RowWiseAdagrad(_RowOptimizer):
+    """Adagrad with one accumulator per row of an embedding table; dense params element-wise.
+
+    A touched row r of width F with gradient g (its sum over the step's micro-batches):
+
+        acc[r] += mean(g ** 2)                                  (one number per row)
+        w[r] = w[r] * (1 - lr * wd) - lr * g / (sqrt(acc[r]) + eps)
+
+    Lazy, as `RowSparseAdamW`: rows absent from a step keep their weights and accumulator.
+    The state lives in `state["moments"]`, shaped (1, rows, 1) for a table and (1, *shape) for
+    a dense parameter, so checkpoints and the fused kernel treat both optimisers alike.
+    """
+
+    def __init__(
+        self, params, lr: float = 1e-2, eps: float = EPS, weight_decay: float = 0.0
+    ) -> None:
+        defaults = {"lr": lr, "eps": eps, "weight_decay": weight_decay, "betas": BETAS}
+        super().__init__(params, defaults)
+
+    def state_for(self, p: Tensor) -> dict[str, Any]:
+        """The state of parameter p (step count and accumulator), created on first use."""
+        state = self.state[p]
+        if not state:
+            state["step"] = 0
+            shape = (1, p.shape[0], 1) if self._is_table(p) else (1, *p.shape)
+            state["moments"] = zeros_in_huge_pages(shape, p.dtype, p.device)
+        return state
+
+    def _is_table(self, p: Tensor) -> bool:
+        return any(
+            group.get("rows") and any(q is p for q in group["params"])
+            for group in self.param_groups
+        )
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> None:  # type: ignore[override]
+        for group in self.param_groups:
+            lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state_for(p)
+                state["step"] += 1
+                grad = p.grad
+                if not group.get("rows"):
+                    _dense_adagrad(p, grad, state["moments"][0], lr, eps, wd)
+                    continue
+                if not grad.is_sparse:
+                    grad = _touched_rows(grad)
+                _sparse_adagrad(p, grad, state["moments"][0], lr, eps, wd)
+
+
+def _dense_adagrad(p, grad, total, lr, eps, wd) -> None:
+    total.addcmul_(grad, grad)
+    p.mul_(1 - lr * wd).addcdiv_(grad, total.sqrt().add_(eps), value=-lr)
+
+
+def _sparse_adagrad(p, grad, total, lr, eps, wd) -> None:
+    if not grad.is_coalesced():
+        grad = grad.coalesce()
+    rows, values = grad._indices()[0], grad._values()
+    row_total = total.index_select(0, rows).add_(values.square().mean(1, keepdim=True))
+    total.index_copy_(0, rows, row_total)
+    weights = p.index_select(0, rows).mul_(1 - lr * wd)
+    weights.addcdiv_(values, row_total.sqrt_().add_(eps), value=-lr)
+    p.index_copy_(0, rows, weights)
+
+
 def make_optimizer(
     net: LatentModel,
     lr: float,
     betas: tuple[float, float],
     eps: float,
     weight_decay: float,
-) -> RowSparseAdamW:
-    """RowSparseAdamW over the model: embedding tables get sparse updates, the rest dense."""
+    kind: str = "adamw",
+) -> RowSparseAdamW | RowWiseAdagrad:
+    """The optimiser `kind` ("adamw" or "adagrad") over the model: embedding tables get
+    row-sparse updates, the rest dense."""
     tables = [table.weight for table in net.tables().values()]
     table_ids = {id(weight) for weight in tables}
     dense = [p for p in net.parameters() if id(p) not in table_ids]
     groups: list[dict[str, Any]] = [{"params": tables, "rows": True}]
     if dense:
         groups.append({"params": dense})
+    if kind == "adagrad":
+        return RowWiseAdagrad(groups, lr=lr, eps=eps, weight_decay=weight_decay)
     return RowSparseAdamW(groups, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
 
 
@@ -148,7 +248,7 @@ class StepRunner:
         items: Tensor,
         ratings: Tensor,
         batch_size: int,
-        optimizer: torch.optim.Optimizer,
+        optimizer: RowSparseAdamW | RowWiseAdagrad,
         negatives: int = 0,
         generator: torch.Generator | None = None,
         ddp: nn.Module | None = None,
@@ -319,9 +419,10 @@ class FusedEngine:
     kernel (`fused.py`), for models that declare the "fused" engine and give their weights by
     `fused_tables()` (user factors and bias, item factors and bias).
 
-    The same mathematics as `StepRunner` with `RowSparseAdamW` (each step's mean squared error,
-    lazy AdamW on the rows it touches), without materialising (batch x factors) tensors. A
-    step has no micro-batches: its scratch memory is O(step size x factors) whatever the step.
+    The same mathematics as `StepRunner` with `RowSparseAdamW` or `RowWiseAdagrad` (each step's
+    mean squared error, the optimiser on the rows it touches), without materialising
+    (batch x factors) tensors. A step has no micro-batches: its scratch memory is
+    O(step size x factors) whatever the step.
 
     Args:
         step_size: ratings per optimiser step.
@@ -338,7 +439,7 @@ class FusedEngine:
         items: Tensor,
         ratings: Tensor,
         step_size: int,
-        optimizer: RowSparseAdamW,
+        optimizer: RowSparseAdamW | RowWiseAdagrad,
         on_step: Callable[[], None],
     ) -> None:
         self.optimizer, self.on_step = optimizer, on_step
@@ -358,7 +459,10 @@ class FusedEngine:
         group = optimizer.param_groups[0]
         beta2, eps = group["betas"][1], group["eps"]
         dtype = self.tables[0].dtype
-        self.constants = np.array([beta2, 1 - beta2, eps, low, high - low, 1.0], dtype=dtype)
+        self.adagrad = isinstance(optimizer, RowWiseAdagrad)
+        self.constants = np.array(
+            [beta2, 1 - beta2, eps, low, high - low, 1.0, float(self.adagrad)], dtype=dtype
+        )
         self.span = high - low
         # the most threads a call runs; each runs as many as other processes leave cores free
         # for (`fused.free_threads`), and every count gives the same model and loss
@@ -406,6 +510,8 @@ class FusedEngine:
             state["step"] += 1
             step = state["step"]
         lr, (beta1, beta2), wd = group["lr"], group["betas"], group["weight_decay"]
+        if self.adagrad:
+            return (1 - lr * wd, lr, 0.0, 0.0, 0.0, 2 * self.span / size)
         return (
             1 - lr * wd,
             lr / (1 - beta1**step),

@@ -39,8 +39,11 @@ from latentrec.models import (
 from latentrec.optim import (
     BETAS,
     EPS,
+    OPTIMIZERS,
     AutogradEngine,
     FusedEngine,
+    RowSparseAdamW,
+    RowWiseAdagrad,
     StepRunner,
     make_optimizer,
     training_forward,
@@ -74,6 +77,9 @@ class TrainConfig:
             rating prediction; a few (8 with 20 epochs, lr 0.01, wd 0.1) train for top-N
             ranking, where what a user chooses to rate matters.
         device: "auto" (CUDA when present), "cpu" or "cuda".
+        optimizer: "adamw" (lazy AdamW: two moments per weight) or "adagrad" (row-wise
+            Adagrad: one accumulator per table row, a third of AdamW's memory traffic per
+            step; see `latentrec.optim`). Both run in both engines.
         engine: "fused" runs the dot model's steps on the CPU in one compiled kernel (same
             mathematics, several times faster); "autograd" runs every model through PyTorch's
             autograd; "auto" picks fused where it applies (dot model, CPU, no negatives).
@@ -101,6 +107,7 @@ class TrainConfig:
     negatives: int = 0
     engine: str = "auto"
     checkpoint_every: int | None = None
+    optimizer: str = "adamw"
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "accumulate"):
@@ -142,6 +149,10 @@ class TrainConfig:
             )
         if self.engine not in ENGINES:
             raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(
+                f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
+            )
         if not 0.0 < self.pct_start < 1.0:
             raise ConfigError(f"pct_start must be between 0 and 1, got {self.pct_start}")
         # Adam's first step scales lr by 1 / (1 - beta1): beyond the dtype it cannot even start
@@ -167,8 +178,13 @@ class TrainConfig:
     @classmethod
     def for_model(cls, model: str = DEFAULT_MODEL, **changes: Any) -> TrainConfig:
         """The training defaults for a model (the general ones, with those the model declares
-        in its `train_defaults`), with `changes` on top."""
-        return cls(**{**model_class(model).train_defaults, **changes})
+        in its `train_defaults` and, for the optimiser it trains with, in its
+        `optimizer_defaults`), with `changes` on top."""
+        model_cls = model_class(model)
+        defaults = dict(model_cls.train_defaults)
+        optimizer = changes.get("optimizer", defaults.get("optimizer", cls.optimizer))
+        defaults |= model_cls.optimizer_defaults.get(optimizer, {})
+        return cls(**{**defaults, **changes})
 
 
 @dataclass
@@ -197,6 +213,8 @@ class History:
     engine: str = "autograd"
     world_size: int = 1
     resumed_from: int | None = None
+    # seconds fit spent before the first epoch (configs, model, engine, optimiser state)
+    setup_seconds: float = 0.0
 
     @property
     def ratings_per_second(self) -> float:
@@ -388,6 +406,7 @@ def fit(
     Returns:
         The trained model (in eval mode) and its `History`.
     """
+    called = time.perf_counter()
     train, test, cold = _unpack(data)
     if len(train) == 0:
         raise DataError("there are no training ratings to fit")
@@ -482,6 +501,7 @@ def fit(
         _Progress(replace(config, progress=show), config.epochs * trainer.steps_per_epoch) as bar,
     ):
         bar.update(trainer.schedule.steps_done, float("nan"))
+        history.setup_seconds = time.perf_counter() - called
         for epoch in range(start_epoch, config.epochs):
             started = time.perf_counter()
             train_loss = trainer.run_epoch(epoch, bar, start_step, loss_so_far)
@@ -508,7 +528,7 @@ def fit(
 def _check_memory(model_config: ModelConfig, config: TrainConfig, device: torch.device) -> None:
     """Refuse, before allocating, a model whose training does not fit in the memory available
     (CPU; CUDA reports its own out-of-memory errors) or, for a solved model, in the memory
-    budget: weights and Adam's two moments with a step's activations and their gradients, or
+    budget: weights and the optimiser's state with a step's activations and their gradients, or
     the matrices a solve keeps."""
     itemsize = config.torch_dtype.itemsize
     solve = model_config.solve_bytes(itemsize)
@@ -520,7 +540,9 @@ def _check_memory(model_config: ModelConfig, config: TrainConfig, device: torch.
     else:
         widths = model_config.step_width()
         per_step = 4 * config.batch_size * (1 + config.negatives) * widths  # values, grads, copies
-        needed = (3 * model_config.parameter_count() + per_step) * itemsize
+        # AdamW keeps two numbers per weight; row-wise Adagrad at most one
+        copies = 2 if config.optimizer == "adagrad" else 3
+        needed = (copies * model_config.parameter_count() + per_step) * itemsize
         what = "for its weights, optimiser state and a training step"
     if available is None or needed <= available:
         return
@@ -698,7 +720,11 @@ class OneCycle:
     beta1 moves the other way, from 0.95 down to 0.85 and back. Robust to a handful of steps."""
 
     def __init__(
-        self, optimizer: torch.optim.Optimizer, lr: float, total_steps: int, pct_start: float
+        self,
+        optimizer: RowSparseAdamW | RowWiseAdagrad,
+        lr: float,
+        total_steps: int,
+        pct_start: float,
     ) -> None:
         self.optimizer, self.lr, self.pct_start = optimizer, lr, pct_start
         self.total_steps = max(total_steps, 1)
@@ -754,7 +780,9 @@ class _Trainer:
         self.n = len(train)
         self.step_size = config.samples_per_step * context.world_size
         self.steps_per_epoch = math.ceil(self.n / self.step_size)
-        self.optimizer = make_optimizer(net, config.lr, config.betas, config.eps, config.wd)
+        self.optimizer = make_optimizer(
+            net, config.lr, config.betas, config.eps, config.wd, config.optimizer
+        )
         self.schedule = OneCycle(
             self.optimizer, config.lr, config.epochs * self.steps_per_epoch, config.pct_start
         )

@@ -324,6 +324,9 @@ class LatentModel(nn.Module):
         extras: optional abilities beyond ranking, prediction, similarity and fold-in:
             "biases" (`item_biases`), "map" (a 2-D map of `item_vectors`).
         train_defaults: `TrainConfig` fields it trains better with than the general defaults.
+        optimizer_defaults: per optimiser ("adamw", "adagrad"), the fields it trains better
+            with under that optimiser (its lr, wd, epochs), over `train_defaults`: a user who
+            picks another optimiser gets that optimiser's settings, not the default one's.
     """
 
     Config: ClassVar[type[ModelConfig]] = ModelConfig
@@ -331,6 +334,7 @@ class LatentModel(nn.Module):
     predicts_ratings: ClassVar[bool] = True
     extras: ClassVar[frozenset[str]] = frozenset({"map"})
     train_defaults: ClassVar[Mapping[str, Any]] = MappingProxyType({})
+    optimizer_defaults: ClassVar[Mapping[str, Mapping[str, Any]]] = MappingProxyType({})
     user_tables: ClassVar[tuple[str, ...]] = ()
     item_tables: ClassVar[tuple[str, ...]] = ()
 
