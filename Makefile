@@ -58,7 +58,8 @@ peers:
 	bash benchmarks/setup_peers.sh
 
 bench: install peers
-	$(BIN)/python benchmarks/compare.py --repeats 3 --cases dot,nn,mf,scale-1m,scale-5m,scale-25m
+	$(BIN)/python benchmarks/compare.py --repeats 3 --cases dot,nn,mf,scale-1m,scale-5m,scale-25m,curve-5m,curve-25m
+	$(BIN)/python benchmarks/bytes_per_rating.py --data scale-25m --repeats 3
 	$(BIN)/python benchmarks/train_speed.py --ratings 5000000 --users 100000 --items 20000 --repeats 3
 
 bench-quick: install peers

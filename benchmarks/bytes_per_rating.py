@@ -76,8 +76,8 @@ def step_bytes(optimizer: str, b: float, u: float, i: float, f: int, lanes: int)
     """Bytes one step moves, by pass and by kind (tables or step buffers)."""
     row = f * FLOAT  # one factor row
     rows = u + i  # touched rows, each side
-    # the step's ratings gathered in shuffled order (its position, then user, item and target
-    # read at random, written side by side), then the factor rows and biases they name
+    # the step's ratings gathered in shuffled order (its position, then its (user, item,
+    # target) record read at random, written side by side), then the rows and biases they name
     forward_tables = b * (8 + 2 * INDEX + FLOAT) + b * (2 * row + 2 * FLOAT)
     forward_buffers = b * (2 * INDEX + FLOAT) + b * (2 * INDEX + 2 * FLOAT)  # d_logit written
     # every lane reads every rating and both slot entries; the owner reads the other row

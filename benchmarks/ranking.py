@@ -52,10 +52,10 @@ SYSTEMS: dict[str, tuple] = {
         "implicit",
         ["--model", "bpr", "--factors", "128", "--iterations", "200"],
     ),
-    "latentrec dot (--negatives 8 --epochs 20 --lr 0.01 --wd 0.1)": (
+    "latentrec dot (--negatives 8 --epochs 20 --lr 0.01 --wd 0.1 --optimizer adamw)": (
         "latentrec",
         "dot",
-        {"negatives": 8, "epochs": 20, "lr": 0.01, "wd": 0.1},
+        {"negatives": 8, "epochs": 20, "lr": 0.01, "wd": 0.1, "optimizer": "adamw"},
     ),
     "latentrec dot (defaults, rating prediction)": ("latentrec", "dot", {}),
 }

@@ -38,6 +38,8 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from latentrec.models import zeros_in_huge_pages
+
 try:
     import numba
     from llvmlite import ir
@@ -318,19 +320,28 @@ def permutation(n: int, seed: int, parallel: bool = True) -> np.ndarray:
     return out
 
 
+def packed_ratings(users: np.ndarray, items: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """The ratings as one array of (user, item, rating) records: reading a rating at random
+    is then one trip to memory, not three."""
+    record = np.dtype([("user", np.int32), ("item", np.int32), ("rating", targets.dtype)])
+    # read at random, as the tables are: huge pages spare a page walk per rating
+    memory = zeros_in_huge_pages((len(users) * record.itemsize,), torch.uint8).numpy()
+    packed = memory.view(record)
+    packed["user"], packed["item"], packed["rating"] = users, items, targets
+    return packed
+
+
 @_kernel
-def gather(order, users, items, targets, out_users, out_items, out_targets):  # pragma: no cover
-    """out_*[k] = *[order[k]] for the first len(order) entries, on all threads."""
+def gather(order, packed, out_users, out_items, out_targets):  # pragma: no cover
+    """out_*[k] = the user, item and rating of packed[order[k]] for the first len(order)
+    entries (`packed_ratings`), on all threads."""
     for k in prange(len(order)):
         if k + AHEAD < len(order):
-            ahead = order[k + AHEAD]
-            prefetch(users, ahead)
-            prefetch(items, ahead)
-            prefetch(targets, ahead)
-        row = order[k]
-        out_users[k] = users[row]
-        out_items[k] = items[row]
-        out_targets[k] = targets[row]
+            prefetch(packed, order[k + AHEAD])
+        record = packed[order[k]]
+        out_users[k] = record.user
+        out_items[k] = record.item
+        out_targets[k] = record.rating
 
 
 @_inline
@@ -379,6 +390,29 @@ def _update_row(weight, state, grad, row, slot, rule, constants):  # pragma: no 
         _adam_row(weight, state, grad, row, slot, rule, constants)
     else:
         _adagrad_row(weight, state, grad, row, slot, rule, constants[2])
+
+
+@_inline
+def _add_gradient(
+    slots, touched, lane, n, largest, row, other_factors, other, g, grad_factors, grad_bias
+):  # pragma: no cover - compiled
+    """Add one rating's gradient (g times the other side's factors; g for the bias) to the
+    lane's slot of `row`, giving the row its slot (the lane's n-th) when it has none: its first
+    rating writes the slot, later ones add to it, so slots are never cleared. Returns the
+    lane's count of rows with slots."""
+    if slots[row] < 0:
+        slots[row] = n
+        touched[lane, n] = row
+        slot = lane * largest + n
+        for f in range(grad_factors.shape[1]):
+            grad_factors[slot, f] = g * other_factors[other, f]
+        grad_bias[slot, 0] = g
+        return n + 1
+    slot = lane * largest + slots[row]
+    for f in range(grad_factors.shape[1]):
+        grad_factors[slot, f] += g * other_factors[other, f]
+    grad_bias[slot, 0] += g
+    return n
 
 
 @_inline
@@ -443,7 +477,6 @@ def dot_steps(
     touched_users, touched_items = touched
     d_logit, grad_uf, grad_ub, grad_if, grad_ib = grads
     m_uf, m_ub, m_if, m_ib = moments
-    n_factors = user_factors.shape[1]
     lanes = counts.shape[0]
     largest = touched_users.shape[1]
     block_loss = np.zeros(_LOSS_BLOCKS)
@@ -453,9 +486,9 @@ def dot_steps(
         size = stop - start
         rule = hyper[step]
         scale = rule[5]
+        share = (size + _LOSS_BLOCKS - 1) // _LOSS_BLOCKS
         # 1. the forward pass, in a fixed number of blocks: their losses are summed in block
         # order, so the loss, like the weights, is the same on any number of threads
-        share = (size + _LOSS_BLOCKS - 1) // _LOSS_BLOCKS
         for block in prange(_LOSS_BLOCKS):
             block_sum = 0.0
             end = min(start + (block + 1) * share, stop)
@@ -468,61 +501,59 @@ def dot_steps(
                 u = users[r]
                 i = items[r]
                 logit = user_bias[u, 0] + item_bias[i, 0]
-                for f in range(n_factors):
+                for f in range(user_factors.shape[1]):
                     logit += user_factors[u, f] * item_factors[i, f]
                 s = one / (one + np.exp(-logit))
                 error = low + span * s - targets[r]
                 d_logit[r - start] = scale * error * s * (one - s)
                 block_sum += np.float64(error * error)
             block_loss[block] = block_sum
-        for block in range(_LOSS_BLOCKS):
-            total += block_loss[block]
-        # 2. each lane gives each of its own rows a slot the first time it meets it, and adds
-        # the ratings' gradients into them in rating order
+        # 2. each lane gives each of its own rows a slot the first time it meets it, and
+        # adds the ratings' gradients into them in rating order
         for lane in prange(lanes):
             n_u = 0
             n_i = 0
             for r in range(start, stop):
-                # the slot arrays span the catalogue: at scale a lookup is a trip to memory,
-                # and asking ahead lets those trips overlap
+                # the slot arrays span the catalogue: at scale a lookup is a trip to
+                # memory, and asking ahead lets those trips overlap
                 if r + AHEAD < stop:
                     prefetch(user_slot, users[r + AHEAD])
                     prefetch(item_slot, items[r + AHEAD])
                 g = d_logit[r - start]
                 u = users[r]
                 i = items[r]
-                # a row's first rating in the step writes its slot, later ones add to it:
-                # the slots need no clearing between steps
                 if _owner(u, lanes) == lane:
-                    if user_slot[u] < 0:
-                        user_slot[u] = n_u
-                        touched_users[lane, n_u] = u
-                        slot = lane * largest + n_u
-                        n_u += 1
-                        for f in range(n_factors):
-                            grad_uf[slot, f] = g * item_factors[i, f]
-                        grad_ub[slot, 0] = g
-                    else:
-                        slot = lane * largest + user_slot[u]
-                        for f in range(n_factors):
-                            grad_uf[slot, f] += g * item_factors[i, f]
-                        grad_ub[slot, 0] += g
+                    n_u = _add_gradient(
+                        user_slot,
+                        touched_users,
+                        lane,
+                        n_u,
+                        largest,
+                        u,
+                        item_factors,
+                        i,
+                        g,
+                        grad_uf,
+                        grad_ub,
+                    )
                 if _owner(i, lanes) == lane:
-                    if item_slot[i] < 0:
-                        item_slot[i] = n_i
-                        touched_items[lane, n_i] = i
-                        slot = lane * largest + n_i
-                        n_i += 1
-                        for f in range(n_factors):
-                            grad_if[slot, f] = g * user_factors[u, f]
-                        grad_ib[slot, 0] = g
-                    else:
-                        slot = lane * largest + item_slot[i]
-                        for f in range(n_factors):
-                            grad_if[slot, f] += g * user_factors[u, f]
-                        grad_ib[slot, 0] += g
+                    n_i = _add_gradient(
+                        item_slot,
+                        touched_items,
+                        lane,
+                        n_i,
+                        largest,
+                        i,
+                        user_factors,
+                        u,
+                        g,
+                        grad_if,
+                        grad_ib,
+                    )
             counts[lane, 0] = n_u
             counts[lane, 1] = n_i
+        for block in range(_LOSS_BLOCKS):
+            total += block_loss[block]
         # 3. each lane: lazy AdamW on its rows (after every gradient has read the old values)
         for lane in prange(lanes):
             n_u = counts[lane, 0]

@@ -450,10 +450,12 @@ class FusedEngine:
         # numpy views share the tensors' memory: the kernel updates model and state in place
         self.tables = tuple(p.detach().numpy() for p in self.params)
         self.moments = tuple(optimizer.state_for(p)["moments"].numpy() for p in self.params)
-        # int32 indexes halve the memory traffic of the kernel's passes over a step
-        self.users = users.numpy().astype(np.int32)
-        self.items = items.numpy().astype(np.int32)
+        # int32 indexes halve the memory traffic of the kernel's passes over a step, and one
+        # record per rating makes each read of a rating in shuffled order one trip to memory
         self.ratings = ratings.numpy()
+        self.packed = fused.packed_ratings(
+            users.numpy().astype(np.int32), items.numpy().astype(np.int32), self.ratings
+        )
         self.ordered = (np.empty(0, np.int32), np.empty(0, np.int32), self.ratings[:0].copy())
         low, high = y_range
         group = optimizer.param_groups[0]
@@ -538,7 +540,7 @@ class FusedEngine:
         lanes = fused.free_threads(self.threads)
         touched, counts = self.lane_views[lanes]
         with fused.threads(lanes):
-            fused.gather(order, self.users, self.items, self.ratings, users, items, ratings)
+            fused.gather(order, self.packed, users, items, ratings)
         bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         hyper = hyper.astype(self.constants.dtype)
         with torch.no_grad(), fused.threads(lanes):

@@ -74,7 +74,7 @@ class TrainConfig:
         dtype: "float32" or "float64" for the model and the arithmetic.
         negatives: per rating, this many (user, random item) pairs whose target is the bottom
             of the model's prediction range (`y_range`, below the lowest rating). 0 trains for
-            rating prediction; a few (8 with 20 epochs, lr 0.01, wd 0.1) train for top-N
+            rating prediction; a few (8 with 20 epochs, lr 0.01, wd 0.1, AdamW) train for top-N
             ranking, where what a user chooses to rate matters.
         device: "auto" (CUDA when present), "cpu" or "cuda".
         optimizer: "adamw" (lazy AdamW: two moments per weight) or "adagrad" (row-wise
