@@ -51,17 +51,20 @@ SAMPLE_BAYES_PEERS = (
     ("myFM 100 @ movielens-small", "myFM (implicit features, 100 samples)"),
     ("myFM @ movielens-small", "myFM (200 samples)"),
     ("myFM plain @ movielens-small", "myFM plain"),
-    ("latentrec dot @ movielens-small", "latentrec `dot`"),
 )
-SAMPLE_BAYES_SPEED_PEERS = SAMPLE_BAYES_PEERS[:3]
+SAMPLE_BAYES_SPEED_PEERS = SAMPLE_BAYES_PEERS
 
 
-def scale_peers(size: str) -> tuple[tuple[str, str], ...]:
-    """compare.py's peers of one synthetic scale case."""
-    return (
-        (f"cornac mf 1 epoch @ synthetic {size}", "cornac MF"),
-        (f"surprise svd 1 epoch @ synthetic {size}", "Surprise SVD"),
-    )
+DISTINCT_PEERS = (
+    ("cornac mf 1 epoch @ synthetic 25M distinct", "cornac MF (1 thread)"),
+    ("latentrec dot adamw 1 epoch @ synthetic 25M distinct", "latentrec with AdamW"),
+)
+# compare.py's time-to-accuracy systems (of its curve cases) and how the table names them
+CURVE_PEERS = (
+    ("cornac mf 20 epochs", "cornac MF"),
+    ("surprise svd 20 epochs", "Surprise SVD"),
+    ("fastai dot bs4096 5 epochs", "fastai (batch 4096)"),
+)
 
 
 @dataclass(frozen=True)
@@ -113,16 +116,56 @@ class Row:
 
 
 def compare_row(
-    what: str, folder: Path, system: str, peers: tuple[tuple[str, str], ...], field: str
+    what: str,
+    folder: Path,
+    system: str,
+    peers: tuple[tuple[str, str], ...],
+    field: str,
+    busy: bool = False,
 ) -> Row:
-    """A row from compare.py's summary: `field` of latentrec's `system` and of its peers."""
+    """A row from compare.py's summary: `field` of latentrec's `system` and of its peers, from
+    a run beside busy-copy processes (`busy`) or from a quiet one."""
     wanted = [system, *(name for name, _ in peers)]
-    found = newest("compare", folder, lambda r: all(s in r.systems() for s in wanted))
+
+    def holds(result: Result) -> bool:
+        loaded = bool(result.data.get("busy_copy"))
+        return loaded == busy and all(s in result.systems() for s in wanted)
+
+    found = newest("compare", folder, holds)
     by_system = found.systems()
     formats = {"rmse": "{:.4f}", "train_seconds": "{:.2f} s", "peak_rss_mib": "{:,.0f} MiB"}
     shown = formats[field].format
     peer_text = ", ".join(f"{label} {shown(by_system[name][field])}" for name, label in peers)
     return Row(what, shown(by_system[system][field]), peer_text, found)
+
+
+def curve_row(what: str, folder: Path, case: str) -> Row:
+    """A row from a compare.py curve case: the seconds each system needs to reach the best
+    final test RMSE of the peers (quiet runs)."""
+
+    def holds(result: Result) -> bool:
+        return case in result.data.get("curves", {}) and not result.data.get("busy_copy")
+
+    found = newest("compare", folder, holds)
+    curve = found.data["curves"][case]
+    by_system = {row["system"].split(" @ ")[0]: row for row in curve["rows"]}
+    mine = by_system[curve["latentrec"].split(" @ ")[0]]
+
+    def reached(row: dict) -> str:
+        seconds = row["seconds_to_target"]
+        if seconds is not None:
+            return f"{seconds:.2f} s"
+        end, rmse = row["curve"][-1]
+        return f"not reached (RMSE {rmse:.4f} after {len(row['curve'])} epochs, {end:.2f} s)"
+
+    peers = []
+    for name, label in CURVE_PEERS:
+        if name in by_system:
+            row = by_system[name]
+            ratio = f" ({row['vs_latentrec']:.1f}x)" if row["vs_latentrec"] else ""
+            peers.append(f"{label} {reached(row)}{ratio}")
+    target = f"{what} (test RMSE {curve['target']:.4f})"
+    return Row(target, reached(mine), ", ".join(peers), found)
 
 
 def rows(folder: Path) -> list[Row]:
@@ -200,31 +243,43 @@ def rows(folder: Path) -> list[Row]:
             "rmse",
         ),
         compare_row(
-            "Training time, `dot`, bundled MovieLens sample (5 epochs)",
+            "Training time, `dot`, bundled MovieLens sample (defaults: 3 epochs)",
             folder,
             SAMPLE_DOT,
             SAMPLE_SPEED_PEERS,
             "train_seconds",
         ),
-        compare_row(
-            "One epoch, 5M synthetic ratings (100 factors, batch 4096)",
+        curve_row(
+            "Time to the best peer's final accuracy, 5M synthetic ratings without repeated "
+            "pairs (100 factors; peers' own epochs: cornac and Surprise 20, fastai 5)",
             folder,
-            "latentrec dot 1 epoch @ synthetic 5M",
-            scale_peers("5M"),
+            "curve-5m",
+        ),
+        curve_row(
+            "The same, 25M synthetic ratings (160,000 users x 60,000 items)",
+            folder,
+            "curve-25m",
+        ),
+        compare_row(
+            "One epoch, 25M synthetic ratings without repeated pairs (100 factors, batch 4096)",
+            folder,
+            "latentrec dot 1 epoch @ synthetic 25M distinct",
+            DISTINCT_PEERS,
             "train_seconds",
         ),
         compare_row(
-            "One epoch, 25M synthetic ratings (160,000 users x 60,000 items)",
+            "The same beside a process copying 1 GiB arrays (memory bandwidth saturated)",
             folder,
-            "latentrec dot 1 epoch @ synthetic 25M",
-            scale_peers("25M"),
+            "latentrec dot 1 epoch @ synthetic 25M distinct",
+            DISTINCT_PEERS,
             "train_seconds",
+            busy=True,
         ),
         compare_row(
             "Peak RSS of that 25M command, data included (max of its runs)",
             folder,
-            "latentrec dot 1 epoch @ synthetic 25M",
-            scale_peers("25M"),
+            "latentrec dot 1 epoch @ synthetic 25M distinct",
+            DISTINCT_PEERS,
             "peak_rss_mib",
         ),
         Row(

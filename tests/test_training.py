@@ -268,6 +268,25 @@ def test_a_run_checkpointed_before_models_kept_their_scale_resumes(board, tmp_pa
     assert history.resumed_from is not None and net.config.y_range == (0.0, 5.5)
 
 
+def test_a_run_checkpointed_before_there_was_a_choice_of_optimizer_resumes_with_adamw(
+    board, tmp_path
+):
+    """Such a run trained with AdamW and its defaults; resuming must not switch to Adagrad."""
+    import json as json_module
+
+    options = {"epochs": 2, "batch_size": 32, "progress": False}
+    whole, _ = fit(board, "dot", optimizer="adamw", **options)
+    fit(board, "dot", optimizer="adamw", checkpoint_every=3, checkpoint_dir=tmp_path, **options)
+    for meta_path in tmp_path.glob("step-*.json"):  # as the previous release wrote it
+        meta = json_module.loads(meta_path.read_text())
+        del meta["train"]["optimizer"]
+        meta_path.write_text(json_module.dumps(meta))
+    resumed, history = fit(board, "dot", checkpoint_dir=tmp_path, resume=True, **options)
+    assert history.resumed_from is not None and history.train_config.optimizer == "adamw"
+    for name, value in whole.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[name]), name
+
+
 @pytest.mark.parametrize("engine", ["fused", "autograd"])
 def test_diverged_training_stops_with_one_error(board, engine, tmp_path):
     # regression (issue 14): lr 1e30 ended with a NaN model and exit 0

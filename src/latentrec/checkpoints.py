@@ -97,7 +97,8 @@ def check_resumable(checkpoint: Checkpoint, notes: dict[str, Any]) -> None:
         saved_model.pop("rating_range", None)
     if config_from_json(saved_model).to_json() != config_from_json(current).to_json():
         raise ConfigError("the checkpoint holds another model configuration; resume with its own")
-    saved, now = meta["train"], notes["train"]
+    # a run checkpointed before there was a choice of optimiser trained with AdamW
+    saved, now = {"optimizer": "adamw", **meta["train"]}, notes["train"]
     changed = sorted(k for k in now if k not in NOT_RESUMED and saved.get(k) != now[k])
     if changed:
         details = ", ".join(f"{k} {saved.get(k)!r} -> {now[k]!r}" for k in changed)

@@ -425,6 +425,9 @@ def fit(
     # from the data does not find in its options
     saved = checkpoint.meta.get("model", {}) if checkpoint is not None else {}
     fallback = {k: saved.get(k) for k in ("y_range", "rating_range")}
+    if checkpoint is not None and "optimizer" not in checkpoint.meta.get("train", {}):
+        # checkpointed before there was a choice of optimiser: it trained with AdamW
+        options = {"optimizer": "adamw", **options}
     model_config, config = make_configs(train, model, options, train_config, fallback)
     if config.checkpoint_every and checkpoint_dir is None:
         raise ConfigError("checkpoint_every and resume need a checkpoint_dir")
