@@ -55,6 +55,18 @@ class _RowOptimizer:
         ]
         self.state: defaultdict[Tensor, dict[str, Any]] = defaultdict(dict)
 
+    def state_for(self, p: Tensor) -> dict[str, Any]:
+        """The state of parameter p (step count and `moments`), created on first use, in
+        huge pages on the CPU: a row's state is read at random, as the row is."""
+        state = self.state[p]
+        if not state:
+            state["step"] = 0
+            state["moments"] = zeros_in_huge_pages(self._state_shape(p), p.dtype, p.device)
+        return state
+
+    def _state_shape(self, p: Tensor) -> tuple[int, ...]:
+        raise NotImplementedError
+
 
 class RowSparseAdamW(_RowOptimizer):
     """AdamW that updates only the rows present in a sparse gradient; dense grads as usual.
@@ -75,15 +87,9 @@ class RowSparseAdamW(_RowOptimizer):
         defaults = {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay}
         super().__init__(params, defaults)
 
-    def state_for(self, p: Tensor) -> dict[str, Any]:
-        """The state of parameter p (step count and moments), created on first use."""
-        state = self.state[p]
-        if not state:
-            state["step"] = 0
-            # first and second moments in one tensor: one gather, one scatter per step
-            # (huge pages on the CPU: a row's moments are read at random, as the row is)
-            state["moments"] = zeros_in_huge_pages((2, *p.shape), p.dtype, p.device)
-        return state
+    def _state_shape(self, p: Tensor) -> tuple[int, ...]:
+        # first and second moments in one tensor: one gather, one scatter per step
+        return (2, *p.shape)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> None:
@@ -160,20 +166,12 @@ class RowWiseAdagrad(_RowOptimizer):
         defaults = {"lr": lr, "eps": eps, "weight_decay": weight_decay, "betas": BETAS}
         super().__init__(params, defaults)
 
-    def state_for(self, p: Tensor) -> dict[str, Any]:
-        """The state of parameter p (step count and accumulator), created on first use."""
-        state = self.state[p]
-        if not state:
-            state["step"] = 0
-            shape = (1, p.shape[0], 1) if self._is_table(p) else (1, *p.shape)
-            state["moments"] = zeros_in_huge_pages(shape, p.dtype, p.device)
-        return state
-
-    def _is_table(self, p: Tensor) -> bool:
-        return any(
+    def _state_shape(self, p: Tensor) -> tuple[int, ...]:
+        table = any(
             group.get("rows") and any(q is p for q in group["params"])
             for group in self.param_groups
         )
+        return (1, p.shape[0], 1) if table else (1, *p.shape)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> None:
