@@ -297,6 +297,8 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path, monkeypatch):
         (["train", "--checkpoint-every", "10"], "--checkpoint-every needs --out"),
         (["train", "--resume", "nowhere"], "no checkpoint in nowhere"),
         (["train", "--engine", "fused", "--model", "nn"], "the nn model trains with autograd"),
+        (["train", "--optimizer", "sgd"], "optimizer must be one of adamw, adagrad, got 'sgd'"),
+        (["train", "--model", "ease", "--optimizer", "adamw"], "the ease model is solved"),
     ],
 )
 def test_checkpoint_and_engine_mistakes_end_in_one_line(args, needle):
@@ -304,6 +306,12 @@ def test_checkpoint_and_engine_mistakes_end_in_one_line(args, needle):
     assert result.exit_code == 2
     assert needle in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_bad_optimizer_is_refused_before_the_data_is_read():
+    result = runner.invoke(app, ["train", "--optimizer", "sgd"])
+    assert result.exit_code == 2
+    assert "appear only in the test set" not in result.output  # the split never happened
 
 
 @pytest.fixture(scope="module")

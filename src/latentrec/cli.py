@@ -523,6 +523,8 @@ def train(
     }
     model, given = _with_tuned(config, model, given)
     _check_model_options(model, given)
+    if given.get("optimizer") is not None:
+        TrainConfig(optimizer=given["optimizer"])  # a bad name: one line before any data is read
     if checkpoint_every is not None and out is None and resume is None:
         raise ConfigError("--checkpoint-every needs --out: checkpoints go to OUT/checkpoint")
     if publish_to is not None and (out is not None or resume is not None):
