@@ -262,7 +262,8 @@ def _layers(text: str) -> tuple[int, ...]:
 
 def _check_model_options(model: str, given: dict[str, Any]) -> None:
     """A model option given for a model whose config lacks it, or a step option for a solved
-    model, is one line naming what it applies to; so is a model option's bad value."""
+    model, is one line naming what it applies to; so is a bad value of a model or a training
+    option, before any data is read."""
     cls = model_class(model)
     if "solve" in cls.engines:
         given_steps = [option for name, option in STEP_OPTIONS.items() if given.get(name)]
@@ -278,6 +279,8 @@ def _check_model_options(model: str, given: dict[str, Any]) -> None:
             raise ConfigError(f"{option} applies to the {listed(owners)} model, not {model}")
     # the values themselves, before any data is read (the data's shape is filled in later)
     cls.Config(**{name: given[name] for name in MODEL_OPTIONS if given.get(name) is not None})
+    training = [*STEP_OPTIONS, "memory_budget"]
+    TrainConfig.for_model(model, **{k: given[k] for k in training if given.get(k) is not None})
 
 
 def _rating_range(text: str) -> list[float]:
@@ -523,8 +526,6 @@ def train(
     }
     model, given = _with_tuned(config, model, given)
     _check_model_options(model, given)
-    if given.get("optimizer") is not None:
-        TrainConfig(optimizer=given["optimizer"])  # a bad name: one line before any data is read
     if checkpoint_every is not None and out is None and resume is None:
         raise ConfigError("--checkpoint-every needs --out: checkpoints go to OUT/checkpoint")
     if publish_to is not None and (out is not None or resume is not None):
