@@ -9,8 +9,10 @@ The bytes are counted by construction from the kernel's loops (src/latentrec/fus
   user's and item's factor rows and biases read, the logit's gradient written;
 - gradients: every lane reads each rating's user, item, logit gradient and both slot-array
   entries; the lane owning a row reads the other side's factor row and writes (first rating
-  of the row in the step) or adds to (later ones) the row's gradient slot;
-- update, per touched row: the slot read, the weights and biases read and written, and the
+  of the row in the step) or adds to (later ones) the row's gradient slot and its count of
+  ratings (for the L2 penalty);
+- update, per touched row: the slot and its count read, the weights and biases read and
+  written, and the
   optimiser's state read and written: AdamW two moments per weight, row-wise Adagrad one
   accumulator per row; the slot array entry reset.
 
@@ -84,13 +86,16 @@ def step_bytes(optimizer: str, b: float, u: float, i: float, f: int, lanes: int)
     gradient_tables = lanes * b * 2 * 8 + b * 2 * row + rows * 8  # slot entries set once
     if optimizer == "adamw before":  # each rating read-modify-writes its slot
         slot_traffic = 2 * b * 2 * (row + FLOAT)
-    else:  # the first rating of a row writes its slot, later ones read-modify-write it
-        slot_traffic = rows * (row + FLOAT) + (2 * b - rows) * 2 * (row + FLOAT)
+    else:  # the first rating of a row writes its slot and count, later ones add to them
+        slot_traffic = rows * (row + 2 * FLOAT) + (2 * b - rows) * 2 * (row + 2 * FLOAT)
     gradient_buffers = lanes * b * (2 * INDEX + FLOAT) + slot_traffic + rows * 8
     weights = rows * (2 * row + 2 * FLOAT)  # factors and bias, read and written
     # read and written: one accumulator per row of each table, or two moments per weight
     state = rows * 2 * (2 * FLOAT) if optimizer == "adagrad" else rows * (4 * row + 4 * FLOAT)
-    slot_read = rows * (row + FLOAT) * (2 if optimizer == "adamw before" else 1)  # (zeroed)
+    if optimizer == "adamw before":  # read, then zeroed
+        slot_read = rows * (row + FLOAT) * 2
+    else:  # the slot and its count of ratings
+        slot_read = rows * (row + 2 * FLOAT)
     update_tables = weights + state + rows * 8  # slot-array entries reset
     update_buffers = slot_read + rows * 8  # touched-row lists read
     return {

@@ -243,7 +243,7 @@ def rows(folder: Path) -> list[Row]:
             "rmse",
         ),
         compare_row(
-            "Training time, `dot`, bundled MovieLens sample (defaults: 3 epochs)",
+            "Training time, `dot`, bundled MovieLens sample (defaults: 5 epochs)",
             folder,
             SAMPLE_DOT,
             SAMPLE_SPEED_PEERS,

@@ -79,14 +79,18 @@ def _ratings(n: int, n_users: int = 40, n_items: int = 30, seed: int = 0) -> Rat
 
 
 EXACT = {"dtype": "float64", "progress": False, "evaluate_every_epoch": False}
-MODELS = [
-    ("dot", {"n_factors": 6, "engine": engine, "optimizer": optimizer})
-    for optimizer in ("adamw", "adagrad")
-    for engine in ("autograd", "fused")
-] + [
-    ("nn", {"layers": (16, 8), "emb_dropout": 0.0, "optimizer": optimizer})
-    for optimizer in ("adamw", "adagrad")
-]
+MODELS = (
+    [
+        ("dot", {"n_factors": 6, "engine": engine, "optimizer": optimizer})
+        for optimizer in ("adamw", "adagrad")
+        for engine in ("autograd", "fused")
+    ]
+    + [
+        ("nn", {"layers": (16, 8), "emb_dropout": 0.0, "optimizer": optimizer})
+        for optimizer in ("adamw", "adagrad")
+    ]
+    + [("dot", {"n_factors": 6, "engine": engine, "l2": 0.2}) for engine in ("autograd", "fused")]
+)
 
 
 def _max_difference(first, second) -> float:
@@ -116,9 +120,11 @@ def test_an_epoch_with_a_short_last_group_matches(model, options):
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "adagrad"])
-def test_fused_engine_takes_the_same_steps_as_autograd(optimizer):
+@pytest.mark.parametrize("l2", [0.0, 0.3])
+def test_fused_engine_takes_the_same_steps_as_autograd(optimizer, l2):
     """The compiled kernel is the same mathematics as autograd + the optimiser: after two
-    epochs of accumulated steps (with a short last group) the parameters agree."""
+    epochs of accumulated steps (with a short last group) the parameters agree, with and
+    without the per-rating L2 penalty."""
     ratings = _ratings(250)
     options = {
         "n_factors": 6,
@@ -126,6 +132,8 @@ def test_fused_engine_takes_the_same_steps_as_autograd(optimizer):
         "batch_size": 16,
         "accumulate": 4,
         "optimizer": optimizer,
+        "l2": l2,
+        "wd": 0.01,
         **EXACT,
     }
     autograd, first = fit(ratings, "dot", engine="autograd", **options)
@@ -230,6 +238,54 @@ def test_progress_counts_optimiser_steps(board, monkeypatch, engine):
     per_epoch = -(-len(board[0]) // 128)  # optimiser steps of 32 x 4 ratings, not micro-batches
     assert seen[-1] == (2 * per_epoch, 2 * per_epoch)
     assert [done for done, _ in seen] == sorted(done for done, _ in seen)
+
+
+def test_l2_penalises_each_row_once_per_rating_that_reads_it():
+    """With l2, a step's gradient is that of mean over its ratings of (error^2 + l2 * the
+    squared norms of the rows the rating read): a row read by three ratings is pulled three
+    times as hard as one read once (cornac's and Surprise's regularisation), and a row no
+    rating read gets none. Through the torchrun forward too."""
+    torch.manual_seed(0)
+    net = DotProductBias(40, 30, n_factors=5).double()
+    with torch.no_grad():
+        for table in net.tables().values():
+            table.weight.normal_(0, 0.5)
+    users = torch.tensor([3, 3, 3, 7, 9])
+    items = torch.tensor([1, 2, 4, 1, 5])
+    target = torch.tensor([4.0, 3.0, 5.0, 2.5, 1.0], dtype=torch.float64)
+    l2 = 0.7
+    squared = net.user_factors(users).square().sum(1) + net.item_factors(items).square().sum(1)
+    squared = squared + net.user_bias(users)[:, 0] ** 2 + net.item_bias(items)[:, 0] ** 2
+    loss = torch.nn.functional.mse_loss(net(users, items), target) + l2 * squared.mean()
+    expected = dict(
+        zip(
+            (name for name, _ in net.named_parameters()),
+            torch.autograd.grad(loss, list(net.parameters())),
+            strict=True,
+        )
+    )
+    penalty_only = 2 * l2 / 5 * net.user_factors.weight[3].detach()
+    # micro-batches of 2 (accumulated), and one through the torchrun forward
+    for batch, forward in ((2, None), (5, TrainingForward(net, sparse=True))):
+        recorder = _RecordingOptimizer(net)
+        StepRunner(net, users, items, target, batch, recorder, ddp=forward, l2=l2).step(
+            torch.arange(5)
+        )
+        for name, grad in expected.items():
+            assert torch.allclose(recorder.grads[name], grad, atol=1e-12), name
+        unpenalised = StepRunner(net, users, items, target, 5, _RecordingOptimizer(net))
+        unpenalised.step(torch.arange(5))
+        difference = (
+            recorder.grads["user_factors.weight"]
+            - unpenalised.optimizer.grads["user_factors.weight"]
+        )
+        assert torch.allclose(difference[3], 3 * penalty_only, atol=1e-12)  # three ratings
+        assert torch.equal(difference[0], torch.zeros(5, dtype=torch.float64))  # none
+
+
+def test_a_bad_l2_is_refused_before_training():
+    with pytest.raises(ConfigError, match=r"l2 must be zero or positive, got -0\.1"):
+        fit(_ratings(50), "dot", l2=-0.1, epochs=1, progress=False)
 
 
 def test_dense_table_gradients_take_the_same_lazy_step_as_sparse_ones():

@@ -268,21 +268,30 @@ def test_a_run_checkpointed_before_models_kept_their_scale_resumes(board, tmp_pa
     assert history.resumed_from is not None and net.config.y_range == (0.0, 5.5)
 
 
-def test_a_run_checkpointed_before_there_was_a_choice_of_optimizer_resumes_with_adamw(
-    board, tmp_path
+@pytest.mark.parametrize(
+    ("trained", "unwritten"),
+    [({"optimizer": "adamw", "l2": 0.0}, ("optimizer", "l2")), ({"l2": 0.0}, ("l2",))],
+)
+def test_a_run_checkpointed_before_an_option_existed_resumes_as_it_trained(
+    board, tmp_path, trained, unwritten
 ):
-    """Such a run trained with AdamW and its defaults; resuming must not switch to Adagrad."""
+    """A run checkpointed before there was a choice of optimiser trained with AdamW, and one
+    checkpointed before the per-rating L2 penalty without it; resuming either must not switch
+    to today's defaults."""
     import json as json_module
 
     options = {"epochs": 2, "batch_size": 32, "progress": False}
-    whole, _ = fit(board, "dot", optimizer="adamw", **options)
-    fit(board, "dot", optimizer="adamw", checkpoint_every=3, checkpoint_dir=tmp_path, **options)
-    for meta_path in tmp_path.glob("step-*.json"):  # as the previous release wrote it
+    whole, _ = fit(board, "dot", **trained, **options)
+    fit(board, "dot", **trained, checkpoint_every=3, checkpoint_dir=tmp_path, **options)
+    for meta_path in tmp_path.glob("step-*.json"):  # as the earlier release wrote it
         meta = json_module.loads(meta_path.read_text())
-        del meta["train"]["optimizer"]
+        for name in unwritten:
+            del meta["train"][name]
         meta_path.write_text(json_module.dumps(meta))
     resumed, history = fit(board, "dot", checkpoint_dir=tmp_path, resume=True, **options)
-    assert history.resumed_from is not None and history.train_config.optimizer == "adamw"
+    assert history.resumed_from is not None
+    assert history.train_config.optimizer == trained.get("optimizer", "adagrad")
+    assert history.train_config.l2 == 0.0
     for name, value in whole.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[name]), name
 

@@ -81,7 +81,7 @@ def test_the_same_seed_gives_the_same_trials_and_best(ratings):
     assert first.trials[1].options != other.trials[1].options
     assert first.metric == "rmse" and first.best_value == min(t.value for t in first.trials)
     defaults = latentrec.DotProductBias.optimizer_defaults["adagrad"]
-    assert first.trials[0].options == {"n_factors": 50, "lr": defaults["lr"], "wd": defaults["wd"]}
+    assert first.trials[0].options == {"n_factors": 50, "lr": defaults["lr"], "l2": defaults["l2"]}
 
 
 def test_tune_splits_only_the_rows_it_is_given_per_user(ratings, monkeypatch):
@@ -166,10 +166,10 @@ def test_the_file_round_trips_into_train_config(ratings_file: Path, tmp_path: Pa
     trained = invoke("train", "--data", ratings_file, "--config", out, "--json")
     assert trained.exit_code == 0, trained.output
     info = json.loads(trained.stdout.strip().splitlines()[-1])
-    assert (info["model"], info["lr"], info["wd"]) == (
+    assert (info["model"], info["lr"], info["l2"]) == (
         "dot",
         saved["options"]["lr"],
-        saved["options"]["wd"],
+        saved["options"]["l2"],
     )
     # an option on the command line wins over the file's
     trained = invoke("train", "--data", ratings_file, "--config", out, "--lr", 0.02, "--json")

@@ -22,6 +22,10 @@ NOT_RESUMED = frozenset(
     {"progress", "device", "checkpoint_every", "evaluate_every_epoch", "engine"}
 )
 
+# training options added after checkpoints were first written, with what a run checkpointed
+# before them trained with: no choice of optimiser (AdamW), no per-rating L2 penalty
+EARLIER_TRAINING = {"optimizer": "adamw", "l2": 0.0}
+
 
 class Checkpoints:
     """Writes a run's checkpoints into `directory` every `every` optimiser steps.
@@ -97,8 +101,7 @@ def check_resumable(checkpoint: Checkpoint, notes: dict[str, Any]) -> None:
         saved_model.pop("rating_range", None)
     if config_from_json(saved_model).to_json() != config_from_json(current).to_json():
         raise ConfigError("the checkpoint holds another model configuration; resume with its own")
-    # a run checkpointed before there was a choice of optimiser trained with AdamW
-    saved, now = {"optimizer": "adamw", **meta["train"]}, notes["train"]
+    saved, now = {**EARLIER_TRAINING, **meta["train"]}, notes["train"]
     changed = sorted(k for k in now if k not in NOT_RESUMED and saved.get(k) != now[k])
     if changed:
         details = ", ".join(f"{k} {saved.get(k)!r} -> {now[k]!r}" for k in changed)

@@ -69,6 +69,8 @@ MODEL_OPTIONS = {
     "kept": "--kept",
     "implicit_signals": "--implicit-signals",
 }
+# model options that are training options of the models trained by steps
+TRAIN_MODEL_OPTIONS = ("l2",)
 TABLE_ROWS = 20  # epochs or iterations a training table shows at most
 # training options that only models trained by steps take
 STEP_OPTIONS = {
@@ -260,6 +262,13 @@ def _layers(text: str) -> tuple[int, ...]:
     return widths
 
 
+def _step_option(model: str, name: str) -> bool:
+    """Whether `name`, a model option of some models, is a training option of `model` (l2:
+    the ridge penalty of ease and als, the per-rating penalty of models trained by steps)."""
+    cls = model_class(model)
+    return name in TRAIN_MODEL_OPTIONS and "solve" not in cls.engines
+
+
 def _check_model_options(model: str, given: dict[str, Any]) -> None:
     """A model option given for a model whose config lacks it, or a step option for a solved
     model, is one line naming what it applies to; so is a bad value of a model or a training
@@ -274,12 +283,25 @@ def _check_model_options(model: str, given: dict[str, Any]) -> None:
             )
     fields = cls.Config.field_names()
     for name, option in MODEL_OPTIONS.items():
-        if given.get(name) is not None and name not in fields:
-            owners = [m for m, cls in MODELS.items() if name in cls.Config.field_names()]
-            raise ConfigError(f"{option} applies to the {listed(owners)} model, not {model}")
+        if given.get(name) is not None and name not in fields and not _step_option(model, name):
+            owners = [
+                m
+                for m, c in MODELS.items()
+                if name in c.Config.field_names() or _step_option(m, name)
+            ]
+            noun = "models" if len(owners) > 1 else "model"
+            raise ConfigError(f"{option} applies to the {listed(owners)} {noun}, not {model}")
     # the values themselves, before any data is read (the data's shape is filled in later)
-    cls.Config(**{name: given[name] for name in MODEL_OPTIONS if given.get(name) is not None})
+    cls.Config(
+        **{
+            name: given[name]
+            for name in fields & MODEL_OPTIONS.keys()
+            if given.get(name) is not None
+        }
+    )
     training = [*STEP_OPTIONS, "memory_budget"]
+    if "solve" not in cls.engines:
+        training += [name for name in TRAIN_MODEL_OPTIONS if name not in fields]
     TrainConfig.for_model(model, **{k: given[k] for k in training if given.get(k) is not None})
 
 
@@ -470,7 +492,13 @@ def train(
         float | None,
         typer.Option(help="Ranking metrics: only test ratings at or above this are relevant."),
     ] = None,
-    l2: Annotated[float | None, typer.Option(help="ease, als: the ridge penalty (lambda).")] = None,
+    l2: Annotated[
+        float | None,
+        typer.Option(
+            help="L2 penalty. ease, als: the ridge penalty (lambda); dot, nn: per rating, on "
+            "the squared norms of the table rows it reads."
+        ),
+    ] = None,
     alpha: Annotated[
         float | None, typer.Option(help="als: confidence of an interaction, 1 + alpha x weight.")
     ] = None,
@@ -711,6 +739,7 @@ def _info(history: History) -> dict[str, Any]:
         "optimizer": history.train_config.optimizer,
         "lr": history.train_config.lr,
         "wd": history.train_config.wd,
+        "l2": getattr(history.model_config, "l2", history.train_config.l2),
         "seed": history.train_config.seed,
         "per_epoch": [
             {

@@ -12,7 +12,9 @@ its speed. This kernel does the same mathematics in place, row by row:
    table marks rows already seen) and adds the ratings' gradients into them in rating order, so
    no two threads write the same row and the sums are the same on every run and thread count;
 3. each lane applies the optimiser to its touched rows (lazy AdamW as `RowSparseAdamW`, or
-   row-wise Adagrad as `RowWiseAdagrad`), then clears their slots for the next step.
+   row-wise Adagrad as `RowWiseAdagrad`), adding the L2 penalty's gradient (`TrainConfig.l2`
+   times the row for each rating that read it: step 2 counts them), then clears their slots
+   for the next step.
 
 The rows of large tables (and their entries in the slot arrays) are scattered over memory, so
 the passes that read them ask for them a few ratings ahead (`prefetch`), and the trips to memory
@@ -345,7 +347,7 @@ def gather(order, packed, out_users, out_items, out_targets):  # pragma: no cove
 
 
 @_inline
-def _adam_row(weight, moments, grad, row, slot, rule, constants):  # pragma: no cover
+def _adam_row(weight, moments, grad, row, slot, rule, constants, penalty):  # pragma: no cover
     """Lazy AdamW on one row of weight from its slot's gradient (the arithmetic of
     `RowSparseAdamW`)."""
     decay, step_size, beta1, one_minus_beta1, inv_correction2 = (
@@ -357,7 +359,7 @@ def _adam_row(weight, moments, grad, row, slot, rule, constants):  # pragma: no 
     )
     beta2, one_minus_beta2, eps = constants[0], constants[1], constants[2]
     for f in range(weight.shape[1]):
-        g = grad[slot, f]
+        g = grad[slot, f] + penalty * weight[row, f]
         m = beta1 * moments[0, row, f] + one_minus_beta1 * g
         v = beta2 * moments[1, row, f] + one_minus_beta2 * g * g
         moments[0, row, f] = m
@@ -368,38 +370,44 @@ def _adam_row(weight, moments, grad, row, slot, rule, constants):  # pragma: no 
 
 
 @_inline
-def _adagrad_row(weight, total, grad, row, slot, rule, eps):  # pragma: no cover
+def _adagrad_row(weight, total, grad, row, slot, rule, eps, penalty):  # pragma: no cover
     """Row-wise Adagrad on one row of weight from its slot's gradient (the arithmetic of
-    `RowWiseAdagrad`): one accumulator, total[0, row, 0], for the whole row."""
+    `RowWiseAdagrad`): one accumulator, total[0, row, 0], for the whole row. The slot's
+    gradient is its ratings' errors' alone: the L2 penalty's part, `penalty` times the row,
+    is added here (the row has not moved since the ratings read it)."""
     decay, lr = rule[0], rule[1]
     width = weight.shape[1]
     squares = 0.0 * eps
     for f in range(width):
-        squares += grad[slot, f] * grad[slot, f]
+        g = grad[slot, f] + penalty * weight[row, f]
+        squares += g * g
     accumulated = total[0, row, 0] + squares / width
     total[0, row, 0] = accumulated
     step_size = lr / (np.sqrt(accumulated) + eps)
     for f in range(width):
-        weight[row, f] = weight[row, f] * decay - step_size * grad[slot, f]
+        g = grad[slot, f] + penalty * weight[row, f]
+        weight[row, f] = weight[row, f] * decay - step_size * g
 
 
 @_inline
-def _update_row(weight, state, grad, row, slot, rule, constants):  # pragma: no cover
-    """The step's optimiser on one row: constants[6] says which (0 AdamW, 1 Adagrad)."""
+def _update_row(weight, state, grad, hits, row, slot, rule, constants):  # pragma: no cover
+    """The step's optimiser on one row: constants[6] says which (0 AdamW, 1 Adagrad). The
+    row's L2 gradient is rule[6] times the row for each of the hits[slot] ratings that read it."""
+    penalty = rule[6] * hits[slot]
     if constants[6] == 0:
-        _adam_row(weight, state, grad, row, slot, rule, constants)
+        _adam_row(weight, state, grad, row, slot, rule, constants, penalty)
     else:
-        _adagrad_row(weight, state, grad, row, slot, rule, constants[2])
+        _adagrad_row(weight, state, grad, row, slot, rule, constants[2], penalty)
 
 
 @_inline
 def _add_gradient(
-    slots, touched, lane, n, largest, row, other_factors, other, g, grad_factors, grad_bias
+    slots, touched, lane, n, largest, row, other_factors, other, g, grad_factors, grad_bias, hits
 ):  # pragma: no cover - compiled
     """Add one rating's gradient (g times the other side's factors; g for the bias) to the
-    lane's slot of `row`, giving the row its slot (the lane's n-th) when it has none: its first
-    rating writes the slot, later ones add to it, so slots are never cleared. Returns the
-    lane's count of rows with slots."""
+    lane's slot of `row`, and count the rating in hits, giving the row its slot (the lane's
+    n-th) when it has none: its first rating writes the slot, later ones add to it, so slots
+    are never cleared. Returns the lane's count of rows with slots."""
     if slots[row] < 0:
         slots[row] = n
         touched[lane, n] = row
@@ -407,11 +415,13 @@ def _add_gradient(
         for f in range(grad_factors.shape[1]):
             grad_factors[slot, f] = g * other_factors[other, f]
         grad_bias[slot, 0] = g
+        hits[slot] = 1
         return n + 1
     slot = lane * largest + slots[row]
     for f in range(grad_factors.shape[1]):
         grad_factors[slot, f] += g * other_factors[other, f]
     grad_bias[slot, 0] += g
+    hits[slot] += 1
     return n
 
 
@@ -453,8 +463,9 @@ def dot_steps(
         users, items, targets: the ratings in training order (int32 indexes, ratings).
         bounds: step boundaries in those arrays.
         hyper: per step (1 - lr * wd, lr / (1 - beta1^t), beta1, 1 - beta1, 1 / (1 - beta2^t),
-            2 * (high - low) / ratings in the step), t the optimiser's step count; for Adagrad
-            the second is lr itself and the next three are unused.
+            2 * (high - low) / ratings in the step, 2 * l2 / ratings in the step), t the
+            optimiser's step count; for Adagrad the second is lr itself and the next three are
+            unused.
         constants: (beta2, 1 - beta2, eps, low, high - low, 1, optimiser: 0 AdamW, 1 Adagrad).
         moments: per table (user factors, user bias, item factors, item bias) the optimiser's
             state: AdamW's first and second moments, (2, rows, width); Adagrad's accumulator
@@ -465,7 +476,8 @@ def dot_steps(
             call's thread count, which may change from call to call (the results do not).
         counts: (lanes, 2) distinct users and items of each lane in the step.
         grads: (per-rating logit gradient, user factor, user bias, item factor and item bias
-            gradients by slot: any values between steps, each step writes before it adds;
+            gradients by slot, the user and item slots' counts of ratings: any values between
+            steps, each step writes before it adds;
             lane k's slots are rows k * largest step onwards). `_owner` says which lane owns
             a row.
 
@@ -475,7 +487,7 @@ def dot_steps(
     low, span, one = constants[3], constants[4], constants[5]
     user_slot, item_slot = slots
     touched_users, touched_items = touched
-    d_logit, grad_uf, grad_ub, grad_if, grad_ib = grads
+    d_logit, grad_uf, grad_ub, grad_if, grad_ib, hits_u, hits_i = grads
     m_uf, m_ub, m_if, m_ib = moments
     lanes = counts.shape[0]
     largest = touched_users.shape[1]
@@ -535,6 +547,7 @@ def dot_steps(
                         g,
                         grad_uf,
                         grad_ub,
+                        hits_u,
                     )
                 if _owner(i, lanes) == lane:
                     n_i = _add_gradient(
@@ -549,6 +562,7 @@ def dot_steps(
                         g,
                         grad_if,
                         grad_ib,
+                        hits_i,
                     )
             counts[lane, 0] = n_u
             counts[lane, 1] = n_i
@@ -567,8 +581,8 @@ def dot_steps(
                         prefetch(m_ub[m], ahead)
                 u = touched_users[lane, k]
                 slot = lane * largest + k
-                _update_row(user_factors, m_uf, grad_uf, u, slot, rule, constants)
-                _update_row(user_bias, m_ub, grad_ub, u, slot, rule, constants)
+                _update_row(user_factors, m_uf, grad_uf, hits_u, u, slot, rule, constants)
+                _update_row(user_bias, m_ub, grad_ub, hits_u, u, slot, rule, constants)
                 user_slot[u] = -1
             n_i = counts[lane, 1]
             for k in range(n_i):
@@ -581,8 +595,8 @@ def dot_steps(
                         prefetch(m_ib[m], ahead)
                 i = touched_items[lane, k]
                 slot = lane * largest + k
-                _update_row(item_factors, m_if, grad_if, i, slot, rule, constants)
-                _update_row(item_bias, m_ib, grad_ib, i, slot, rule, constants)
+                _update_row(item_factors, m_if, grad_if, hits_i, i, slot, rule, constants)
+                _update_row(item_bias, m_ib, grad_ib, hits_i, i, slot, rule, constants)
                 item_slot[i] = -1
     return total
 

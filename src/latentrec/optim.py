@@ -237,6 +237,8 @@ class StepRunner:
         ddp: `net` wrapped for DistributedDataParallel (see `training_forward`), under
             torchrun; the micro-batches then go through it, and gradients are all-reduced
             once per step, on the last micro-batch.
+        l2: per rating, this times the squared norm of each table row the rating reads is
+            added to its squared error (`TrainConfig.l2`).
     """
 
     def __init__(
@@ -251,8 +253,10 @@ class StepRunner:
         generator: torch.Generator | None = None,
         ddp: nn.Module | None = None,
         world_size: int = 1,
+        l2: float = 0.0,
     ) -> None:
         self.net, self.optimizer, self.batch_size = net, optimizer, batch_size
+        self.l2 = l2
         self.users, self.items, self.ratings = users, items, ratings
         self.negatives, self.generator = negatives, generator
         self.ddp, self.world_size = ddp, world_size
@@ -297,7 +301,7 @@ class StepRunner:
         item_rows, item_leaves = _gather(self.net, self.net.item_tables, items)
         prediction = self.net.interact(user_rows, item_rows)
         loss = torch.nn.functional.mse_loss(prediction, target, reduction="sum")
-        (loss * weight).backward()
+        ((loss + self._penalty([*user_rows, *item_rows])) * weight).backward()
         for name, (index, leaf) in {**user_leaves, **item_leaves}.items():
             weight_table = getattr(self.net, name).weight
             grad = torch.sparse_coo_tensor(
@@ -316,10 +320,17 @@ class StepRunner:
     def _ddp_micro_step(self, rows: Tensor, weight: float) -> Tensor:
         """A micro-batch through the DDP-wrapped lookups: autograd's hooks see every table."""
         users, items, target = self._batch(rows)
-        prediction = self.ddp(users, items)
+        prediction, rows = self.ddp(users, items)
         loss = torch.nn.functional.mse_loss(prediction, target, reduction="sum")
-        (loss * weight).backward()
+        ((loss + self._penalty(rows)) * weight).backward()
         return loss.detach()
+
+    def _penalty(self, rows: list[Tensor]) -> Tensor | float:
+        """l2 times the squared norms of the rows each rating read, summed over the ratings:
+        a row read by k ratings of the batch counts k times."""
+        if not self.l2:
+            return 0.0
+        return self.l2 * sum(row.square().sum() for row in rows)
 
     def _with_negatives(self, users: Tensor, items: Tensor, target: Tensor):
         """Add `negatives` unrated-looking pairs per rating: the same users with items drawn
@@ -348,11 +359,12 @@ class TrainingForward(nn.Module):
             # DDP reads this flag to expect a sparse gradient (a bucket of its own)
             table.sparse = sparse
 
-    def forward(self, users: Tensor, items: Tensor) -> Tensor:
+    def forward(self, users: Tensor, items: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """The predictions, and the table rows each rating read (for an L2 penalty)."""
         net = self.net
         user_rows = [self._lookup(name, users) for name in net.user_tables]
         item_rows = [self._lookup(name, items) for name in net.item_tables]
-        return net.interact(user_rows, item_rows)
+        return net.interact(user_rows, item_rows), [*user_rows, *item_rows]
 
     def _lookup(self, name: str, index: Tensor) -> Tensor:
         weight = getattr(self.net, name).weight
@@ -439,8 +451,9 @@ class FusedEngine:
         step_size: int,
         optimizer: RowSparseAdamW | RowWiseAdagrad,
         on_step: Callable[[], None],
+        l2: float = 0.0,
     ) -> None:
-        self.optimizer, self.on_step = optimizer, on_step
+        self.optimizer, self.on_step, self.l2 = optimizer, on_step, l2
         self.n = len(ratings)
         self.step_size = step_size
         max_step = min(step_size, self.n)
@@ -474,20 +487,22 @@ class FusedEngine:
         )
         self.touched = tuple(np.zeros((lanes, max_step), dtype=np.int64) for _ in range(2))
         self.counts = np.zeros((lanes, 2), dtype=np.int64)
-        # each lane has max_step gradient slots of its own
+        # each lane has max_step gradient slots of its own, and a count of the ratings in each
         self.grads = (
             np.zeros(max_step, dtype=dtype),
             np.zeros((lanes * max_step, n_factors), dtype=dtype),
             np.zeros((lanes * max_step, 1), dtype=dtype),
             np.zeros((lanes * max_step, n_factors), dtype=dtype),
             np.zeros((lanes * max_step, 1), dtype=dtype),
+            np.zeros(lanes * max_step, dtype=dtype),
+            np.zeros(lanes * max_step, dtype=dtype),
         )
         # by thread count, the first lanes' rows of the touched rows and counts
         self.lane_views = {
             k: (tuple(rows[:k] for rows in self.touched), self.counts[:k])
             for k in range(1, lanes + 1)
         }
-        self._steps(np.zeros(0, dtype=np.int64), [], np.zeros((0, 6)))  # compile or load it now
+        self._steps(np.zeros(0, dtype=np.int64), [], np.zeros((0, 7)))  # compile or load it now
 
     def run(self, order: Tensor, first: int, last: int) -> float:
         """Steps `first` to `last` (exclusive) of the epoch whose ratings come in `order`;
@@ -510,8 +525,9 @@ class FusedEngine:
             state["step"] += 1
             step = state["step"]
         lr, (beta1, beta2), wd = group["lr"], group["betas"], group["weight_decay"]
+        penalty = 2 * self.l2 / size  # a rating's L2 gradient per unit of a row's weight
         if self.adagrad:
-            return (1 - lr * wd, lr, 0.0, 0.0, 0.0, 2 * self.span / size)
+            return (1 - lr * wd, lr, 0.0, 0.0, 0.0, 2 * self.span / size, penalty)
         return (
             1 - lr * wd,
             lr / (1 - beta1**step),
@@ -519,6 +535,7 @@ class FusedEngine:
             1 - beta1,
             1 / (1 - beta2**step),
             2 * self.span / size,
+            penalty,
         )
 
     def _steps(self, order: np.ndarray, sizes: list[int], hyper: np.ndarray) -> float:

@@ -62,7 +62,11 @@ class TrainConfig:
     Args:
         epochs: passes over the training ratings.
         lr: peak learning rate of the one-cycle schedule.
-        wd: decoupled weight decay (AdamW), applied to a row each time it is updated.
+        wd: decoupled weight decay, applied to a row each time it is updated.
+        l2: an L2 penalty per rating: each rating adds l2 times the squared norm of every
+            table row it reads (user and item factors and biases) to its squared error, so a
+            row is pulled to zero in proportion to how many ratings it has (cornac's and
+            Surprise's regularisation). Enters the gradient, so the optimiser's step scales it.
         batch_size: ratings per micro-batch.
         accumulate: micro-batches per optimiser step.
         effective_batch_size: ratings per optimiser step; sets `accumulate` to
@@ -108,6 +112,7 @@ class TrainConfig:
     engine: str = "auto"
     checkpoint_every: int | None = None
     optimizer: str = "adamw"
+    l2: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "accumulate"):
@@ -132,6 +137,8 @@ class TrainConfig:
             raise ConfigError(f"lr must be a positive number, got {self.lr!r}")
         if not (self.wd >= 0 and math.isfinite(self.wd)):
             raise ConfigError(f"wd must be zero or positive, got {self.wd!r}")
+        if not (self.l2 >= 0 and math.isfinite(self.l2)):
+            raise ConfigError(f"l2 must be zero or positive, got {self.l2!r}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if not isinstance(self.negatives, int) or self.negatives < 0:
@@ -269,7 +276,10 @@ def make_configs(
     if unknown:
         raise ConfigError(_unknown_options(unknown, cls, model_fields, train_fields))
     model_options = {k: v for k, v in options.items() if k in model_fields}
-    train_options = {k: v for k, v in options.items() if k in train_fields}
+    # a name both configs have (l2) is the model's: a solved model's penalty is its own
+    train_options = {
+        k: v for k, v in options.items() if k in train_fields and k not in model_fields
+    }
     if isinstance(model, ModelConfig):
         base = replace(model, **model_options)
     else:
@@ -425,9 +435,11 @@ def fit(
     # from the data does not find in its options
     saved = checkpoint.meta.get("model", {}) if checkpoint is not None else {}
     fallback = {k: saved.get(k) for k in ("y_range", "rating_range")}
-    if checkpoint is not None and "optimizer" not in checkpoint.meta.get("train", {}):
-        # checkpointed before there was a choice of optimiser: it trained with AdamW
-        options = {"optimizer": "adamw", **options}
+    if checkpoint is not None:
+        # options a run checkpointed before they existed trained without (AdamW, no l2)
+        written = checkpoint.meta.get("train", {})
+        earlier = {k: v for k, v in checkpoints.EARLIER_TRAINING.items() if k not in written}
+        options = {**earlier, **options}
     model_config, config = make_configs(train, model, options, train_config, fallback)
     if config.checkpoint_every and checkpoint_dir is None:
         raise ConfigError("checkpoint_every and resume need a checkpoint_dir")
@@ -813,6 +825,7 @@ class _Trainer:
                 self.step_size,
                 self.optimizer,
                 self.schedule.step,
+                l2=self.config.l2,
             )
         runner = StepRunner(
             self.net,
@@ -823,6 +836,7 @@ class _Trainer:
             self.negatives,
             ddp=training_forward(self.net, self.device) if self.context.active else None,
             world_size=self.context.world_size,
+            l2=self.config.l2,
         )
         return AutogradEngine(runner, self.step_size, self.schedule.step, self.context)
 
