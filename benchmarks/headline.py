@@ -55,8 +55,9 @@ SAMPLE_BAYES_PEERS = (
 SAMPLE_BAYES_SPEED_PEERS = SAMPLE_BAYES_PEERS
 
 
-DISTINCT_PEERS = (
-    ("cornac mf 1 epoch @ synthetic 25M distinct", "cornac MF (1 thread)"),
+DISTINCT_PEERS = (("cornac mf 1 epoch @ synthetic 25M distinct", "cornac MF (1 thread)"),)
+# shown beside the peers where the run has it
+DISTINCT_EXTRAS = (
     ("latentrec dot adamw 1 epoch @ synthetic 25M distinct", "latentrec with AdamW"),
 )
 # compare.py's time-to-accuracy systems (of its curve cases) and how the table names them
@@ -122,9 +123,11 @@ def compare_row(
     peers: tuple[tuple[str, str], ...],
     field: str,
     busy: bool = False,
+    extras: tuple[tuple[str, str], ...] = (),
 ) -> Row:
-    """A row from compare.py's summary: `field` of latentrec's `system` and of its peers, from
-    a run beside busy-copy processes (`busy`) or from a quiet one."""
+    """A row from compare.py's summary: `field` of latentrec's `system` and of its peers (and
+    of the `extras` the run has), from a run beside busy-copy processes (`busy`) or from a
+    quiet one."""
     wanted = [system, *(name for name, _ in peers)]
 
     def holds(result: Result) -> bool:
@@ -135,7 +138,8 @@ def compare_row(
     by_system = found.systems()
     formats = {"rmse": "{:.4f}", "train_seconds": "{:.2f} s", "peak_rss_mib": "{:,.0f} MiB"}
     shown = formats[field].format
-    peer_text = ", ".join(f"{label} {shown(by_system[name][field])}" for name, label in peers)
+    present = [*peers, *((name, label) for name, label in extras if name in by_system)]
+    peer_text = ", ".join(f"{label} {shown(by_system[name][field])}" for name, label in present)
     return Row(what, shown(by_system[system][field]), peer_text, found)
 
 
@@ -266,6 +270,7 @@ def rows(folder: Path) -> list[Row]:
             "latentrec dot 1 epoch @ synthetic 25M distinct",
             DISTINCT_PEERS,
             "train_seconds",
+            extras=DISTINCT_EXTRAS,
         ),
         compare_row(
             "The same beside a process copying 1 GiB arrays (memory bandwidth saturated)",
@@ -274,6 +279,7 @@ def rows(folder: Path) -> list[Row]:
             DISTINCT_PEERS,
             "train_seconds",
             busy=True,
+            extras=DISTINCT_EXTRAS,
         ),
         compare_row(
             "Peak RSS of that 25M command, data included (max of its runs)",
@@ -281,6 +287,7 @@ def rows(folder: Path) -> list[Row]:
             "latentrec dot 1 epoch @ synthetic 25M distinct",
             DISTINCT_PEERS,
             "peak_rss_mib",
+            extras=DISTINCT_EXTRAS,
         ),
         Row(
             "Visitors' `POST /ratings`, SQLite, 2 workers, 8 connections (wrk on the same cores)",
