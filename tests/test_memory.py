@@ -73,6 +73,22 @@ def test_a_larger_micro_batch_needs_more_step_memory(nn_config, board_rows):
     assert large.to_json()["effective_batch_size"] == 16384
 
 
+def test_the_optimiser_state_is_what_the_chosen_optimiser_keeps(board, board_rows):
+    """AdamW keeps two moments per weight; row-wise Adagrad (the dot model's default) one
+    number per table row: the report and the planner count what the step really keeps."""
+    config = make_configs(board[0], "dot", {"n_factors": 50})[0]
+    rows = config.n_users + config.n_items
+    adamw = measure_step(StepConfig(config, 64, optimizer="adamw"), board_rows)
+    adagrad = measure_step(StepConfig(config, 64, optimizer="adagrad"), board_rows)
+    assert adamw.optimizer_bytes == 2 * adamw.parameter_bytes
+    # one float32 per row of each of the four tables (factors and bias, users and items)
+    assert adagrad.optimizer_bytes == 2 * rows * 4
+    assert (adamw.optimizer, adagrad.optimizer) == ("adamw", "adagrad")
+    assert adagrad.peak_bytes < adamw.peak_bytes
+    with pytest.raises(ConfigError, match="optimizer must be one of adamw, adagrad, got 'sgd'"):
+        StepConfig(config, 64, optimizer="sgd")
+
+
 def test_accumulation_cuts_the_step_memory(nn_config, board_rows):
     whole = measure_step(StepConfig(nn_config, 16384, 1), board_rows)
     accumulated = measure_step(StepConfig(nn_config, 2048, 8), board_rows)

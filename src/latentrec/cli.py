@@ -1326,7 +1326,14 @@ def memory_command(
             raise ConfigError("--plot draws training steps; give a model trained by steps too")
         return
     configs = [
-        memory.StepConfig(make_configs(ratings, kind, options)[0], b, n, target)
+        # each model with the optimiser it trains with by default, whose state it keeps
+        memory.StepConfig(
+            make_configs(ratings, kind, options)[0],
+            b,
+            n,
+            target,
+            optimizer=TrainConfig.for_model(kind).optimizer,
+        )
         for kind, options in variants
         for b, n in shapes
     ]
@@ -1369,7 +1376,7 @@ def _print_memory_table(uses: list[memory.MemoryUse], source: str) -> None:
         "accum",
         "peak",
         "params",
-        "Adam",
+        "optimiser",
         "grads",
         "other",
         "/row",
@@ -1380,7 +1387,7 @@ def _print_memory_table(uses: list[memory.MemoryUse], source: str) -> None:
     size = memory.format_bytes
     for use in uses:
         table.add_row(
-            f"{use.model} {use.shape}",
+            f"{use.model} {use.shape}, {use.optimizer}",
             str(use.batch_size),
             str(use.accumulate),
             size(use.peak_bytes),
@@ -1393,7 +1400,7 @@ def _print_memory_table(uses: list[memory.MemoryUse], source: str) -> None:
         )
     console.print(table)
     console.print(
-        "peak = params + Adam state + what the step allocates (grads + other: activations and "
+        "peak = params + optimiser state + what the step allocates (grads + other: activations and "
         "workspace); /row = step allocation per micro-batch row; ratio = peak / first row's peak"
     )
 

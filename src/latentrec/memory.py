@@ -30,7 +30,7 @@ import torch
 from latentrec.data import Ratings
 from latentrec.errors import ConfigError, LatentrecError
 from latentrec.models import MODELS, ModelConfig, build_model, config_from_json, model_class
-from latentrec.optim import BETAS, EPS, StepRunner, make_optimizer
+from latentrec.optim import BETAS, EPS, OPTIMIZERS, StepRunner, make_optimizer
 
 _UNITS = {
     "": 1,
@@ -204,19 +204,26 @@ def _gpu_processes_smi() -> list[dict[str, Any]]:
 
 @dataclass(frozen=True)
 class StepConfig:
-    """One training step to measure: a model, a micro-batch size and an accumulation."""
+    """One training step to measure: a model, a micro-batch size and an accumulation, with the
+    optimiser whose state the step keeps ("adamw": two moments per weight; "adagrad": one
+    number per table row)."""
 
     model: ModelConfig
     batch_size: int
     accumulate: int = 1
     device: str = "cpu"
     dtype: str = "float32"
+    optimizer: str = "adamw"
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "accumulate"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(
+                f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
+            )
 
     @property
     def effective_batch_size(self) -> int:
@@ -247,6 +254,7 @@ class MemoryUse:
     other_bytes: int
     step_bytes: int
     method: str
+    optimizer: str = "adamw"
 
     @property
     def effective_batch_size(self) -> int:
@@ -310,6 +318,7 @@ def measure_step(config: StepConfig, rows: dict[str, np.ndarray]) -> MemoryUse:
             "accumulate": config.accumulate,
             "device": config.device,
             "dtype": config.dtype,
+            "optimizer": config.optimizer,
             "rows": str(data_file),
         }
         result = subprocess.run(
@@ -352,6 +361,7 @@ def _memory_use(config: StepConfig, measured: dict[str, Any]) -> MemoryUse:
         other_bytes=max(step - measured["gradient_bytes"], 0),
         step_bytes=step,
         method=measured["method"],
+        optimizer=config.optimizer,
     )
 
 
@@ -374,7 +384,8 @@ def _child() -> None:
         ratings = torch.from_numpy(rows["rating"]).to(device=device, dtype=dtype)
     torch.manual_seed(0)
     net = build_model(config).to(device=device, dtype=dtype).train()
-    optimizer = make_optimizer(net, 1e-3, BETAS, EPS, 0.01)  # the step's memory, not its values
+    # the step's memory, not its values: any learning rate will do
+    optimizer = make_optimizer(net, 1e-3, BETAS, EPS, 0.01, request["optimizer"])
     runner = StepRunner(net, users, items, ratings, request["batch_size"], optimizer)
     group = torch.arange(len(users), device=device)
     runner.step(group)  # warm-up: optimiser state and allocator pools now exist
@@ -399,7 +410,12 @@ def _child() -> None:
         "method": method,
         "step_bytes": step_bytes,
         "parameter_bytes": parameter_bytes,
-        "optimizer_bytes": 2 * parameter_bytes,  # Adam's two moments of every parameter
+        # the state the optimiser keeps for every parameter (AdamW: two moments per weight;
+        # row-wise Adagrad: one number per table row)
+        "optimizer_bytes": sum(
+            state.numel() * state.element_size()
+            for state in (optimizer.state_for(p)["moments"] for p in net.parameters())
+        ),
         "gradient_bytes": _gradient_bytes(net, users, items),
     }
     print(json.dumps(result))
@@ -446,6 +462,7 @@ def plan(
     device: str = "cpu",
     dtype: str = "float32",
     max_batch_size: int | None = None,
+    optimizer: str = "adamw",
 ) -> Plan:
     """The largest micro-batch whose measured step fits `budget`, and the accumulation that
     reaches `effective_batch_size` with it.
@@ -457,11 +474,11 @@ def plan(
     if effective_batch_size < 1:
         raise ConfigError(f"effective_batch_size must be >= 1, got {effective_batch_size}")
     ceiling = min(effective_batch_size, max_batch_size or effective_batch_size)
-    small = measure_step(StepConfig(model, 1, 1, device, dtype), rows)
+    small = measure_step(StepConfig(model, 1, 1, device, dtype, optimizer), rows)
     large_size = min(ceiling, 1024)
     large = small
     if large_size > 1:
-        large = measure_step(StepConfig(model, large_size, 1, device, dtype), rows)
+        large = measure_step(StepConfig(model, large_size, 1, device, dtype, optimizer), rows)
     per_row = max((large.peak_bytes - small.peak_bytes) / max(large_size - 1, 1), 1.0)
     fixed = small.peak_bytes - per_row
     minimum = small.peak_bytes
@@ -477,7 +494,9 @@ def plan(
     for _ in range(6):
         accumulate = math.ceil(effective_batch_size / candidate)
         batch_size = math.ceil(effective_batch_size / accumulate)  # even micro-batches
-        measured = measure_step(StepConfig(model, batch_size, accumulate, device, dtype), rows)
+        measured = measure_step(
+            StepConfig(model, batch_size, accumulate, device, dtype, optimizer), rows
+        )
         if measured.peak_bytes <= budget_bytes or batch_size == 1:
             break
         over.append(f"{batch_size} x {accumulate} measured {format_bytes(measured.peak_bytes)}")

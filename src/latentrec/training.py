@@ -703,7 +703,15 @@ def _plan_batches(
     """Measure steps and pick the micro-batch and accumulation for the memory budget."""
     effective = config.effective_batch_size or config.samples_per_step
     rows = sample_rows(train, effective, seed=config.seed)
-    return plan(model_config, rows, config.memory_budget, effective, str(device), config.dtype)
+    return plan(
+        model_config,
+        rows,
+        config.memory_budget,
+        effective,
+        str(device),
+        config.dtype,
+        optimizer=config.optimizer,
+    )
 
 
 def _unpack(data) -> tuple[Ratings, Ratings | None, tuple[int, int]]:
