@@ -270,14 +270,19 @@ def test_a_run_checkpointed_before_models_kept_their_scale_resumes(board, tmp_pa
 
 @pytest.mark.parametrize(
     ("trained", "unwritten"),
-    [({"optimizer": "adamw", "l2": 0.0}, ("optimizer", "l2")), ({"l2": 0.0}, ("l2",))],
+    [
+        # before there was a choice of optimiser: AdamW, no L2 penalty
+        ({"optimizer": "adamw", "l2": 0.0}, ("optimizer", "l2")),
+        # the first Adagrad defaults, before the L2 penalty: wd 0.01 (3 epochs then)
+        ({"optimizer": "adagrad", "wd": 0.01, "l2": 0.0}, ("l2",)),
+    ],
 )
-def test_a_run_checkpointed_before_an_option_existed_resumes_as_it_trained(
+def test_a_run_checkpointed_by_an_earlier_release_resumes_as_it_trained(
     board, tmp_path, trained, unwritten
 ):
-    """A run checkpointed before there was a choice of optimiser trained with AdamW, and one
-    checkpointed before the per-rating L2 penalty without it; resuming either must not switch
-    to today's defaults."""
+    """Resuming takes the options the run was checkpointed with, not today's defaults, and
+    options added since (the optimiser, the L2 penalty) as the run trained without them;
+    `train --resume` gives only the options of its command line."""
     import json as json_module
 
     options = {"epochs": 2, "batch_size": 32, "progress": False}
@@ -288,12 +293,32 @@ def test_a_run_checkpointed_before_an_option_existed_resumes_as_it_trained(
         for name in unwritten:
             del meta["train"][name]
         meta_path.write_text(json_module.dumps(meta))
-    resumed, history = fit(board, "dot", checkpoint_dir=tmp_path, resume=True, **options)
+    resumed, history = fit(board, "dot", checkpoint_dir=tmp_path, resume=True, progress=False)
     assert history.resumed_from is not None
-    assert history.train_config.optimizer == trained.get("optimizer", "adagrad")
-    assert history.train_config.l2 == 0.0
+    config = history.train_config
+    assert (config.optimizer, config.wd, config.l2, config.epochs) == (
+        trained["optimizer"],
+        trained.get("wd", _default_wd(trained)),
+        0.0,
+        2,
+    )
     for name, value in whole.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[name]), name
+
+
+def _default_wd(trained: dict) -> float:
+    return DotProductBias.optimizer_defaults[trained["optimizer"]]["wd"]
+
+
+def test_l2_is_the_ridge_of_a_solved_model_and_refused_where_it_has_none(board):
+    """ease's l2 is its own ridge penalty, not the steps' per-rating penalty; bayes has
+    neither, and an l2 given to it is one error, not an option silently ignored."""
+    from latentrec.training import make_configs
+
+    model, config = make_configs(board[0], "ease", {"l2": 123.0})
+    assert (model.l2, config.l2) == (123.0, 0.0)
+    with pytest.raises(ConfigError, match=r"l2 \(an option of the dot, nn, ease and als models\)"):
+        make_configs(board[0], "bayes", {"l2": 5.0})
 
 
 @pytest.mark.parametrize("engine", ["fused", "autograd"])

@@ -197,6 +197,23 @@ def write(path: Path, content) -> Path:
 TUNED = {"format": "latentrec-tuning", "version": 1, "model": "ease", "options": {"l2": 50.0}}
 
 
+def test_a_tuning_file_trains_what_its_trials_trained(ratings, tmp_path):
+    """A file names the training options its trials took from the defaults (a later
+    release's defaults must not change what it trains); one written before the per-rating
+    L2 penalty trained without it, and reads so."""
+    result = tune(ratings, "dot", trials=1, seed=1)
+    options = result.best_options
+    trained = latentrec.TrainConfig.for_model(
+        "dot", **{k: v for k, v in options.items() if k != "n_factors"}
+    )
+    for name in ("optimizer", "epochs", "lr", "wd", "l2"):
+        assert options[name] == getattr(trained, name)
+    old = {"format": "latentrec-tuning", "version": 1, "model": "dot"}
+    path = write(tmp_path / "old.json", old | {"options": {"n_factors": 20, "lr": 0.05}})
+    assert read_tuned(path) == ("dot", {"n_factors": 20, "lr": 0.05, "l2": 0.0})
+    assert read_tuned(write(tmp_path / "ease.json", TUNED)) == ("ease", {"l2": 50.0})
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [

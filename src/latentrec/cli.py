@@ -1333,6 +1333,7 @@ def memory_command(
             n,
             target,
             optimizer=TrainConfig.for_model(kind).optimizer,
+            l2=TrainConfig.for_model(kind).l2,
         )
         for kind, options in variants
         for b, n in shapes

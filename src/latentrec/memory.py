@@ -214,6 +214,7 @@ class StepConfig:
     device: str = "cpu"
     dtype: str = "float32"
     optimizer: str = "adamw"
+    l2: float = 0.0  # the per-rating penalty (`TrainConfig.l2`): its terms are part of a step
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "accumulate"):
@@ -319,6 +320,7 @@ def measure_step(config: StepConfig, rows: dict[str, np.ndarray]) -> MemoryUse:
             "device": config.device,
             "dtype": config.dtype,
             "optimizer": config.optimizer,
+            "l2": config.l2,
             "rows": str(data_file),
         }
         result = subprocess.run(
@@ -386,7 +388,9 @@ def _child() -> None:
     net = build_model(config).to(device=device, dtype=dtype).train()
     # the step's memory, not its values: any learning rate will do
     optimizer = make_optimizer(net, 1e-3, BETAS, EPS, 0.01, request["optimizer"])
-    runner = StepRunner(net, users, items, ratings, request["batch_size"], optimizer)
+    runner = StepRunner(
+        net, users, items, ratings, request["batch_size"], optimizer, l2=request["l2"]
+    )
     group = torch.arange(len(users), device=device)
     runner.step(group)  # warm-up: optimiser state and allocator pools now exist
     gc.collect()
@@ -463,6 +467,7 @@ def plan(
     dtype: str = "float32",
     max_batch_size: int | None = None,
     optimizer: str = "adamw",
+    l2: float = 0.0,
 ) -> Plan:
     """The largest micro-batch whose measured step fits `budget`, and the accumulation that
     reaches `effective_batch_size` with it.
@@ -474,11 +479,11 @@ def plan(
     if effective_batch_size < 1:
         raise ConfigError(f"effective_batch_size must be >= 1, got {effective_batch_size}")
     ceiling = min(effective_batch_size, max_batch_size or effective_batch_size)
-    small = measure_step(StepConfig(model, 1, 1, device, dtype, optimizer), rows)
+    small = measure_step(StepConfig(model, 1, 1, device, dtype, optimizer, l2), rows)
     large_size = min(ceiling, 1024)
     large = small
     if large_size > 1:
-        large = measure_step(StepConfig(model, large_size, 1, device, dtype, optimizer), rows)
+        large = measure_step(StepConfig(model, large_size, 1, device, dtype, optimizer, l2), rows)
     per_row = max((large.peak_bytes - small.peak_bytes) / max(large_size - 1, 1), 1.0)
     fixed = small.peak_bytes - per_row
     minimum = small.peak_bytes
@@ -495,7 +500,7 @@ def plan(
         accumulate = math.ceil(effective_batch_size / candidate)
         batch_size = math.ceil(effective_batch_size / accumulate)  # even micro-batches
         measured = measure_step(
-            StepConfig(model, batch_size, accumulate, device, dtype, optimizer), rows
+            StepConfig(model, batch_size, accumulate, device, dtype, optimizer, l2), rows
         )
         if measured.peak_bytes <= budget_bytes or batch_size == 1:
             break

@@ -297,11 +297,17 @@ class StepRunner:
     def _micro_step(self, rows: Tensor, weight: float) -> Tensor:
         """Forward and backward of one micro-batch; its summed loss counts `weight` times."""
         users, items, target = self._batch(rows)
-        user_rows, user_leaves = _gather(self.net, self.net.user_tables, users)
-        item_rows, item_leaves = _gather(self.net, self.net.item_tables, items)
+        user_rows, user_leaves, user_counts = _gather(self.net, self.net.user_tables, users)
+        item_rows, item_leaves, item_counts = _gather(self.net, self.net.item_tables, items)
         prediction = self.net.interact(user_rows, item_rows)
         loss = torch.nn.functional.mse_loss(prediction, target, reduction="sum")
-        ((loss + self._penalty([*user_rows, *item_rows])) * weight).backward()
+        penalty = 0.0
+        if self.l2:  # on each distinct row once, times the ratings that read it
+            for leaves, counts in ((user_leaves, user_counts), (item_leaves, item_counts)):
+                for _, leaf in leaves.values():
+                    penalty = penalty + (leaf.square().sum(1) * counts.to(leaf.dtype)).sum()
+            penalty = self.l2 * penalty
+        ((loss + penalty) * weight).backward()
         for name, (index, leaf) in {**user_leaves, **item_leaves}.items():
             weight_table = getattr(self.net, name).weight
             grad = torch.sparse_coo_tensor(
@@ -326,8 +332,8 @@ class StepRunner:
         return loss.detach()
 
     def _penalty(self, rows: list[Tensor]) -> Tensor | float:
-        """l2 times the squared norms of the rows each rating read, summed over the ratings:
-        a row read by k ratings of the batch counts k times."""
+        """l2 times the squared norms of the rows each rating read (one row per rating),
+        summed over the ratings: a row read by k ratings of the batch counts k times."""
         if not self.l2:
             return 0.0
         return self.l2 * sum(row.square().sum() for row in rows)
@@ -379,14 +385,15 @@ def training_forward(net: LatentModel, device: torch.device) -> nn.Module | None
 
 
 def _gather(net: LatentModel, names: tuple[str, ...], index: Tensor):
-    """Each table's distinct rows for this batch as a leaf tensor, expanded to the batch."""
-    distinct, inverse = torch.unique(index, return_inverse=True)
+    """Each table's distinct rows for this batch as a leaf tensor, expanded to the batch; and
+    how many of the batch's ratings read each distinct row."""
+    distinct, inverse, counts = torch.unique(index, return_inverse=True, return_counts=True)
     rows, leaves = [], {}
     for name in names:
         leaf = getattr(net, name).weight.detach().index_select(0, distinct).requires_grad_()
         leaves[name] = (distinct, leaf)
         rows.append(leaf.index_select(0, inverse))
-    return rows, leaves
+    return rows, leaves, counts
 
 
 class AutogradEngine:

@@ -51,6 +51,9 @@ from latentrec.optim import (
 from latentrec.storage import Checkpoint
 
 PREDICT_CHUNK = 1 << 16
+# training options that only models trained by steps take, though solved models may have a
+# field of the same name (the ridge penalty l2 of ease and als)
+STEP_PENALTIES = ("l2",)
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 ENGINES = ("auto", "fused", "autograd", "solve")
 
@@ -273,6 +276,8 @@ def make_configs(
     model_fields = cls.Config.field_names() - {"n_users", "n_items"}
     train_fields = {f.name for f in fields(TrainConfig)}
     unknown = set(options) - model_fields - train_fields
+    if "solve" in cls.engines:  # the per-rating penalty of steps: a solved model takes none
+        unknown |= {k for k in STEP_PENALTIES if k in options and k not in model_fields}
     if unknown:
         raise ConfigError(_unknown_options(unknown, cls, model_fields, train_fields))
     model_options = {k: v for k, v in options.items() if k in model_fields}
@@ -309,6 +314,21 @@ def make_configs(
     return model_config, train_config
 
 
+def _resumed_training(checkpoint: Checkpoint, kind: str) -> dict[str, Any]:
+    """The training options a checkpointed run trained with, for its resumption: today's
+    defaults may differ (the dot model's Adagrad trained 3 epochs with wd 0.01 before the L2
+    penalty came), and options added since (`checkpoints.EARLIER_TRAINING`) take what the run
+    trained without. Options given to the resumed run go on top (and are checked)."""
+    written = {**checkpoints.EARLIER_TRAINING, **checkpoint.meta.get("train", {})}
+    train_fields = {f.name for f in fields(TrainConfig)}
+    model_fields = model_class(kind).Config.field_names()
+    return {
+        k: v
+        for k, v in written.items()
+        if k in train_fields and k not in model_fields and k not in checkpoints.NOT_RESUMED
+    }
+
+
 def _ranking_models() -> list[str]:
     return [name for name, cls in MODELS.items() if not cls.predicts_ratings]
 
@@ -320,7 +340,12 @@ def _unknown_options(
     kind = cls.Config.kind
     parts = []
     for name in sorted(unknown):
-        owners = [m for m, c in MODELS.items() if name in c.Config.field_names()]
+        owners = [
+            m
+            for m, c in MODELS.items()
+            if name in c.Config.field_names()
+            or (name in STEP_PENALTIES and "solve" not in c.engines)
+        ]
         noun = "model" if len(owners) == 1 else "models"
         where = f" (an option of the {listed(owners)} {noun})" if owners else ""
         parts.append(f"{name}{where}")
@@ -436,10 +461,7 @@ def fit(
     saved = checkpoint.meta.get("model", {}) if checkpoint is not None else {}
     fallback = {k: saved.get(k) for k in ("y_range", "rating_range")}
     if checkpoint is not None:
-        # options a run checkpointed before they existed trained without (AdamW, no l2)
-        written = checkpoint.meta.get("train", {})
-        earlier = {k: v for k, v in checkpoints.EARLIER_TRAINING.items() if k not in written}
-        options = {**earlier, **options}
+        options = {**_resumed_training(checkpoint, kind), **options}
     model_config, config = make_configs(train, model, options, train_config, fallback)
     if config.checkpoint_every and checkpoint_dir is None:
         raise ConfigError("checkpoint_every and resume need a checkpoint_dir")
@@ -711,6 +733,7 @@ def _plan_batches(
         str(device),
         config.dtype,
         optimizer=config.optimizer,
+        l2=config.l2,
     )
 
 

@@ -37,7 +37,12 @@ from latentrec.recommend import Recommender, evaluate_ranking
 from latentrec.training import TrainConfig, fit
 
 FORMAT = "latentrec-tuning"
-FORMAT_VERSION = 1
+# 2: the file names the training options its trials trained with (optimizer, epochs, lr, wd,
+# l2), so a later release's defaults do not change what it trains; 1: only those searched or
+# fixed, and no L2 penalty per rating yet
+FORMAT_VERSION = 2
+# the training options a trial's model depends on, written whether searched or not
+RESOLVED = ("optimizer", "epochs", "lr", "wd", "l2")
 DEFAULT_TRIALS = 20
 RATING_METRICS = ("rmse", "mae")
 # how a run goes rather than what it learns: never written to the file, given at training time
@@ -211,6 +216,7 @@ def tune(
             f"no trial gave a {metric} on the {len(parts.test):,} validation rows; check the data"
         )
     kept = {k: v for k, v in {**fixed_options, **best.options}.items() if k not in RUNTIME}
+    kept = _resolved(model, kept)
     validation = {
         "split": "user",
         "fraction": validation_fraction,
@@ -399,6 +405,8 @@ def read_tuned(path: str | Path) -> tuple[str, dict[str, Any]]:
         raise ConfigError(f"{target}: options must be a JSON object, got {options!r}")
     model_fields = cls.Config.field_names() - {"n_users", "n_items"}
     train_fields = {f.name for f in fields(TrainConfig)} - RUNTIME
+    if data["version"] < 2 and "solve" not in cls.engines and "l2" not in options:
+        options = {**options, "l2": 0.0}  # tuned before the per-rating penalty existed
     unknown = sorted(set(options) - model_fields - train_fields)
     if unknown:
         raise ConfigError(
@@ -414,6 +422,20 @@ def read_tuned(path: str | Path) -> tuple[str, dict[str, Any]]:
     except (TypeError, ValueError) as err:  # ConfigError is a ValueError
         raise ConfigError(f"{target}: {err}") from err
     return data["model"], options
+
+
+def _resolved(model: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The options with the training options a model trained by steps took from the defaults
+    (`RESOLVED`) written out: the file then trains what its trials trained."""
+    cls = model_class(model)
+    if "solve" in cls.engines:
+        return options
+    model_fields = cls.Config.field_names()
+    train_fields = {f.name for f in fields(TrainConfig)}
+    config = TrainConfig.for_model(
+        model, **{k: v for k, v in options.items() if k in train_fields and k not in model_fields}
+    )
+    return {**{name: getattr(config, name) for name in RESOLVED}, **options}
 
 
 def _umask() -> int:
