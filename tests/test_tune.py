@@ -8,6 +8,7 @@ from collections import Counter
 from dataclasses import fields
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import latentrec
@@ -50,7 +51,20 @@ def test_each_models_search_space_names_its_options_and_holds_its_defaults(name)
     for option, (_kind, low, high) in cls.Config.tunable.items():
         assert option in cls.Config.field_names() | train_fields, option
         default = getattr(config if option in config.field_names() else training, option)
-        assert low <= default <= high, (option, default)  # trial 0 tries the defaults
+        if default is None:  # taken from the data: from one rating per row to 10,000
+            defaults = [latentrec.training.l2_for(_dense(n)) for n in (2, 20_000)]
+        else:
+            defaults = [default]
+        for value in defaults:
+            assert low <= value <= high, (option, value)  # trial 0 tries the defaults
+
+
+def _dense(n: int):
+    """n ratings of one user and one item."""
+    from latentrec.data import IdMap, Ratings
+
+    zeros = np.zeros(n, dtype=np.int64)
+    return Ratings(zeros, zeros, np.ones(n, np.float32), IdMap(np.arange(1)), IdMap(np.arange(1)))
 
 
 @pytest.mark.parametrize(
@@ -81,7 +95,9 @@ def test_the_same_seed_gives_the_same_trials_and_best(ratings):
     assert first.trials[1].options != other.trials[1].options
     assert first.metric == "rmse" and first.best_value == min(t.value for t in first.trials)
     defaults = latentrec.DotProductBias.optimizer_defaults["adagrad"]
-    assert first.trials[0].options == {"n_factors": 50, "lr": defaults["lr"], "l2": defaults["l2"]}
+    fit_rows = ratings.split(0.2, seed=1, by="user").train  # tune's fit rows
+    untuned = {"n_factors": 50, "lr": defaults["lr"], "l2": latentrec.training.l2_for(fit_rows)}
+    assert first.trials[0].options == untuned  # trial 0: the defaults, l2 from the fit rows
 
 
 def test_tune_splits_only_the_rows_it_is_given_per_user(ratings, monkeypatch):

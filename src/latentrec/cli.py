@@ -1327,15 +1327,8 @@ def memory_command(
         return
     configs = [
         # each model with the optimiser it trains with by default, whose state it keeps
-        memory.StepConfig(
-            make_configs(ratings, kind, options)[0],
-            b,
-            n,
-            target,
-            optimizer=TrainConfig.for_model(kind).optimizer,
-            l2=TrainConfig.for_model(kind).l2,
-        )
-        for kind, options in variants
+        memory.StepConfig(model, b, n, target, optimizer=training.optimizer, l2=training.l2)
+        for model, training in (make_configs(ratings, kind, options) for kind, options in variants)
         for b, n in shapes
     ]
     uses = []

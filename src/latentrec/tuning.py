@@ -22,7 +22,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from latentrec.errors import ConfigError, DataError, LatentrecError
 from latentrec.metrics import RANKING_METRICS
 from latentrec.models import model_class
 from latentrec.recommend import Recommender, evaluate_ranking
-from latentrec.training import TrainConfig, fit
+from latentrec.training import TrainConfig, fit, l2_for
 
 FORMAT = "latentrec-tuning"
 # 2: the file names the training options its trials trained with (optimizer, epochs, lr, wd,
@@ -200,7 +200,8 @@ def tune(
         direction = "maximize" if maximize else "minimize"
         sampler = optuna.samplers.TPESampler(seed=seed)
         study = optuna.create_study(direction=direction, sampler=sampler)
-        study.enqueue_trial(_defaults(model, space))  # trial 0: where an untuned run starts
+        # trial 0: where an untuned run on the fit rows starts
+        study.enqueue_trial(_defaults(model, space, parts.train))
         study.optimize(
             search.objective,
             n_trials=trials,
@@ -322,10 +323,15 @@ def _validation_split(data: Ratings, fraction: float, seed: int, metric: str) ->
     return parts
 
 
-def _defaults(model: str, space: Mapping[str, tuple[str, float, float]]) -> dict[str, Any]:
-    """The values an untuned run uses for the searched options."""
+def _defaults(
+    model: str, space: Mapping[str, tuple[str, float, float]], train: Ratings
+) -> dict[str, Any]:
+    """The values an untuned run on `train` uses for the searched options (a default taken
+    from the data, as the dot model's l2, from `train`)."""
     config = model_class(model).Config()
     training = TrainConfig.for_model(model)
+    if training.l2 is None:
+        training = replace(training, l2=l2_for(train))
     names = config.field_names()
     return {name: getattr(config if name in names else training, name) for name in space}
 
