@@ -37,11 +37,13 @@ from latentrec.models import DEFAULT_MODEL, MODELS, model_class
 from latentrec.recommend import Recommendation, Recommender, evaluate_ranking
 from latentrec.storage import CHECKPOINT_DIR, check_publish, check_target, load, publish, save
 from latentrec.training import (
+    STEP_PENALTIES,
     History,
     TrainConfig,
     evaluate,
     fit,
     make_configs,
+    option_owners,
     resolve_device,
 )
 from latentrec.tuning import (
@@ -69,8 +71,6 @@ MODEL_OPTIONS = {
     "kept": "--kept",
     "implicit_signals": "--implicit-signals",
 }
-# model options that are training options of the models trained by steps
-TRAIN_MODEL_OPTIONS = ("l2",)
 TABLE_ROWS = 20  # epochs or iterations a training table shows at most
 # training options that only models trained by steps take
 STEP_OPTIONS = {
@@ -262,13 +262,6 @@ def _layers(text: str) -> tuple[int, ...]:
     return widths
 
 
-def _step_option(model: str, name: str) -> bool:
-    """Whether `name`, a model option of some models, is a training option of `model` (l2:
-    the ridge penalty of ease and als, the per-rating penalty of models trained by steps)."""
-    cls = model_class(model)
-    return name in TRAIN_MODEL_OPTIONS and "solve" not in cls.engines
-
-
 def _check_model_options(model: str, given: dict[str, Any]) -> None:
     """A model option given for a model whose config lacks it, or a step option for a solved
     model, is one line naming what it applies to; so is a bad value of a model or a training
@@ -283,12 +276,7 @@ def _check_model_options(model: str, given: dict[str, Any]) -> None:
             )
     fields = cls.Config.field_names()
     for name, option in MODEL_OPTIONS.items():
-        if given.get(name) is not None and name not in fields and not _step_option(model, name):
-            owners = [
-                m
-                for m, c in MODELS.items()
-                if name in c.Config.field_names() or _step_option(m, name)
-            ]
+        if given.get(name) is not None and model not in (owners := option_owners(name)):
             noun = "models" if len(owners) > 1 else "model"
             raise ConfigError(f"{option} applies to the {listed(owners)} {noun}, not {model}")
     # the values themselves, before any data is read (the data's shape is filled in later)
@@ -301,7 +289,7 @@ def _check_model_options(model: str, given: dict[str, Any]) -> None:
     )
     training = [*STEP_OPTIONS, "memory_budget"]
     if "solve" not in cls.engines:
-        training += [name for name in TRAIN_MODEL_OPTIONS if name not in fields]
+        training += [name for name in STEP_PENALTIES if name not in fields]
     TrainConfig.for_model(model, **{k: given[k] for k in training if given.get(k) is not None})
 
 

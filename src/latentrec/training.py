@@ -350,6 +350,17 @@ def _ranking_models() -> list[str]:
     return [name for name, cls in MODELS.items() if not cls.predicts_ratings]
 
 
+def option_owners(name: str) -> list[str]:
+    """The models that take the option `name`: in their config, or (the per-rating penalty)
+    as a training option of a model trained by steps."""
+    return [
+        kind
+        for kind, cls in MODELS.items()
+        if name in cls.Config.field_names()
+        or (name in STEP_PENALTIES and "solve" not in cls.engines)
+    ]
+
+
 def _unknown_options(
     unknown: set[str], cls: type[LatentModel], model_fields: set[str], train_fields: set[str]
 ) -> str:
@@ -357,12 +368,7 @@ def _unknown_options(
     kind = cls.Config.kind
     parts = []
     for name in sorted(unknown):
-        owners = [
-            m
-            for m, c in MODELS.items()
-            if name in c.Config.field_names()
-            or (name in STEP_PENALTIES and "solve" not in c.engines)
-        ]
+        owners = option_owners(name)
         noun = "model" if len(owners) == 1 else "models"
         where = f" (an option of the {listed(owners)} {noun})" if owners else ""
         parts.append(f"{name}{where}")
