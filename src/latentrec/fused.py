@@ -4,13 +4,16 @@ The autograd path (`latentrec.optim`) materialises every (batch x factors) tenso
 dozen framework operations per table per step; on the CPU that overhead, not arithmetic, sets
 its speed. This kernel does the same mathematics in place, row by row:
 
-1. the threads compute, for the ratings of the step, the logit `p_u . q_i + b_u + b_i`, the
-   prediction `low + (high - low) * sigmoid(logit)` and the derivative of the step's mean
-   squared error with respect to the logit;
-2. each thread ("lane") owns the users and items that a hash of their index gives it: it gives
-   each of its distinct rows in the step a gradient slot of its own (no sort: a slot array per
-   table marks rows already seen) and adds the ratings' gradients into them in rating order, so
-   no two threads write the same row and the sums are the same on every run and thread count;
+1. each thread ("lane") owns the users and items that a hash of their index gives it, and
+   takes the step's ratings of the users it owns: the logit `p_u . q_i + b_u + b_i`, the
+   prediction `low + (high - low) * sigmoid(logit)`, the derivative of the step's mean squared
+   error with respect to the logit, and the user's gradient, added while the item's row is
+   still in cache into a gradient slot the lane gives each of its distinct rows in the step (no
+   sort: a slot array per table marks rows already seen);
+2. each lane adds the item gradients of the items it owns into their slots (one lane, owning
+   every row, did so in step 1, and reads no rating's rows twice). Each slot's sum runs in
+   rating order, so no two threads write the same row and the sums are the same on every run
+   and thread count;
 3. each lane applies the optimiser to its touched rows (lazy AdamW as `RowSparseAdamW`, or
    row-wise Adagrad as `RowWiseAdagrad`), adding the L2 penalty's gradient (`TrainConfig.l2`
    times the row for each rating that read it: step 2 counts them), then clears their slots
@@ -434,7 +437,93 @@ def _owner(row, lanes):  # pragma: no cover - compiled
     return np.int64((mixed * np.uint64(lanes)) >> np.uint64(32))
 
 
-_LOSS_BLOCKS = 16  # fixed, as the shuffle's chunks: the loss's sums do not depend on threads
+@_inline
+def _rating_error(
+    user_factors, user_bias, u, item_factors, item_bias, i, target, scale, constants
+):  # pragma: no cover - compiled
+    """One rating's forward pass: the derivative of the step's loss with respect to its
+    logit, and its squared error (in float64), in the model's dtype."""
+    low, span, one = constants[3], constants[4], constants[5]
+    logit = user_bias[u, 0] + item_bias[i, 0]
+    for f in range(user_factors.shape[1]):
+        logit += user_factors[u, f] * item_factors[i, f]
+    s = one / (one + np.exp(-logit))
+    error = low + span * s - target
+    return scale * error * s * (one - s), np.float64(error * error)
+
+
+@_inline
+def _forward_and_gradients(
+    users,
+    items,
+    targets,
+    start,
+    stop,
+    scale,
+    constants,
+    user_factors,
+    user_bias,
+    item_factors,
+    item_bias,
+    slots,
+    touched,
+    counts,
+    grads,
+):  # pragma: no cover - compiled
+    """Steps 1 and 2 of `dot_steps` on one lane, which owns every row: each rating's forward
+    pass, then its user's and item's gradients while both rows are still in cache, so no
+    rating's rows are read twice (the passes of several lanes read them once each). The same
+    sums in the same order as several lanes make."""
+    user_slot, item_slot = slots
+    touched_users, touched_items = touched
+    _, grad_uf, grad_ub, grad_if, grad_ib, hits_u, hits_i, squares = grads
+    largest = touched_users.shape[1]
+    n_u = 0
+    n_i = 0
+    for r in range(start, stop):
+        if r + AHEAD < stop:
+            u_ahead, i_ahead = users[r + AHEAD], items[r + AHEAD]
+            prefetch(user_factors, u_ahead)
+            prefetch(item_factors, i_ahead)
+            prefetch(user_bias, u_ahead)
+            prefetch(item_bias, i_ahead)
+            prefetch(user_slot, u_ahead)
+            prefetch(item_slot, i_ahead)
+        u = users[r]
+        i = items[r]
+        g, squares[r - start] = _rating_error(
+            user_factors, user_bias, u, item_factors, item_bias, i, targets[r], scale, constants
+        )
+        n_u = _add_gradient(
+            user_slot,
+            touched_users,
+            0,
+            n_u,
+            largest,
+            u,
+            item_factors,
+            i,
+            g,
+            grad_uf,
+            grad_ub,
+            hits_u,
+        )
+        n_i = _add_gradient(
+            item_slot,
+            touched_items,
+            0,
+            n_i,
+            largest,
+            i,
+            user_factors,
+            u,
+            g,
+            grad_if,
+            grad_ib,
+            hits_i,
+        )
+    counts[0, 0] = n_u
+    counts[0, 1] = n_i
 
 
 @_kernel
@@ -476,98 +565,116 @@ def dot_steps(
             call's thread count, which may change from call to call (the results do not).
         counts: (lanes, 2) distinct users and items of each lane in the step.
         grads: (per-rating logit gradient, user factor, user bias, item factor and item bias
-            gradients by slot, the user and item slots' counts of ratings: any values between
-            steps, each step writes before it adds;
+            gradients by slot, the user and item slots' counts of ratings, per-rating squared
+            error in float64: any values between steps, each step writes before it adds;
             lane k's slots are rows k * largest step onwards). `_owner` says which lane owns
             a row.
 
     Returns:
         The sum of squared errors over all steps' ratings (before each step's update).
     """
-    low, span, one = constants[3], constants[4], constants[5]
     user_slot, item_slot = slots
     touched_users, touched_items = touched
-    d_logit, grad_uf, grad_ub, grad_if, grad_ib, hits_u, hits_i = grads
+    d_logit, grad_uf, grad_ub, grad_if, grad_ib, hits_u, hits_i, squares = grads
     m_uf, m_ub, m_if, m_ib = moments
     lanes = counts.shape[0]
     largest = touched_users.shape[1]
-    block_loss = np.zeros(_LOSS_BLOCKS)
     total = 0.0
     for step in range(len(bounds) - 1):
         start, stop = bounds[step], bounds[step + 1]
-        size = stop - start
         rule = hyper[step]
         scale = rule[5]
-        share = (size + _LOSS_BLOCKS - 1) // _LOSS_BLOCKS
-        # 1. the forward pass, in a fixed number of blocks: their losses are summed in block
-        # order, so the loss, like the weights, is the same on any number of threads
-        for block in prange(_LOSS_BLOCKS):
-            block_sum = 0.0
-            end = min(start + (block + 1) * share, stop)
-            for r in range(start + block * share, end):
-                if r + AHEAD < stop:  # past the block's end too: its neighbour's thread may wait
-                    prefetch(user_factors, users[r + AHEAD])
-                    prefetch(item_factors, items[r + AHEAD])
-                    prefetch(user_bias, users[r + AHEAD])
-                    prefetch(item_bias, items[r + AHEAD])
-                u = users[r]
-                i = items[r]
-                logit = user_bias[u, 0] + item_bias[i, 0]
-                for f in range(user_factors.shape[1]):
-                    logit += user_factors[u, f] * item_factors[i, f]
-                s = one / (one + np.exp(-logit))
-                error = low + span * s - targets[r]
-                d_logit[r - start] = scale * error * s * (one - s)
-                block_sum += np.float64(error * error)
-            block_loss[block] = block_sum
-        # 2. each lane gives each of its own rows a slot the first time it meets it, and
-        # adds the ratings' gradients into them in rating order
-        for lane in prange(lanes):
-            n_u = 0
-            n_i = 0
-            for r in range(start, stop):
-                # the slot arrays span the catalogue: at scale a lookup is a trip to
-                # memory, and asking ahead lets those trips overlap
-                if r + AHEAD < stop:
-                    prefetch(user_slot, users[r + AHEAD])
-                    prefetch(item_slot, items[r + AHEAD])
-                g = d_logit[r - start]
-                u = users[r]
-                i = items[r]
-                if _owner(u, lanes) == lane:
-                    n_u = _add_gradient(
-                        user_slot,
-                        touched_users,
-                        lane,
-                        n_u,
-                        largest,
+        if lanes == 1:
+            _forward_and_gradients(
+                users,
+                items,
+                targets,
+                start,
+                stop,
+                scale,
+                constants,
+                user_factors,
+                user_bias,
+                item_factors,
+                item_bias,
+                slots,
+                touched,
+                counts,
+                grads,
+            )
+        else:
+            # 1. the forward pass, spread evenly over the lanes
+            for block in prange(lanes):
+                first = start + block * (stop - start) // lanes
+                end = start + (block + 1) * (stop - start) // lanes
+                for r in range(first, end):
+                    if r + AHEAD < stop:  # past the block's end too: a neighbour may wait
+                        prefetch(user_factors, users[r + AHEAD])
+                        prefetch(item_factors, items[r + AHEAD])
+                        prefetch(user_bias, users[r + AHEAD])
+                        prefetch(item_bias, items[r + AHEAD])
+                    u = users[r]
+                    i = items[r]
+                    d_logit[r - start], squares[r - start] = _rating_error(
+                        user_factors,
+                        user_bias,
                         u,
                         item_factors,
+                        item_bias,
                         i,
-                        g,
-                        grad_uf,
-                        grad_ub,
-                        hits_u,
+                        targets[r],
+                        scale,
+                        constants,
                     )
-                if _owner(i, lanes) == lane:
-                    n_i = _add_gradient(
-                        item_slot,
-                        touched_items,
-                        lane,
-                        n_i,
-                        largest,
-                        i,
-                        user_factors,
-                        u,
-                        g,
-                        grad_if,
-                        grad_ib,
-                        hits_i,
-                    )
-            counts[lane, 0] = n_u
-            counts[lane, 1] = n_i
-        for block in range(_LOSS_BLOCKS):
-            total += block_loss[block]
+            # 2. each lane gives each of its own rows a slot the first time it meets it, and
+            # adds the ratings' gradients into them in rating order
+            for lane in prange(lanes):
+                n_u = 0
+                n_i = 0
+                for r in range(start, stop):
+                    # the slot arrays span the catalogue: at scale a lookup is a trip to
+                    # memory, and asking ahead lets those trips overlap
+                    if r + AHEAD < stop:
+                        prefetch(user_slot, users[r + AHEAD])
+                        prefetch(item_slot, items[r + AHEAD])
+                    g = d_logit[r - start]
+                    u = users[r]
+                    i = items[r]
+                    if _owner(u, lanes) == lane:
+                        n_u = _add_gradient(
+                            user_slot,
+                            touched_users,
+                            lane,
+                            n_u,
+                            largest,
+                            u,
+                            item_factors,
+                            i,
+                            g,
+                            grad_uf,
+                            grad_ub,
+                            hits_u,
+                        )
+                    if _owner(i, lanes) == lane:
+                        n_i = _add_gradient(
+                            item_slot,
+                            touched_items,
+                            lane,
+                            n_i,
+                            largest,
+                            i,
+                            user_factors,
+                            u,
+                            g,
+                            grad_if,
+                            grad_ib,
+                            hits_i,
+                        )
+                counts[lane, 0] = n_u
+                counts[lane, 1] = n_i
+        # the loss in rating order, on one thread: the same whatever the lanes
+        for r in range(stop - start):
+            total += squares[r]
         # 3. each lane: lazy AdamW on its rows (after every gradient has read the old values)
         for lane in prange(lanes):
             n_u = counts[lane, 0]

@@ -503,6 +503,7 @@ class FusedEngine:
             np.zeros((lanes * max_step, 1), dtype=dtype),
             np.zeros(lanes * max_step, dtype=dtype),
             np.zeros(lanes * max_step, dtype=dtype),
+            np.zeros(max_step, dtype=np.float64),
         )
         # by thread count, the first lanes' rows of the touched rows and counts
         self.lane_views = {
