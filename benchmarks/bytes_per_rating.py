@@ -6,11 +6,14 @@ The bytes are counted by construction from the kernel's loops (src/latentrec/fus
 (counted on the epoch's shuffled order), F factors, 4-byte floats and indexes:
 
 - forward: per rating its user, item and target gathered from the shuffled order, the
-  user's and item's factor rows and biases read, the logit's gradient written;
+  user's and item's factor rows and biases read, the logit's gradient and the squared error
+  written (the loss then sums them in order);
 - gradients: every lane reads each rating's user, item, logit gradient and both slot-array
   entries; the lane owning a row reads the other side's factor row and writes (first rating
   of the row in the step) or adds to (later ones) the row's gradient slot and its count of
-  ratings (for the L2 penalty);
+  ratings (for the L2 penalty). On one lane (a busy machine) the gradients follow each
+  rating's forward pass in the same loop: its rows are still in cache, and neither the
+  rating nor its logit gradient is read again;
 - update, per touched row: the slot and its count read, the weights and biases read and
   written, and the
   optimiser's state read and written: AdamW two moments per weight, row-wise Adagrad one
@@ -81,14 +84,23 @@ def step_bytes(optimizer: str, b: float, u: float, i: float, f: int, lanes: int)
     # the step's ratings gathered in shuffled order (its position, then its (user, item,
     # target) record read at random, written side by side), then the rows and biases they name
     forward_tables = b * (8 + 2 * INDEX + FLOAT) + b * (2 * row + 2 * FLOAT)
-    forward_buffers = b * (2 * INDEX + FLOAT) + b * (2 * INDEX + 2 * FLOAT)  # d_logit written
-    # every lane reads every rating and both slot entries; the owner reads the other row
-    gradient_tables = lanes * b * 2 * 8 + b * 2 * row + rows * 8  # slot entries set once
+    # the gathered ratings written and read; the logit gradient written (several lanes) and
+    # the squared error written and read back by the loss's sum
+    forward_buffers = b * (2 * INDEX + FLOAT) + b * (2 * INDEX + FLOAT) + b * 2 * 8
+    if lanes > 1:
+        forward_buffers += b * FLOAT
+    # every lane reads every rating and both slot entries; the owner reads the other row (on
+    # one lane still in cache from the forward pass)
+    gradient_tables = lanes * b * 2 * 8 + rows * 8  # slot entries set once
+    if lanes > 1:
+        gradient_tables += b * 2 * row
     if optimizer == "adamw before":  # each rating read-modify-writes its slot
         slot_traffic = 2 * b * 2 * (row + FLOAT)
     else:  # the first rating of a row writes its slot and count, later ones add to them
         slot_traffic = rows * (row + 2 * FLOAT) + (2 * b - rows) * 2 * (row + 2 * FLOAT)
-    gradient_buffers = lanes * b * (2 * INDEX + FLOAT) + slot_traffic + rows * 8
+    gradient_buffers = slot_traffic + rows * 8
+    if lanes > 1:
+        gradient_buffers += lanes * b * (2 * INDEX + FLOAT)
     weights = rows * (2 * row + 2 * FLOAT)  # factors and bias, read and written
     # read and written: one accumulator per row of each table, or two moments per weight
     state = rows * 2 * (2 * FLOAT) if optimizer == "adagrad" else rows * (4 * row + 4 * FLOAT)

@@ -174,3 +174,27 @@ def test_compress_adds_repeated_pairs_in_first_seen_order(monkeypatch, lanes):
             span = slice(indptr[r], indptr[r + 1])
             assert got_cols[span].tolist() == list(expected)
             assert got_weights[span] == pytest.approx(list(expected.values()), rel=1e-5)
+
+
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_transpose_gives_each_column_its_rows_in_order(monkeypatch, lanes):
+    """The item side ALS solves from the user side's compressed rows: every entry once, under
+    its column, rows increasing, weights along (one for all stays one), on one thread or two."""
+    monkeypatch.setattr(fused, "free_threads", lambda wanted: lanes)
+    rng = np.random.default_rng(2)
+    for n, n_rows, n_cols in [(4000, 40, 25), (5, 3, 6), (0, 2, 2)]:
+        rows, cols = rng.integers(0, n_rows, n), rng.integers(0, n_cols, n)
+        weights = rng.random(n).astype(np.float32) + 0.5
+        by_row = fused.compress(rows, cols, weights, n_rows)
+        indptr, got_rows, got_weights = fused.transpose(*by_row, n_cols)
+        assert indptr[0] == 0 and indptr[-1] == len(by_row[1]) == len(got_rows)
+        dense = np.zeros((n_rows, n_cols), dtype=np.float32)
+        for r in range(n_rows):
+            span = slice(by_row[0][r], by_row[0][r + 1])
+            dense[r, by_row[1][span]] = by_row[2][span]
+        for c in range(n_cols):
+            span = slice(indptr[c], indptr[c + 1])
+            assert got_rows[span].tolist() == np.flatnonzero(dense[:, c]).tolist()
+            assert got_weights[span].tolist() == dense[got_rows[span], c].tolist()
+        one = fused.transpose(by_row[0], by_row[1], np.array([3.0], np.float32), n_cols)
+        assert one[1].tolist() == got_rows.tolist() and one[2].tolist() == [3.0]

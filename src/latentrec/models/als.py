@@ -22,7 +22,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from latentrec import fused
 from latentrec.errors import ConfigError, DataError
+from latentrec.fused import AHEAD, prefetch
 from latentrec.models.base import (
     Interactions,
     LatentModel,
@@ -35,13 +37,17 @@ from latentrec.models.base import (
 )
 
 
+def _inline(func):
+    return numba.njit(inline="always", fastmath={"reassoc", "contract"})(func)
+
+
 def _kernel(func):
     return numba.njit(parallel=True, cache=True, nogil=True, fastmath={"reassoc", "contract"})(func)
 
 
 @_kernel
 def _solve_rows(
-    indptr, indices, weights, alpha, rows, fixed, gram, steps, losses
+    indptr, indices, weights, alpha, rows, fixed, gram, steps, losses, chunks
 ):  # pragma: no cover
     """For each row u: a few conjugate-gradient steps, from its current value, towards the
     solution x of (G + sum_i (c_ui - 1) y_i y_i') x = sum_i c_ui y_i, where G = Y'Y + λI,
@@ -51,68 +57,105 @@ def _solve_rows(
 
     When `losses` has a place per row, the solved row's sum over its interactions of
     c (1 - x.y)^2 - (x.y)^2 goes there (the observed pairs' part of the loss), while its
-    items' vectors are still in cache."""
+    items' vectors are still in cache.
+
+    The threads take runs of rows, chunks[c]:chunks[c + 1], of about equal interactions
+    (`_row_chunks`): rows' lengths differ by orders of magnitude."""
     k = rows.shape[1]
-    for u in numba.prange(len(indptr) - 1):
-        x = rows[u]
+    for chunk in numba.prange(len(chunks) - 1):
         r = np.empty(k, dtype=rows.dtype)
         ap = np.empty(k, dtype=rows.dtype)
+        p = np.empty(k, dtype=rows.dtype)
+        for u in range(chunks[chunk], chunks[chunk + 1]):
+            _solve_row(
+                indptr, indices, weights, alpha, rows, fixed, gram, steps, losses, u, r, ap, p
+            )
+
+
+@_inline
+def _solve_row(
+    indptr, indices, weights, alpha, rows, fixed, gram, steps, losses, u, r, ap, p
+):  # pragma: no cover
+    """`_solve_rows` for row u, with r, ap and p as scratch."""
+    k = rows.shape[1]
+    x = rows[u]
+    for f in range(k):
+        total = 0.0
+        for g in range(k):
+            total += gram[f, g] * x[g]
+        r[f] = -total
+    end = indptr[u + 1]
+    for j in range(indptr[u], end):
+        if j + AHEAD < end:  # the fixed side's rows lie scattered: ask for them early
+            prefetch(fixed, indices[j + AHEAD])
+        y = fixed[indices[j]]
+        c = 1.0 + alpha * weights[j if len(weights) > 1 else 0]
+        score = 0.0
+        for f in range(k):
+            score += y[f] * x[f]
+        weight = c - (c - 1.0) * score
+        for f in range(k):
+            r[f] += weight * y[f]
+    for f in range(k):
+        p[f] = r[f]
+    old = 0.0
+    for f in range(k):
+        old += r[f] * r[f]
+    for _ in range(steps):
+        if old < 1e-20:
+            break
         for f in range(k):
             total = 0.0
             for g in range(k):
-                total += gram[f, g] * x[g]
-            r[f] = -total
-        for j in range(indptr[u], indptr[u + 1]):
+                total += gram[f, g] * p[g]
+            ap[f] = total
+        for j in range(indptr[u], end):
+            if j + AHEAD < end:
+                prefetch(fixed, indices[j + AHEAD])
             y = fixed[indices[j]]
-            c = 1.0 + alpha * weights[j if len(weights) > 1 else 0]
+            score = 0.0
+            for f in range(k):
+                score += y[f] * p[f]
+            weight = alpha * weights[j if len(weights) > 1 else 0] * score
+            for f in range(k):
+                ap[f] += weight * y[f]
+        curvature = 0.0
+        for f in range(k):
+            curvature += p[f] * ap[f]
+        step = old / curvature
+        new = 0.0
+        for f in range(k):
+            x[f] += step * p[f]
+            r[f] -= step * ap[f]
+            new += r[f] * r[f]
+        for f in range(k):
+            p[f] = r[f] + (new / old) * p[f]
+        old = new
+    if len(losses):
+        total = 0.0
+        for j in range(indptr[u], end):
+            if j + AHEAD < end:
+                prefetch(fixed, indices[j + AHEAD])
+            y = fixed[indices[j]]
             score = 0.0
             for f in range(k):
                 score += y[f] * x[f]
-            weight = c - (c - 1.0) * score
-            for f in range(k):
-                r[f] += weight * y[f]
-        p = r.copy()
-        old = 0.0
-        for f in range(k):
-            old += r[f] * r[f]
-        for _ in range(steps):
-            if old < 1e-20:
-                break
-            for f in range(k):
-                total = 0.0
-                for g in range(k):
-                    total += gram[f, g] * p[g]
-                ap[f] = total
-            for j in range(indptr[u], indptr[u + 1]):
-                y = fixed[indices[j]]
-                score = 0.0
-                for f in range(k):
-                    score += y[f] * p[f]
-                weight = alpha * weights[j if len(weights) > 1 else 0] * score
-                for f in range(k):
-                    ap[f] += weight * y[f]
-            curvature = 0.0
-            for f in range(k):
-                curvature += p[f] * ap[f]
-            step = old / curvature
-            new = 0.0
-            for f in range(k):
-                x[f] += step * p[f]
-                r[f] -= step * ap[f]
-                new += r[f] * r[f]
-            for f in range(k):
-                p[f] = r[f] + (new / old) * p[f]
-            old = new
-        if len(losses):
-            total = 0.0
-            for j in range(indptr[u], indptr[u + 1]):
-                y = fixed[indices[j]]
-                score = 0.0
-                for f in range(k):
-                    score += y[f] * x[f]
-                c = 1.0 + alpha * weights[j if len(weights) > 1 else 0]
-                total += c * (1.0 - score) ** 2 - score * score
-            losses[u] = total
+            c = 1.0 + alpha * weights[j if len(weights) > 1 else 0]
+            total += c * (1.0 - score) ** 2 - score * score
+        losses[u] = total
+
+
+ROW_CHUNKS = 256  # runs of rows the threads share out: fixed, so no result depends on threads
+
+
+def _row_chunks(indptr: np.ndarray) -> np.ndarray:
+    """Boundaries of ROW_CHUNKS runs of consecutive rows with about equal interactions each
+    (a row longer than a run's share makes a run of its own)."""
+    n_rows = len(indptr) - 1
+    wanted = np.linspace(0, indptr[-1], ROW_CHUNKS + 1)
+    bounds = np.searchsorted(indptr, wanted, side="left")
+    bounds[0], bounds[-1] = 0, n_rows
+    return np.unique(np.clip(bounds, 0, n_rows)).astype(np.int64)
 
 
 ENTRY_CHUNK = 1 << 22  # interactions gathered at once by the batched solve: chunk x factors
@@ -290,21 +333,25 @@ class Als(LatentModel):
                 f"weight), and these data hold {float(by_user[2].min()):g}; give interactions "
                 "(--implicit) or the liked ratings (--positive-min)"
             )
-        by_item = _one_weight(data.by_item())
+        # the other side from this one's: no repeats left to add up, so no second compression
+        by_item = fused.transpose(*by_user, self.config.n_items)
         if self.user_factors.weight.device.type != "cpu":
             return self.solve_batched(by_user, by_item, on_iteration)
         config = self.config
         users, items = (_float32_view(table.weight) for table in self.tables())
         user_side = (*by_user, np.float32(config.alpha))
         item_side = (*by_item, np.float32(config.alpha))
+        user_chunks, item_chunks = _row_chunks(by_user[0]), _row_chunks(by_item[0])
         loss = math.nan
         none = np.empty(0)
         observed = np.empty(len(users))  # per user: the loss over their observed pairs
         for iteration in range(config.iterations):
             # the user half last: a trained user's factors are then what fold-in gives them
-            _solve_rows(*item_side, items, users, self._gram(users), config.cg_steps, none)
+            _solve_rows(
+                *item_side, items, users, self._gram(users), config.cg_steps, none, item_chunks
+            )
             item_gram = self._gram(items)  # the user half's, and the loss's
-            _solve_rows(*user_side, users, items, item_gram, config.cg_steps, observed)
+            _solve_rows(*user_side, users, items, item_gram, config.cg_steps, observed, user_chunks)
             loss = self._loss(observed, users, items, item_gram) / max(len(user_side[1]), 1)
             if on_iteration is not None:
                 on_iteration(iteration, loss)
