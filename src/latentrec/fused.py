@@ -772,35 +772,41 @@ def _lane_counts(rows, counts):  # pragma: no cover
 @_kernel
 def _bucket(rows, cols, weights, fill, out_cols, out_weights):  # pragma: no cover
     """Counting sort of the entries by row, stable, each lane scattering its share of the
-    entries from its own starting places `fill[lane, r]` (advanced as it goes)."""
+    entries from its own starting places `fill[lane, r]` (advanced as it goes). With one
+    weight for all entries, the weights are left to `_merge_rows`."""
     lanes, n = len(fill), len(rows)
+    each = len(weights) > 1
     for lane in prange(lanes):
         for k in range(lane * n // lanes, (lane + 1) * n // lanes):
             r = rows[k]
             out_cols[fill[lane, r]] = cols[k]
-            out_weights[fill[lane, r]] = weights[k]
+            if each:
+                out_weights[fill[lane, r]] = weights[k]
             fill[lane, r] += 1
 
 
 @_kernel
-def _merge_rows(indptr, cols, weights, counts, stamps, places):  # pragma: no cover
+def _merge_rows(indptr, cols, weights, single, counts, stamps, places):  # pragma: no cover
     """Add up each row's repeated columns, in place and in first-seen order; counts[r] is how
     many distinct columns row r keeps (at the start of its range). The rows are split into as
     many runs as `stamps` has lanes, each lane marking the columns its current row has seen
-    (stamps[lane, c] = row + 1, places[lane, c] = where c sits in the row): no sort."""
+    (stamps[lane, c] = row + 1, places[lane, c] = where c sits in the row): no sort. Where
+    `single` holds one weight, it is every entry's (`weights` is then only written)."""
     n_rows, lanes = len(indptr) - 1, len(stamps)
+    one = len(single) == 1
     for lane in prange(lanes):
         for r in range(lane * n_rows // lanes, (lane + 1) * n_rows // lanes):
             start, kept = indptr[r], 0
             for j in range(indptr[r], indptr[r + 1]):
                 c = cols[j]
+                w = single[0] if one else weights[j]
                 if stamps[lane, c] == r + 1:
-                    weights[start + places[lane, c]] += weights[j]
+                    weights[start + places[lane, c]] += w
                 else:
                     stamps[lane, c] = r + 1
                     places[lane, c] = kept
                     cols[start + kept] = c
-                    weights[start + kept] = weights[j]
+                    weights[start + kept] = w
                     kept += 1
             counts[r] = kept
 
@@ -836,15 +842,18 @@ def compress(
     del per_lane
     out_cols = np.empty(len(rows), dtype=np.int32)
     out_weights = np.empty(len(rows), dtype=np.float32)
+    weights = weights.astype(np.float32, copy=False)
+    # interactions mostly weigh alike: then no weight is carried through the sort
+    single = weights[:1] if len(weights) and weights.min() == weights.max() else weights[:0]
     with threads(lanes):
-        _bucket(rows, cols, weights.astype(np.float32, copy=False), fill, out_cols, out_weights)
+        _bucket(rows, cols, single if len(single) else weights, fill, out_cols, out_weights)
     del fill
     counts = np.empty(n_rows, dtype=np.int64)
     n_cols = int(cols.max()) + 1 if len(cols) else 1
     stamps = np.zeros((lanes, n_cols), dtype=np.int64)
     places = np.empty((lanes, n_cols), dtype=np.int64)
     with threads(lanes):
-        _merge_rows(indptr, out_cols, out_weights, counts, stamps, places)
+        _merge_rows(indptr, out_cols, out_weights, single, counts, stamps, places)
     if counts.sum() == len(rows):
         return indptr, out_cols, out_weights
     # in place: row by row, each entry moves to a place at or before its own, and every
