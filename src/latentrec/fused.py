@@ -862,9 +862,11 @@ def compress(
     packed = np.zeros(n_rows + 1, dtype=np.int64)
     np.cumsum(counts, out=packed[1:])
     kept = int(packed[-1])
-    if kept < 0.9 * len(rows):  # many repeats: a tight copy, and the long arrays go
-        return packed, out_cols[:kept].copy(), out_weights[:kept].copy()
-    return packed, out_cols[:kept], out_weights[:kept]
+    # the kept entries lie at the front: shrink the arrays where they are (the allocator
+    # gives the tail back without copying), so no second copy of them is ever held
+    out_cols.resize(kept, refcheck=False)  # no view of either array exists yet
+    out_weights.resize(kept, refcheck=False)
+    return packed, out_cols, out_weights
 
 
 @_kernel
