@@ -22,9 +22,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from latentrec import fused
 from latentrec.errors import ConfigError, DataError
-from latentrec.fused import AHEAD, prefetch
+from latentrec.fused import AHEAD, prefetch, transpose
 from latentrec.models.base import (
     Interactions,
     LatentModel,
@@ -51,9 +50,9 @@ def _solve_rows(
 ):  # pragma: no cover
     """For each row u: a few conjugate-gradient steps, from its current value, towards the
     solution x of (G + sum_i (c_ui - 1) y_i y_i') x = sum_i c_ui y_i, where G = Y'Y + λI,
-    c_ui = 1 + alpha w_ui and the sums run over u's interactions. Rows are independent: one
-    per thread at a time. Loops rather than BLAS calls: a row's vectors are a few dozen
-    numbers. `weights` holds one weight per interaction, or one that they all have.
+    c_ui = 1 + alpha w_ui and the sums run over u's interactions. Rows are independent. Loops
+    rather than BLAS calls: a row's vectors are a few dozen numbers. `weights` holds one weight
+    per interaction, or one that they all have.
 
     When `losses` has a place per row, the solved row's sum over its interactions of
     c (1 - x.y)^2 - (x.y)^2 goes there (the observed pairs' part of the loss), while its
@@ -334,7 +333,7 @@ class Als(LatentModel):
                 "(--implicit) or the liked ratings (--positive-min)"
             )
         # the other side from this one's: no repeats left to add up, so no second compression
-        by_item = fused.transpose(*by_user, self.config.n_items)
+        by_item = transpose(*by_user, self.config.n_items)
         if self.user_factors.weight.device.type != "cpu":
             return self.solve_batched(by_user, by_item, on_iteration)
         config = self.config
