@@ -70,11 +70,79 @@ def test_implicit_signals_lower_the_error_on_movielens():
     rmse = {}
     for signals in (True, False):
         _, history = latentrec.fit(
-            split, "bayes", progress=False, implicit_signals=signals, samples=40, burn_in=10
+            split,
+            "bayes",
+            progress=False,
+            implicit_signals=signals,
+            item_features=False,
+            samples=40,
+            burn_in=10,
         )
         rmse[signals] = history.epochs[-1].test_rmse
     assert rmse[True] < rmse[False] - 0.005, rmse
     assert rmse[True] < 0.83, rmse
+
+
+def test_the_items_genres_and_decades_lower_the_error_on_movielens():
+    split = latentrec.load_ratings("movielens-small").split(0.1, seed=42)
+    rmse = {}
+    for features in (True, False):
+        _, history = latentrec.fit(
+            split, "bayes", progress=False, item_features=features, samples=40, burn_in=10
+        )
+        rmse[features] = history.epochs[-1].test_rmse
+    assert rmse[True] < rmse[False] - 0.008, rmse
+    assert rmse[True] < 0.815, rmse
+
+
+def test_data_without_item_features_train_as_without_the_option(small):
+    assert small.train.genres is None and small.train.titles is None
+    on, _ = latentrec.fit(small, "bayes", progress=False, **FAST)
+    off, _ = latentrec.fit(small, "bayes", progress=False, item_features=False, **FAST)
+    for name, tensor in on.state_dict().items():
+        assert torch.equal(tensor, off.state_dict()[name]), name
+
+
+def test_the_sampler_draws_each_feature_row_from_its_conditional(small):
+    """As for the implicit rows: with the noise off the last feature row drawn sits at the
+    energy's minimum."""
+    train = small.train
+    config = BayesConfig(n_users=train.n_users, n_items=train.n_items, n_factors=3)
+    # three features over the items: every item has feature 0, even ones 1, every third 2
+    items = np.arange(train.n_items)
+    per_item = [[0, *([1] if i % 2 == 0 else []), *([2] if i % 3 == 0 else [])] for i in items]
+    indptr = np.concatenate([[0], np.cumsum([len(f) for f in per_item])])
+    columns = np.concatenate(per_item).astype(np.int32)
+    sampler = _Sampler(
+        config, train.user_index, train.item_index, train.rating, 3.0,
+        np.random.default_rng(0), (indptr, columns, 3),
+    )  # fmt: skip
+    sampler.sweep()
+
+    class NoNoise:
+        def standard_normal(self, shape):
+            return np.zeros(shape)
+
+    sampler.rng = NoNoise()
+    sampler._own(sampler.by_item, sampler.q, sampler.item_vectors, sampler.user_vectors,
+                 sampler.items, "q")  # fmt: skip
+    sampler._implicit(sampler.feature_sets, sampler.features, sampler.item_vectors,
+                      sampler.items, "g", sampler.of_items.scale)  # fmt: skip
+
+    def energy() -> float:
+        sampler.recompute_vectors()
+        residuals = sampler.residuals()
+        group = sampler.groups["g"]
+        rows = sampler.features[:, sampler.items.free]
+        prior = 0.5 * float((group.precision * (rows - group.mean) ** 2).sum())
+        return 0.5 * sampler.alpha * float(residuals @ residuals) + prior
+
+    base = energy()
+    for place in sampler.items.free:
+        for step in (1e-3, -1e-3):
+            sampler.features[2, place] += step
+            assert energy() > base
+            sampler.features[2, place] -= step
 
 
 def test_the_sampler_draws_each_implicit_row_from_its_conditional(small):
@@ -151,6 +219,8 @@ def test_kept_is_at_most_the_samples_after_the_burn_in():
     assert BayesConfig(samples=30, burn_in=20, kept=50).kept == 10
     with pytest.raises(ConfigError, match="implicit_signals must be true or false"):
         BayesConfig(implicit_signals="yes")
+    with pytest.raises(ConfigError, match="item_features must be true or false"):
+        BayesConfig(item_features="no")
 
 
 def test_a_model_file_whose_config_disagrees_with_its_weights_is_one_line(tmp_path, small):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from latentrec import DataError, load_ratings
-from latentrec.data import IdMap, Split, parse_synthetic
+from latentrec.data import IdMap, Split, item_features, parse_synthetic
 
-from .conftest import ROWS
+from .conftest import ROWS, TITLES
 
 
 def _as_set(ratings):
@@ -52,6 +53,51 @@ def test_movielens_directories_are_detected_by_their_files(layout, request):
     assert _as_set(ratings) == EXPECTED
     assert ratings.title(30) == "Amélie (2001)"
     assert sorted(ratings.timestamp.tolist()) == sorted(t for *_, t in ROWS)
+
+
+@pytest.mark.parametrize(
+    ("layout", "genres"), [("ml1m_dir", ("Drama",)), ("ml25m_dir", ("Drama", "Comedy"))]
+)
+def test_movielens_item_files_give_each_items_genres(layout, genres, request):
+    ratings = load_ratings(request.getfixturevalue(layout))
+    assert ratings.genres == {item: genres for item in TITLES}
+
+
+def test_the_100k_item_files_genre_flags_are_its_genres(tmp_path: Path):
+    (tmp_path / "u.data").write_text("".join(f"{u}\t{i}\t{r:g}\t{t}\n" for u, i, r, t in ROWS))
+    flags = {10: {3, 4, 5}, 20: {1, 6, 16}, 30: {5, 14}, 40: set()}  # Animation..., none
+    lines = [
+        f"{i}|{TITLES[i]}|01-Jan-1995||http://x|" + "|".join("01"[g in on] for g in range(19))
+        for i, on in flags.items()
+    ]
+    (tmp_path / "u.item").write_bytes("\n".join(lines).encode("latin-1"))
+    ratings = load_ratings(tmp_path / "u.data")
+    assert ratings.genres[10] == ("Animation", "Children's", "Comedy")
+    assert ratings.genres[20] == ("Action", "Crime", "Thriller")
+    assert ratings.genres[40] == ()
+
+
+def test_item_features_are_the_genres_and_the_decade_of_release():
+    ratings = load_ratings("movielens-small")
+    indptr, columns, names = item_features(ratings)
+    assert len(indptr) == ratings.n_items + 1 and indptr[-1] == len(columns)
+
+    def features(item_id):
+        index = ratings.items.index_of(item_id)
+        return {names[c] for c in columns[indptr[index] : indptr[index + 1]]}
+
+    assert ratings.title(1) == "Toy Story (1995)"
+    assert features(1) == {
+        *(f"genre:{g}" for g in ("Adventure", "Animation", "Children", "Comedy", "Fantasy")),
+        "released:1990-1999",
+    }
+    # "(no genres listed)" names none; a title without a year gives no decade
+    assert "genre:(no genres listed)" not in names
+    assert item_features(load_ratings("synthetic:ratings=500,users=20,items=10")) is None
+    bare = replace(ratings, genres=None, titles={1: "Toy Story", 2: "Jumanji (1995)"})
+    indptr, columns, names = item_features(bare)
+    assert names == ["released:1990-1999"]
+    assert np.diff(indptr)[ratings.items.index_of(1)] == 0
 
 
 def test_100k_split_file_takes_titles_from_u_item(ml100k_dir: Path):

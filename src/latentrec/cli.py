@@ -70,6 +70,7 @@ MODEL_OPTIONS = {
     "burn_in": "--burn-in",
     "kept": "--kept",
     "implicit_signals": "--implicit-signals",
+    "item_features": "--item-features",
 }
 TABLE_ROWS = 20  # epochs or iterations a training table shows at most
 # training options that only models trained by steps take
@@ -509,6 +510,14 @@ def train(
             help="bayes: use which items each user rated and who rated each item (default on).",
         ),
     ] = None,
+    item_features: Annotated[
+        bool | None,
+        typer.Option(
+            "--item-features/--no-item-features",
+            help="bayes: use the items' genres and release decades where the data name them "
+            "(MovieLens item files; default on).",
+        ),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Train a model, print the per-epoch table and the test metrics, save it with --out (or
@@ -528,6 +537,7 @@ def train(
         "burn_in": burn_in,
         "kept": kept,
         "implicit_signals": implicit_signals,
+        "item_features": item_features,
         "epochs": epochs,
         "lr": lr,
         "wd": wd,

@@ -128,7 +128,8 @@ class Ratings:
     `user_index`/`item_index` may hold -1 for ids their map does not know (test sets only).
     With `implicit=True` the rows are interactions and `rating` holds each one's weight (above 0);
     `positive_min` is set when they are the ratings at or above it (`positives`), and `scale`
-    then keeps the scale those ratings were given on.
+    then keeps the scale those ratings were given on. `genres` maps an item id to its genres
+    where the data name them (MovieLens item files); see `item_features`.
     """
 
     user_index: np.ndarray
@@ -142,6 +143,7 @@ class Ratings:
     implicit: bool = False
     positive_min: float | None = None
     scale: tuple[float, float] | None = None
+    genres: Mapping[Any, tuple[str, ...]] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.rating)
@@ -527,9 +529,10 @@ def combine(first: Ratings, second: Ratings) -> Ratings:
     item_values = _joined([part.items.ids[part.item_index] for part in parts])
     users, user_index = IdMap.from_values(user_values)
     items, item_index = IdMap.from_values(item_values)
-    titles = {}
+    titles, genres = {}, {}
     for part in parts:
         titles.update({items.coerce(key): title for key, title in (part.titles or {}).items()})
+        genres.update({items.coerce(key): named for key, named in (part.genres or {}).items()})
     stamps = None
     if first.timestamp is not None and second.timestamp is not None:
         stamps = np.concatenate([first.timestamp, second.timestamp])
@@ -543,6 +546,7 @@ def combine(first: Ratings, second: Ratings) -> Ratings:
         stamps,
         titles or None,
         f"{first.source} + {second.source}",
+        genres=genres or None,
     )
     return _summed_pairs(ratings, rating.astype(np.float64)) if first.implicit else ratings
 
@@ -655,11 +659,12 @@ def _load_100k_file(path: Path) -> Ratings:
         parse={"delimiter": "\t"},
         convert={"column_types": {"user": pa.int64(), "item": pa.int64(), "rating": pa.float32()}},
     )
-    titles = None
+    titles = genres = None
     item_file = path.parent / "u.item"
     if item_file.exists():
-        titles = _read_titles(item_file, "|", "latin-1")
-    return _from_columns(table, "user", "item", "rating", "timestamp", titles, str(path))
+        titles, genres = _read_titles(item_file, "|", "latin-1")
+    ratings = _from_columns(table, "user", "item", "rating", "timestamp", titles, str(path))
+    return replace(ratings, genres=genres)
 
 
 def _load_dat_dir(path: Path) -> Ratings:
@@ -674,14 +679,42 @@ def _load_dat_dir(path: Path) -> Ratings:
             "column_types": {"user": pa.int64(), "item": pa.int64(), "rating": pa.float32()},
         },
     )
-    titles = None
+    titles = genres = None
     if (path / "movies.dat").exists():
-        titles = _read_titles(path / "movies.dat", "::", None)
-    return _from_columns(table, "user", "item", "rating", "timestamp", titles, str(ratings_file))
+        titles, genres = _read_titles(path / "movies.dat", "::", None)
+    ratings = _from_columns(table, "user", "item", "rating", "timestamp", titles, str(ratings_file))
+    return replace(ratings, genres=genres)
 
 
-def _read_titles(path: Path, separator: str, encoding: str | None) -> dict[int, str]:
-    """Item id -> title from a MovieLens item file (`u.item` or `movies.dat`)."""
+# the 100k release's genre flags (u.item's last 19 fields), in its u.genre's order
+GENRES_100K = [
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+]
+
+
+def _read_titles(
+    path: Path, separator: str, encoding: str | None
+) -> tuple[dict[int, str], dict[int, tuple[str, ...]]]:
+    """Item id -> title, and item id -> genres, from a MovieLens item file (`u.item`, whose
+    last 19 fields flag the genres, or `movies.dat`, whose third is 'Genre|Genre')."""
     raw = path.read_bytes()
     if encoding is None:
         try:
@@ -691,6 +724,7 @@ def _read_titles(path: Path, separator: str, encoding: str | None) -> dict[int, 
     else:
         text = raw.decode(encoding)
     titles: dict[int, str] = {}
+    genres: dict[int, tuple[str, ...]] = {}
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -700,28 +734,75 @@ def _read_titles(path: Path, separator: str, encoding: str | None) -> dict[int, 
                 f"{path}, line {number}: expected 'id{separator}title...', got {line!r}"
             )
         try:
-            titles[int(parts[0])] = parts[1].strip()
+            key = int(parts[0])
         except ValueError as err:
             raise DataError(f"{path}, line {number}: item id {parts[0]!r} is not a number") from err
-    return titles
+        titles[key] = parts[1].strip()
+        flags = parts[-len(GENRES_100K) :]
+        if separator == "|" and len(parts) >= 5 + len(GENRES_100K):
+            genres[key] = tuple(
+                g for g, flag in zip(GENRES_100K, flags, strict=True) if flag == "1"
+            )
+        elif separator != "|" and len(parts) > 2:
+            genres[key] = _genre_names(parts[2])
+    return titles, genres
+
+
+RELEASE_YEARS = 10  # the width of the release-year features, in years (validate_bayes.py)
+_TITLE_YEAR = re.compile(r"\((\d{4})(?:[-\u2013]\d{0,4})?\)\s*$")
+
+
+def item_features(ratings: Ratings) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
+    """What the data say of each item beside its ratings, as compressed rows: (indptr over
+    item indexes, the feature index of each entry, the features' names). An item's features
+    are its genres ("genre:Comedy") and the RELEASE_YEARS-year span its title's trailing
+    "(1995)" falls in ("released:1990-1999"). None when no item has any."""
+    per_item: list[list[str]] = []
+    for item_id in ratings.items.ids.tolist():
+        named = [f"genre:{g}" for g in (ratings.genres or {}).get(item_id, ())]
+        found = _TITLE_YEAR.search((ratings.titles or {}).get(item_id) or "")
+        if found:
+            start = int(found.group(1)) // RELEASE_YEARS * RELEASE_YEARS
+            named.append(f"released:{start}-{start + RELEASE_YEARS - 1}")
+        per_item.append(named)
+    names = sorted({name for named in per_item for name in named})
+    if not names:
+        return None
+    index = {name: k for k, name in enumerate(names)}
+    counts = np.array([len(named) for named in per_item], dtype=np.int64)
+    indptr = np.concatenate([[0], np.cumsum(counts)])
+    columns = np.array([index[name] for named in per_item for name in named], dtype=np.int32)
+    return indptr, columns, names
+
+
+def _genre_names(text: str | None) -> tuple[str, ...]:
+    """'Comedy|Drama' -> ('Comedy', 'Drama'); MovieLens' '(no genres listed)' names none."""
+    return tuple(g for g in (text or "").strip().split("|") if g and not g.startswith("("))
 
 
 def _load_csv_layout(
     ratings_file: Path, movies_file: Path | None, source: str, implicit: bool
 ) -> Ratings:
     ratings = _load_table(ratings_file, implicit=implicit)
-    titles = None
+    titles = genres = None
     if movies_file is not None:
         movies = _read_csv_arrow(
             movies_file,
             convert={
-                "include_columns": ["movieId", "title"],
-                "column_types": {"movieId": pa.string(), "title": pa.string()},
+                "include_columns": ["movieId", "title", "genres"],
+                "include_missing_columns": True,
+                "column_types": {
+                    "movieId": pa.string(),
+                    "title": pa.string(),
+                    "genres": pa.string(),
+                },
             },
         )
         keys = [ratings.items.coerce(key) for key in movies["movieId"].to_pylist()]
         titles = dict(zip(keys, movies["title"].to_pylist(), strict=True))
-    return replace(ratings, titles=titles, source=source)
+        named = [_genre_names(text) for text in movies["genres"].to_pylist()]
+        genres = dict(zip(keys, named, strict=True)) if any(named) else None
+    return replace(ratings, titles=titles, genres=genres, source=source)
 
 
 def _load_table(

@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import Tensor
 
 from latentrec import checkpoints, distributed, fused
-from latentrec.data import Ratings, Split
+from latentrec.data import Ratings, Split, item_features
 from latentrec.errors import ConfigError, DataError, TrainingError, listed
 from latentrec.memory import Plan, available_bytes, format_bytes, parse_size, plan, sample_rows
 from latentrec.metrics import mae, rmse
@@ -720,6 +720,10 @@ class _Interactions:
     def ratings(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         train = self.train
         return train.user_index, train.item_index, train.rating
+
+    def item_features(self) -> tuple[np.ndarray, np.ndarray, int] | None:
+        found = item_features(self.train)
+        return None if found is None else (found[0], found[1], len(found[2]))
 
     def _compressed(self, side: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         train = self.train

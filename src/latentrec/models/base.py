@@ -306,6 +306,11 @@ class Interactions(Protocol):
         """The training rows as they are, repeats kept: (user index, item index, rating)."""
         ...
 
+    def item_features(self) -> tuple[np.ndarray, np.ndarray, int] | None:
+        """Each item's features as compressed rows (indptr over items, feature index of each
+        entry, number of features), or None where the data have none (`data.item_features`)."""
+        ...
+
 
 class LatentModel(nn.Module):
     """Embedding tables looked up by user or item index, then an interaction of the rows.

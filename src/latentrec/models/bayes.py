@@ -364,6 +364,10 @@ class BayesConfig(ModelConfig):
             the defaults keep all of.
         implicit_signals: add the implicit signals (the items each user rated, the users who rated
             each item); False gives plain Bayesian matrix factorization.
+        item_features: add what the data say of each item beside its ratings (for MovieLens
+            data: its genres and the decade its title dates it to), each feature a
+            weight vector added to the item's, so an item with few ratings borrows from those
+            that share its features; data without any train as if False.
     """
 
     kind: ClassVar[str] = "bayes"
@@ -374,6 +378,7 @@ class BayesConfig(ModelConfig):
     burn_in: int = 2
     kept: int = 100
     implicit_signals: bool = True
+    item_features: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -387,10 +392,9 @@ class BayesConfig(ModelConfig):
             )
         if self.kept > self.samples - self.burn_in:
             object.__setattr__(self, "kept", self.samples - self.burn_in)
-        if not isinstance(self.implicit_signals, bool):
-            raise ConfigError(
-                f"implicit_signals must be true or false, got {self.implicit_signals!r}"
-            )
+        for name in ("implicit_signals", "item_features"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
 
     @property
     def vector(self) -> int:
@@ -466,9 +470,11 @@ class Bayes(LatentModel):
         """`samples` Gibbs sweeps; `on_iteration(i, rmse)` after each with the training RMSE
         of that sample. Returns the last sample's training RMSE."""
         users, items, ratings = data.ratings()
+        features = data.item_features() if self.config.item_features else None
         seed = int(torch.randint(0, 2**62, ()))  # from fit's seeded torch generator
         rng = np.random.default_rng(seed)
-        sampler = _Sampler(self.config, users, items, ratings, float(self.global_mean), rng)
+        offset = float(self.global_mean)
+        sampler = _Sampler(self.config, users, items, ratings, offset, rng, features)
         rmse = math.nan
         for sample in range(self.config.samples):
             rmse = sampler.sweep()
@@ -562,7 +568,9 @@ class _Sampler:
     A user's vectors are [factors, bias, 1] (place k + 1 fixed at 1, 0 in the implicit rows
     y), an item's [factors, 1, bias] (place k fixed alike, 0 in z): each side draws the other
     places, `free`. A sweep draws, in turn, the priors, the users' rows, the items' implicit
-    rows y, the items' rows, the noise precision, and the users' implicit rows z."""
+    rows y, the items' rows, the noise precision, the users' implicit rows z and the item
+    features' rows g (each added, like z, to the vectors of the items that have it, scaled by
+    |features of the item|^-1/2)."""
 
     def __init__(
         self,
@@ -572,6 +580,7 @@ class _Sampler:
         ratings: np.ndarray,
         offset: float,
         rng: np.random.Generator,
+        features: tuple[np.ndarray, np.ndarray, int] | None = None,
     ) -> None:
         self.config, self.rng, self.offset = config, rng, offset
         n_users, n_items, k = config.n_users, config.n_items, config.n_factors
@@ -594,10 +603,21 @@ class _Sampler:
         if config.implicit_signals:
             self.item_implicit[:, :k] = rng.normal(0.0, INIT_STD, (n_items, k))
             self.user_implicit[:, :k] = rng.normal(0.0, INIT_STD, (n_users, k))
+        # the item features: per item its features (`of_items`), per feature its items
+        self.of_items = self.feature_sets = None
+        self.features = np.zeros((0, k + 2))  # g, added to its items' vectors
+        if features is not None and len(features[1]):
+            indptr, columns, n_features = features
+            self.of_items = _Side(np.asarray(indptr), np.asarray(columns, np.int32), np.empty(0))
+            owners = np.repeat(np.arange(n_items), np.diff(self.of_items.indptr))
+            self.feature_sets = _Side.of(self.of_items.columns, owners, owners, n_features)
+            self.features = np.zeros((n_features, k + 2))
+            self.features[:, :k] = rng.normal(0.0, INIT_STD, (n_features, k))
         self.user_vectors, self.item_vectors = self.p.copy(), self.q.copy()
         self.recompute_vectors()
         self.work = np.empty(len(self.by_user.ratings))  # residuals, a side's rows at a time
         names = ("p", "q", "y", "z") if config.implicit_signals else ("p", "q")
+        names += ("g",) if self.of_items is not None else ()
         self.groups = {name: _Group.first(width) for name in names}
         self.alpha = 1.0
 
@@ -610,6 +630,7 @@ class _Sampler:
             ("q", self.q, self.items.free),
             ("y", self.item_implicit, self.users.free),
             ("z", self.user_implicit, self.items.free),
+            ("g", self.features, self.items.free),
         ):
             if name in groups:
                 groups[name].resample(weights[:, free], rng)
@@ -622,6 +643,15 @@ class _Sampler:
         self.alpha = float(rng.gamma(A0 + n / 2, 1.0 / (B0 + errors / 2)))
         if self.config.implicit_signals:
             self._implicit(self.user_sets, self.user_implicit, self.item_vectors, self.items, "z")
+        if self.of_items is not None:
+            self._implicit(
+                self.feature_sets,
+                self.features,
+                self.item_vectors,
+                self.items,
+                "g",
+                self.of_items.scale,
+            )
         return math.sqrt(errors / max(n, 1))
 
     def recompute_vectors(self) -> None:
@@ -633,6 +663,9 @@ class _Sampler:
                 (self.item_sets, self.items.scale, self.user_implicit, self.q, self.item_vectors),
             ):
                 _implicit_sums(*sets[:2], scale, implicit, own, out)
+        if self.of_items is not None:  # added to the items' vectors as they now are
+            items = self.item_vectors
+            _implicit_sums(*self.of_items[:2], self.of_items.scale, self.features, items, items)
 
     def residuals(self) -> np.ndarray:
         """Every training rating less its prediction, in the users' order."""
@@ -661,16 +694,20 @@ class _Sampler:
             rows.errors,
         )
 
-    def _implicit(self, sets: _Side, implicit, effective, owners: _Rows, name: str) -> None:
-        """Draw the implicit rows y (each added to its raters' vectors) or z (to the items
-        rated); the owners' vectors follow."""
+    def _implicit(
+        self, sets: _Side, implicit, effective, owners: _Rows, name: str, scale=None
+    ) -> None:
+        """Draw the implicit rows y (each added to its raters' vectors), z (to the items
+        rated) or g (to the items that have the feature, each item's sum scaled by `scale`
+        instead of the owners' implicit scale); the owners' vectors follow."""
         group = self.groups[name]
         width = len(owners.free)
+        scale = owners.scale if scale is None else scale
         data_precisions = np.empty((len(implicit), width, width))
-        _owner_grams(*sets[:2], owners.scale, owners.grams, data_precisions)
+        _owner_grams(*sets[:2], scale, owners.grams, data_precisions)
         _sample_implicit(
             *sets[:2],
-            owners.scale,
+            scale,
             implicit,
             effective,
             owners.free,
