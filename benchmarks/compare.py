@@ -48,12 +48,15 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from _report import machine, write
 
 import latentrec
+from latentrec.data import item_features
 
 REPO = Path(__file__).resolve().parent.parent
 PEERS_PYTHON = REPO / "benchmarks" / ".peers" / "bin" / "python"
@@ -85,12 +88,25 @@ SYSTEMS = {
     "latentrec bayes": ("latentrec", "bayes", ["--model", "bayes"]),
     # the same number of samples as myFM's 200, and without the implicit signals
     "latentrec bayes 200": ("latentrec", "bayes", ["--model", "bayes", "--samples", "200"]),
-    "latentrec bayes plain": ("latentrec", "bayes", ["--model", "bayes", "--no-implicit-signals"]),
+    "latentrec bayes plain": (
+        "latentrec",
+        "bayes",
+        ["--model", "bayes", "--no-implicit-signals", "--no-item-features"],
+    ),
+    "latentrec bayes no item features": (
+        "latentrec",
+        "bayes",
+        ["--model", "bayes", "--no-item-features"],
+    ),
     # Bayesian FM, rank 10, 200 Gibbs samples all kept: user, item and SVD++-style implicit
     # features (the user's items, the item's users), or user and item alone
     "myFM": ("myfm", "bayes", []),
     "myFM plain": ("myfm", "bayes", ["--plain"]),
     "myFM 100": ("myfm", "bayes", ["--n-iter", "100"]),  # latentrec bayes's samples
+    # with the items' features latentrec's bayes takes (genres, release decade), where the
+    # data have them (the bundled sample)
+    "myFM item features": ("myfm", "bayes", ["--item-features"]),
+    "myFM item features 100": ("myfm", "bayes", ["--item-features", "--n-iter", "100"]),
     # one epoch at scale, 100 factors each
     "latentrec dot 1 epoch": ("latentrec", "dot", ONE_EPOCH_DOT),
     # the same epoch with AdamW, the optimiser before row-wise Adagrad became the default
@@ -157,6 +173,12 @@ BAYES = [
     "myFM 100",
     "myFM plain",
 ]
+# where the data name the items' features (the bundled sample): with and without them
+BAYES_FEATURES = [
+    "latentrec bayes no item features",
+    "myFM item features",
+    "myFM item features 100",
+]
 CASES = {
     "dot": ["latentrec dot", "fastai dot bs64", "fastai dot bs1024"],
     # The quick dot comparison: leaves out fastai bs 64, the slowest run.
@@ -170,7 +192,7 @@ CASES = {
     "distinct-5m": [*SCALE, "latentrec dot adamw 1 epoch"],
     "distinct-25m": [*SCALE, "latentrec dot adamw 1 epoch"],
     # Bayesian models at their defaults, on the bundled sample and on synthetic 1M and 5M
-    "fm": BAYES,
+    "fm": [*BAYES, *BAYES_FEATURES],
     "fm-1m": BAYES,
     "fm-5m": BAYES,
     # Time to accuracy: each case's latentrec system comes first. No Surprise at 25M (one of
@@ -257,9 +279,31 @@ def write_split(folder: Path, case: str = "dot") -> tuple[Path, Path]:
     ):
         raise SystemExit("the split no longer matches Ratings.split(0.1, seed=42)")
     train_csv, test_csv = folder / f"{case}-train.csv", folder / f"{case}-test.csv"
+    if source == "movielens-small":
+        # a ratings.csv with the bundled movies.csv beside it: latentrec reads the items'
+        # titles and genres from it, and myFM gets the features latentrec derives from them
+        (folder / f"{case}-train").mkdir()
+        train_csv = folder / f"{case}-train" / "ratings.csv"
+        movies = resources.files("latentrec") / "datasets" / "ml-latest-small" / "movies.csv.gz"
+        (train_csv.parent / "movies.csv.gz").write_bytes(movies.read_bytes())
     train_df.to_csv(train_csv, index=False)
     test_df.to_csv(test_csv, index=False)
+    found = item_features(latentrec.load_ratings(train_csv))
+    if found is not None:
+        indptr, columns, names = found
+        items = latentrec.load_ratings(train_csv).items.ids
+        rows = pd.DataFrame(
+            {
+                "item": np.repeat(items, np.diff(indptr)),
+                "feature": np.asarray(names, dtype=object)[columns],
+            }
+        )
+        rows.to_csv(item_features_csv(train_csv), index=False)
     return train_csv, test_csv
+
+
+def item_features_csv(train_csv: Path) -> Path:
+    return train_csv.parent / f"{train_csv.stem}-item-features.csv"
 
 
 def command(name: str, train_csv: Path, test_csv: Path, peers_python: Path) -> list[str]:
@@ -270,6 +314,11 @@ def command(name: str, train_csv: Path, test_csv: Path, peers_python: Path) -> l
         return [str(Path(sys.executable).with_name("latentrec")), "train", *files, "--json", *extra]
     if program in ("mf", "myfm"):
         script = MF_SCRIPT if program == "mf" else MYFM_SCRIPT
+        if "--item-features" in extra:
+            if not item_features_csv(train_csv).exists():
+                raise SystemExit(f"{name}: these data name no item features")
+            at = extra.index("--item-features") + 1
+            extra = [*extra[:at], str(item_features_csv(train_csv)), *extra[at:]]
         return [str(peers_python), str(script), *files, *extra]
     epochs = ["--epochs", "1"] if "1 epoch" in name else []
     return [str(peers_python), str(FASTAI_SCRIPT), *files, *extra, *FASTAI_COMMON, *epochs]

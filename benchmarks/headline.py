@@ -48,9 +48,10 @@ SAMPLE_SPEED_PEERS = (
 SAMPLE_NN_PEERS = (("fastai nn bs64 @ movielens-small", "fastai (batch 64)"),)
 SAMPLE_BAYES = "latentrec bayes @ movielens-small"
 SAMPLE_BAYES_PEERS = (
+    ("myFM item features 100 @ movielens-small", "myFM (the same features, 100 samples)"),
     ("myFM 100 @ movielens-small", "myFM (implicit features, 100 samples)"),
-    ("myFM @ movielens-small", "myFM (200 samples)"),
     ("myFM plain @ movielens-small", "myFM plain"),
+    ("latentrec bayes no item features @ movielens-small", "`bayes --no-item-features`"),
 )
 SAMPLE_BAYES_SPEED_PEERS = SAMPLE_BAYES_PEERS
 
@@ -226,7 +227,8 @@ def rows(folder: Path) -> list[Row]:
             "rmse",
         ),
         compare_row(
-            "Test RMSE, `bayes` (100 Gibbs samples, implicit signals), bundled sample",
+            "Test RMSE, `bayes` (100 Gibbs samples; implicit signals, genres, decades), bundled "
+            "sample",
             folder,
             SAMPLE_BAYES,
             SAMPLE_BAYES_PEERS,

@@ -30,7 +30,8 @@ fi
 if ! "$PY" -m pip install --quiet "implicit==0.7.3" threadpoolctl; then
     warn "implicit 0.7.3 failed to install; implicit peer (ranking.py, als_scale.py) unavailable"
 fi
-if ! "$PY" -m pip install --quiet "myfm==0.4.0"; then
+# myfm 0.4.0 imports pkg_resources, which setuptools 81 and later no longer ship
+if ! "$PY" -m pip install --quiet "myfm==0.4.0" "setuptools<81"; then
     warn "myfm 0.4.0 failed to install; myFM peers (compare.py --cases fm) unavailable"
 fi
 

@@ -3,16 +3,19 @@
 Runs in the peers' environment (benchmarks/.peers). Features per rating: the one-hot user and
 the one-hot item and, unless --plain, the "implicit" features of SVD++ and its flipped twin:
 the items the user rated and the users who rated the item, each entry 1/sqrt(count), built
-from the training pairs only. They are given as myFM's relation blocks (one row per distinct
-user or item, an index per rating), as myFM's MovieLens examples do, so a sweep costs the
-distinct rows rather than every rating's copy of them; the four feature groups (user, user's
-items, item, item's users) each get their own prior. Trains on all rows of --train and predicts
---test (a user or item unseen in training has an empty row); predictions are clipped to the
+from the training pairs only; with --item-features (a CSV of item,feature rows, as compare.py
+writes from latentrec's `item_features`) each item's features too, entries 1/sqrt(count).
+They are given as myFM's relation blocks (one row per distinct user or item, an index per
+rating), as myFM's MovieLens examples do, so a sweep costs the distinct rows rather than every
+rating's copy of them; each feature group (user, user's items, item, item's users, item's
+features) gets its own prior. Trains on all rows of --train and predicts --test (a user or item
+unseen in training has an empty row); predictions are clipped to the
 training ratings' range. The last line of stdout is a JSON object: rmse, fit_seconds (the Gibbs
 sampler alone), feature_seconds, ratings_per_second, peak_rss_bytes.
 
     benchmarks/.peers/bin/python benchmarks/peers/myfm_regression.py \\
-        --train train.csv --test test.csv [--plain] [--rank 10 --n-iter 200]
+        --train train.csv --test test.csv [--plain] [--item-features items.csv]
+        [--rank 10 --n-iter 200]
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train", required=True, help="CSV with header user,item,rating")
     p.add_argument("--test", required=True, help="CSV with header user,item,rating")
     p.add_argument("--plain", action="store_true", help="one-hot user and item only")
+    p.add_argument("--item-features", help="CSV with header item,feature: an item-side group")
     p.add_argument("--rank", type=int, default=10)
     p.add_argument("--n-iter", type=int, default=200, help="Gibbs samples drawn")
     p.add_argument(
@@ -64,6 +68,18 @@ def main(argv: list[str] | None = None) -> None:
     if not args.plain:
         user_side.append(_rows_normalised(rated))
         item_side.append(_rows_normalised(rated.T.tocsr()))
+    if args.item_features:
+        named = pd.read_csv(args.item_features, dtype={"item": np.int64, "feature": str})
+        named = named[items.get_indexer(named["item"]) >= 0]
+        names = pd.Index(np.unique(named["feature"]))
+        features = sp.csr_matrix(
+            (
+                np.ones(len(named)),
+                (items.get_indexer(named["item"]), names.get_indexer(named["feature"])),
+            ),
+            shape=(len(items), len(names)),
+        )
+        item_side.append(_rows_normalised(features))
     user_rows = sp.hstack(user_side, format="csr")
     item_rows = sp.hstack(item_side, format="csr")
     groups = [block.shape[1] for block in (*user_side, *item_side)]
@@ -92,6 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     truth = test["rating"].to_numpy(np.float64)
     result = {
         "system": "myfm-plain" if args.plain else "myfm-implicit",
+        "item_features": bool(args.item_features),
         "rank": args.rank,
         "n_iter": args.n_iter,
         "n_kept_samples": args.n_iter if args.n_kept is None else args.n_kept,
