@@ -103,6 +103,30 @@ def test_data_without_item_features_train_as_without_the_option(small):
         assert torch.equal(tensor, off.state_dict()[name]), name
 
 
+def test_the_batched_draws_a_gpu_runs_give_the_kernels_samples(small):
+    """The own rows drawn in tensor operations (`_own_batched`, the CUDA path, here on the
+    CPU) take the same random numbers as the compiled kernel and give the same samples up to
+    rounding, implicit rows and item features included."""
+    train = small.train
+    config = BayesConfig(n_users=train.n_users, n_items=train.n_items, n_factors=3)
+    features = (np.arange(train.n_items + 1), np.arange(train.n_items) % 5, 5)
+
+    def sampler(device):
+        return _Sampler(
+            config, train.user_index, train.item_index, train.rating, 3.0,
+            np.random.default_rng(4), features, device,
+        )  # fmt: skip
+
+    kernel, batched = sampler(None), sampler(torch.device("cpu"))
+    assert kernel.on_device is None and batched.on_device is not None
+    for _ in range(3):
+        assert batched.sweep() == pytest.approx(kernel.sweep(), rel=1e-9)
+    for name in ("user_vectors", "item_vectors", "item_implicit", "user_implicit", "features"):
+        np.testing.assert_allclose(getattr(batched, name), getattr(kernel, name), atol=1e-8)
+    np.testing.assert_allclose(batched.items.grams, kernel.items.grams, atol=1e-8)
+    assert batched.alpha == pytest.approx(kernel.alpha, rel=1e-9)
+
+
 def test_the_sampler_draws_each_feature_row_from_its_conditional(small):
     """As for the implicit rows: with the noise off the last feature row drawn sits at the
     energy's minimum."""

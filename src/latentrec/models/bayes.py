@@ -17,8 +17,11 @@ Bayesian factorization machines). Gibbs sampling draws each row given the rest; 
 average the samples kept after the burn-in, which removes the learning rate and the weight
 decay that a point estimate must be tuned for.
 
-Rows of one side are drawn in parallel by numba kernels; the implicit rows one after another
-(each moves many rows' sums). Every random number comes from one seeded numpy generator in the
+Rows of one side are drawn in parallel by numba kernels (on a GPU: all at once in tensor
+operations, `_own_batched`, with the same random numbers); the implicit and feature rows one
+after another on the CPU (each moves many rows' sums). Where the data name the items' features
+(MovieLens genres and release decades, `data.item_features`), each feature adds a weight vector
+to its items' vectors, as the raters' implicit rows do. Every random number comes from one seeded numpy generator in the
 calling thread, so a seed gives the same samples on any number of threads.
 """
 
@@ -275,6 +278,80 @@ def _implicit_sums(indptr, columns, scale, implicit, own, out):  # pragma: no co
             out[row, f] = own[row, f] + scale[row] * total[f]
 
 
+RATINGS_PER_BLOCK = 1 << 20  # ratings a batched draw handles at once (its scratch is ~w^2 each)
+
+
+def _own_batched(
+    side: _DeviceSide,
+    offset: float,
+    own: np.ndarray,
+    effective: np.ndarray,
+    fixed: np.ndarray,
+    free: np.ndarray,
+    mean: np.ndarray,
+    precision: np.ndarray,
+    alpha: float,
+    draws: np.ndarray,
+    rows: _Rows,
+) -> None:
+    """`_sample_factors` with every row of the side at once, in tensor operations on the
+    side's device (what a GPU runs): the same conditional and the same standard normal draws,
+    so the same samples up to rounding. `own` and `effective` are updated in place; the rows'
+    grams, sums and squared errors land in `rows`, on the CPU, for the implicit rows' draws."""
+    device = side.rows.device
+    put = lambda array: torch.from_numpy(np.ascontiguousarray(array)).to(device)  # noqa: E731
+    own_t, effective_t, fixed_t, free_t = put(own), put(effective), put(fixed), put(free)
+    n, width = len(own), len(free)
+    h = (put(precision) * put(mean)).expand(n, width).clone()
+    gram = torch.zeros(n, width, width, dtype=torch.float64, device=device)
+    blocks = [
+        slice(start, start + RATINGS_PER_BLOCK)
+        for start in range(0, len(side.rows), RATINGS_PER_BLOCK)
+    ]
+    for block in blocks:
+        row, vector = side.rows[block], fixed_t[side.columns[block]]
+        c = vector[:, free_t]
+        e = side.ratings[block] - offset - (effective_t[row] * vector).sum(1)
+        target = alpha * (e + (own_t[row][:, free_t] * c).sum(1))
+        h.index_add_(0, row, target[:, None] * c)
+        gram.index_add_(0, row, c[:, :, None] * c[:, None, :])
+    a = alpha * gram + torch.diag_embed(put(precision).expand(n, width))
+    factor = torch.linalg.cholesky(a)
+    noise = torch.linalg.solve_triangular(factor.mT, put(draws)[:, :, None], upper=True)
+    new = torch.cholesky_solve(h[:, :, None], factor)[:, :, 0] + noise[:, :, 0]
+    delta = new - own_t[:, free_t]
+    own_t[:, free_t] = new
+    effective_t[:, free_t] += delta
+    sums = torch.zeros(n, width, dtype=torch.float64, device=device)
+    errors = torch.zeros(n, dtype=torch.float64, device=device)
+    for block in blocks:  # the residuals after the draw, as the kernel's second pass
+        row, vector = side.rows[block], fixed_t[side.columns[block]]
+        e = side.ratings[block] - offset - (effective_t[row] * vector).sum(1)
+        sums.index_add_(0, row, e[:, None] * vector[:, free_t])
+        errors.index_add_(0, row, e * e)
+    own[:] = own_t.cpu().numpy()
+    effective[:] = effective_t.cpu().numpy()
+    rows.grams[:] = gram.cpu().numpy()
+    rows.sums[:] = sums.cpu().numpy()
+    rows.errors[:] = errors.cpu().numpy()
+
+
+class _DeviceSide(NamedTuple):
+    """One side's ratings on a device, a row index per rating (for `_own_batched`)."""
+
+    rows: Tensor
+    columns: Tensor
+    ratings: Tensor
+
+    @classmethod
+    def of(cls, side: _Side, device: torch.device) -> _DeviceSide:
+        rows = np.repeat(np.arange(len(side.indptr) - 1), np.diff(side.indptr))
+        return cls(
+            *(torch.from_numpy(a).to(device) for a in (rows, side.columns.astype(np.int64))),
+            torch.from_numpy(side.ratings).to(device),
+        )
+
+
 class _Side(NamedTuple):
     """One side's ratings as compressed rows: for each row its ratings' columns (the other
     side's rows) and values."""
@@ -474,7 +551,11 @@ class Bayes(LatentModel):
         seed = int(torch.randint(0, 2**62, ()))  # from fit's seeded torch generator
         rng = np.random.default_rng(seed)
         offset = float(self.global_mean)
-        sampler = _Sampler(self.config, users, items, ratings, offset, rng, features)
+        device = self.user_factors.weight.device
+        sampler = _Sampler(
+            self.config, users, items, ratings, offset, rng, features,
+            None if device.type == "cpu" else device,
+        )  # fmt: skip
         rmse = math.nan
         for sample in range(self.config.samples):
             rmse = sampler.sweep()
@@ -499,15 +580,15 @@ class Bayes(LatentModel):
     def _keep(self, sampler: _Sampler, slot: int) -> None:
         config = self.config
         place = slice(slot * config.vector, (slot + 1) * config.vector)
-        dtype = self.user_factors.weight.dtype
-        self.user_factors.weight[:, place] = torch.from_numpy(sampler.user_vectors).to(dtype)
+        like = self.user_factors.weight  # the tables' dtype and device
+        self.user_factors.weight[:, place] = torch.from_numpy(sampler.user_vectors).to(like)
         items = sampler.item_vectors / config.kept
-        self.item_factors.weight[:, place] = torch.from_numpy(items).to(dtype)
+        self.item_factors.weight[:, place] = torch.from_numpy(items).to(like)
         if config.implicit_signals:
-            self.implicit_factors[:, place] = torch.from_numpy(sampler.item_implicit).to(dtype)
+            self.implicit_factors[:, place] = torch.from_numpy(sampler.item_implicit).to(like)
         prior = sampler.groups["p"]
-        self.user_prior_mean[slot] = torch.from_numpy(prior.mean)
-        self.user_prior_precision[slot] = torch.from_numpy(prior.precision)
+        self.user_prior_mean[slot] = torch.from_numpy(prior.mean).to(self.user_prior_mean)
+        self.user_prior_precision[slot] = torch.from_numpy(prior.precision).to(like.device)
         self.noise_precision[slot] = sampler.alpha
 
     # ------------------------------------------------------------------ scoring
@@ -581,6 +662,7 @@ class _Sampler:
         offset: float,
         rng: np.random.Generator,
         features: tuple[np.ndarray, np.ndarray, int] | None = None,
+        device: torch.device | None = None,
     ) -> None:
         self.config, self.rng, self.offset = config, rng, offset
         n_users, n_items, k = config.n_users, config.n_items, config.n_factors
@@ -588,6 +670,12 @@ class _Sampler:
         users, items = np.asarray(users), np.asarray(items)
         self.by_user = _Side.of(users, items, np.asarray(ratings), n_users)
         self.by_item = _Side.of(items, users, np.asarray(ratings), n_items)
+        # on a device (a GPU): the own rows' draws there, each side's ratings held on it
+        self.on_device = None
+        if device is not None:
+            self.on_device = {
+                id(side): _DeviceSide.of(side, device) for side in (self.by_user, self.by_item)
+            }
         # the implicit signals: each user's distinct items and each item's distinct raters
         self.user_sets, self.item_sets = self.by_user.distinct(), self.by_item.distinct()
         # per side: the places it draws, its implicit scale, and what its draws leave
@@ -677,6 +765,21 @@ class _Sampler:
     def _own(self, side: _Side, own, effective, fixed, rows: _Rows, name: str) -> None:
         """Draw one side's own rows; its grams and sums are left for the implicit rows."""
         group = self.groups[name]
+        if self.on_device is not None:
+            _own_batched(
+                self.on_device[id(side)],
+                self.offset,
+                own,
+                effective,
+                fixed,
+                rows.free,
+                group.mean,
+                group.precision,
+                self.alpha,
+                self.rng.standard_normal((len(own), len(rows.free))),
+                rows,
+            )
+            return
         _sample_factors(
             *side,
             self.offset,
