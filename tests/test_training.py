@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+import latentrec
 from latentrec import (
     ConfigError,
     DataError,
@@ -20,8 +21,10 @@ from latentrec import (
     TrainingError,
     evaluate,
     fit,
+    training,
 )
 from latentrec.checkpoints import Checkpoints
+from latentrec.models.bayes import BayesConfig
 
 BOARD_OPTIONS = {"epochs": 30, "batch_size": 64, "lr": 0.05, "wd": 0.01, "progress": False}
 
@@ -392,3 +395,23 @@ def test_an_option_of_another_model_says_whose_it_is(board):
         fit(board, "nn", n_factors=3, progress=False)
     with pytest.raises(ConfigError, match=r"unknown option.* n_factorz for the dot model"):
         fit(board, DotConfig(), n_factorz=3, progress=False)
+
+
+def test_predictions_are_the_same_in_chunks_of_any_size(monkeypatch):
+    """`predict_index` takes fewer pairs a chunk for wide rows (bayes keeps a vector per
+    sample); every chunking gives the same predictions."""
+    split = latentrec.synthetic_ratings(ratings=6000, users=150, items=120, seed=3).split(0.5)
+    net, _ = latentrec.fit(split, "bayes", progress=False, samples=6, burn_in=1)
+    users = torch.from_numpy(split.test.user_index.astype(np.int64))
+    items = torch.from_numpy(split.test.item_index.astype(np.int64))
+    whole = training.predict_index(net, users, items)
+    # a bayes model's rows hold a vector per kept sample: 1,176 numbers at the defaults
+    wide = latentrec.build_model(BayesConfig(n_users=1000, n_items=500))
+    assert training.predict_chunk(wide) == training.PREDICT_BYTES // (2 * 1176 * 4)
+    assert training.predict_chunk(DotProductBias(1000, 500)) == training.PREDICT_CHUNK
+    monkeypatch.setattr(training, "PREDICT_BYTES", 1)  # the least: 1,024 pairs a chunk
+    assert len(users) > 2 * 1024
+    assert torch.equal(training.predict_index(net, users, items), whole)
+    assert float(training.evaluate(net, split.test)["rmse"]) == pytest.approx(
+        float(torch.sqrt(((whole - torch.from_numpy(split.test.rating)) ** 2).mean()))
+    )

@@ -51,6 +51,9 @@ from latentrec.optim import (
 from latentrec.storage import Checkpoint
 
 PREDICT_CHUNK = 1 << 16
+# what a chunk's gathered rows may take: fewer pairs per chunk for wide rows (bayes keeps a
+# vector per sample: a test set's rows once took a gigabyte at 65,536 pairs a chunk)
+PREDICT_BYTES = 64 << 20
 # training options that only models trained by steps take, though solved models may have a
 # field of the same name (the ridge penalty l2 of ease and als)
 STEP_PENALTIES = ("l2",)
@@ -1033,13 +1036,22 @@ class _Evaluator:
         return _evaluate_tensors(net, *self.tensors, context=self.context)
 
 
+def predict_chunk(net: LatentModel) -> int:
+    """Pairs `predict_index` takes at a time: PREDICT_CHUNK, fewer where a pair's user and
+    item rows together exceed PREDICT_BYTES / PREDICT_CHUNK bytes (never below 1,024)."""
+    tables = [getattr(net, name).weight for name in (*net.user_tables, *net.item_tables)]
+    row_bytes = sum(table.shape[1] * table.element_size() for table in tables)
+    return max(1024, min(PREDICT_CHUNK, PREDICT_BYTES // max(row_bytes, 1)))
+
+
 @torch.no_grad()
 def predict_index(net: LatentModel, users: Tensor, items: Tensor) -> Tensor:
     """Predictions for index tensors, computed in chunks to bound memory."""
     net.eval()
+    chunk = predict_chunk(net)
     out = [
-        net(users[start : start + PREDICT_CHUNK], items[start : start + PREDICT_CHUNK])
-        for start in range(0, len(users), PREDICT_CHUNK)
+        net(users[start : start + chunk], items[start : start + chunk])
+        for start in range(0, len(users), chunk)
     ]
     return torch.cat(out) if out else torch.zeros(0, device=users.device)
 

@@ -21,8 +21,9 @@ Rows of one side are drawn in parallel by numba kernels (on a GPU: all at once i
 operations, `_own_batched`, with the same random numbers); the implicit and feature rows one
 after another on the CPU (each moves many rows' sums). Where the data name the items' features
 (MovieLens genres and release decades, `data.item_features`), each feature adds a weight vector
-to its items' vectors, as the raters' implicit rows do. Every random number comes from one seeded numpy generator in the
-calling thread, so a seed gives the same samples on any number of threads.
+to its items' vectors, as the raters' implicit rows do. Every random number comes from one
+seeded numpy generator in the calling thread, so a seed gives the same samples on any number
+of threads.
 """
 
 from __future__ import annotations
