@@ -230,13 +230,14 @@ def test_with_keeps_visitors_apart_from_users_and_shares_items(store, database_u
     assert sorted(both.users.ids) == ["1", "2", "3", f"{VISITOR_PREFIX}{visitor}"]
     assert both.items.ids.dtype == np.int64 and sorted(both.items.ids) == [10, 20, 30, 40, 99]
     assert len(both) == 2 + 7 and both.title(10) == "Toy Story (1995)"
+    assert both.genres[10] == ("Drama", "Comedy")  # what bayes's item features read
 
     store.forget(visitor)
     store.rate(store.new_visitor(), [("10", None)])  # events only: interactions
     with pytest.raises(DataError, match="--implicit"):
         combine(load_ratings(database_url), load_ratings(ml25m_dir))
     both = combine(load_ratings(database_url), load_ratings(ml25m_dir, implicit=True))
-    assert both.implicit and len(both) == 1 + 7
+    assert both.implicit and len(both) == 1 + 7 and both.genres[40] == ("Drama", "Comedy")
 
 
 def test_train_on_the_database_with_the_bundled_sample(tmp_path):
