@@ -127,6 +127,32 @@ def test_the_batched_draws_a_gpu_runs_give_the_kernels_samples(small):
     assert batched.alpha == pytest.approx(kernel.alpha, rel=1e-9)
 
 
+class NoNoise:
+    """A generator whose standard normals are all zero: each draw is its conditional mean."""
+
+    def standard_normal(self, shape):
+        return np.zeros(shape)
+
+
+def assert_at_the_energys_minimum(sampler: _Sampler, name: str, weights, free, row: int):
+    """The energy (the negative log posterior) rises whichever way `weights[row]` moves on
+    the places its side draws: the row is at its conditional mean."""
+
+    def energy() -> float:
+        sampler.recompute_vectors()
+        residuals = sampler.residuals()
+        group = sampler.groups[name]
+        prior = 0.5 * float((group.precision * (weights[:, free] - group.mean) ** 2).sum())
+        return 0.5 * sampler.alpha * float(residuals @ residuals) + prior
+
+    base = energy()
+    for place in free:
+        for step in (1e-3, -1e-3):
+            weights[row, place] += step
+            assert energy() > base
+            weights[row, place] -= step
+
+
 def test_the_sampler_draws_each_feature_row_from_its_conditional(small):
     """As for the implicit rows: with the noise off the last feature row drawn sits at the
     energy's minimum."""
@@ -142,47 +168,23 @@ def test_the_sampler_draws_each_feature_row_from_its_conditional(small):
         np.random.default_rng(0), (indptr, columns, 3),
     )  # fmt: skip
     sampler.sweep()
-
-    class NoNoise:
-        def standard_normal(self, shape):
-            return np.zeros(shape)
-
     sampler.rng = NoNoise()
     sampler._own(sampler.by_item, sampler.q, sampler.item_vectors, sampler.user_vectors,
                  sampler.items, "q")  # fmt: skip
     sampler._implicit(sampler.feature_sets, sampler.features, sampler.item_vectors,
                       sampler.items, "g", sampler.of_items.scale)  # fmt: skip
-
-    def energy() -> float:
-        sampler.recompute_vectors()
-        residuals = sampler.residuals()
-        group = sampler.groups["g"]
-        rows = sampler.features[:, sampler.items.free]
-        prior = 0.5 * float((group.precision * (rows - group.mean) ** 2).sum())
-        return 0.5 * sampler.alpha * float(residuals @ residuals) + prior
-
-    base = energy()
-    for place in sampler.items.free:
-        for step in (1e-3, -1e-3):
-            sampler.features[2, place] += step
-            assert energy() > base
-            sampler.features[2, place] -= step
+    assert_at_the_energys_minimum(sampler, "g", sampler.features, sampler.items.free, 2)
 
 
 def test_the_sampler_draws_each_implicit_row_from_its_conditional(small):
-    """With the noise switched off a draw is the conditional mean: the energy (the negative
-    log posterior) is then at its minimum in the last implicit row drawn."""
+    """With the noise switched off a draw is the conditional mean: the energy is then at its
+    minimum in the last implicit row drawn."""
     train = small.train
     config = BayesConfig(n_users=train.n_users, n_items=train.n_items, n_factors=3)
     sampler = _Sampler(
         config, train.user_index, train.item_index, train.rating, 3.0, np.random.default_rng(0)
     )
     sampler.sweep()
-
-    class NoNoise:
-        def standard_normal(self, shape):
-            return np.zeros(shape)
-
     sampler.rng = NoNoise()
     sampler._own(sampler.by_user, sampler.p, sampler.user_vectors, sampler.item_vectors,
                  sampler.users, "p")  # fmt: skip
@@ -190,21 +192,7 @@ def test_the_sampler_draws_each_implicit_row_from_its_conditional(small):
         sampler.item_sets, sampler.item_implicit, sampler.user_vectors, sampler.users, "y"
     )
     last = int(np.flatnonzero(np.diff(sampler.item_sets.indptr))[-1])
-
-    def energy() -> float:
-        sampler.recompute_vectors()
-        residuals = sampler.residuals()
-        group = sampler.groups["y"]
-        rows = sampler.item_implicit[:, sampler.users.free]
-        prior = 0.5 * float((group.precision * (rows - group.mean) ** 2).sum())
-        return 0.5 * sampler.alpha * float(residuals @ residuals) + prior
-
-    base = energy()
-    for place in sampler.users.free:
-        for step in (1e-3, -1e-3):
-            sampler.item_implicit[last, place] += step
-            assert energy() > base
-            sampler.item_implicit[last, place] -= step
+    assert_at_the_energys_minimum(sampler, "y", sampler.item_implicit, sampler.users.free, last)
 
 
 def test_fold_in_of_a_training_users_ratings_predicts_like_their_trained_row():

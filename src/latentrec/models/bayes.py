@@ -766,36 +766,13 @@ class _Sampler:
     def _own(self, side: _Side, own, effective, fixed, rows: _Rows, name: str) -> None:
         """Draw one side's own rows; its grams and sums are left for the implicit rows."""
         group = self.groups[name]
+        given = (own, effective, fixed, rows.free, group.mean, group.precision, self.alpha)
+        draws = self.rng.standard_normal((len(own), len(rows.free)))
         if self.on_device is not None:
-            _own_batched(
-                self.on_device[id(side)],
-                self.offset,
-                own,
-                effective,
-                fixed,
-                rows.free,
-                group.mean,
-                group.precision,
-                self.alpha,
-                self.rng.standard_normal((len(own), len(rows.free))),
-                rows,
-            )
+            _own_batched(self.on_device[id(side)], self.offset, *given, draws, rows)
             return
         _sample_factors(
-            *side,
-            self.offset,
-            own,
-            effective,
-            fixed,
-            rows.free,
-            group.mean,
-            group.precision,
-            self.alpha,
-            self.rng.standard_normal((len(own), len(rows.free))),
-            rows.grams,
-            rows.sums,
-            self.work,
-            rows.errors,
+            *side, self.offset, *given, draws, rows.grams, rows.sums, self.work, rows.errors
         )
 
     def _implicit(
