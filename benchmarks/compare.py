@@ -86,7 +86,8 @@ SYSTEMS = {
     "surprise svd++": ("mf", "dot", ["--system", "surprise-svdpp"]),
     "cornac mf": ("mf", "dot", ["--system", "cornac-mf", "--factors", "50"]),
     "latentrec bayes": ("latentrec", "bayes", ["--model", "bayes"]),
-    # the same number of samples as myFM's 200, and without the implicit signals
+    # the same number of samples as myFM's 200 (with the item features where the data have
+    # them, as "myFM item features"), and with neither implicit signals nor item features
     "latentrec bayes 200": ("latentrec", "bayes", ["--model", "bayes", "--samples", "200"]),
     "latentrec bayes plain": (
         "latentrec",
@@ -282,16 +283,19 @@ def write_split(folder: Path, case: str = "dot") -> tuple[Path, Path]:
     if source == "movielens-small":
         # a ratings.csv with the bundled movies.csv beside it: latentrec reads the items'
         # titles and genres from it, and myFM gets the features latentrec derives from them
-        (folder / f"{case}-train").mkdir()
+        (folder / f"{case}-train").mkdir(exist_ok=True)
         train_csv = folder / f"{case}-train" / "ratings.csv"
         movies = resources.files("latentrec") / "datasets" / "ml-latest-small" / "movies.csv.gz"
         (train_csv.parent / "movies.csv.gz").write_bytes(movies.read_bytes())
     train_df.to_csv(train_csv, index=False)
     test_df.to_csv(test_csv, index=False)
-    found = item_features(latentrec.load_ratings(train_csv))
+    found = None
+    if source == "movielens-small":
+        trained = latentrec.load_ratings(train_csv)
+        found = item_features(trained)
     if found is not None:
         indptr, columns, names = found
-        items = latentrec.load_ratings(train_csv).items.ids
+        items = trained.items.ids
         rows = pd.DataFrame(
             {
                 "item": np.repeat(items, np.diff(indptr)),

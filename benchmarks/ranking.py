@@ -37,7 +37,18 @@ K = 10
 # name -> ("latentrec", model, options) or ("implicit", arguments)
 SYSTEMS: dict[str, tuple] = {
     "latentrec ease (defaults)": ("latentrec", "ease", {}),
-    "latentrec ease (l2 200)": ("latentrec", "ease", {"l2": 200.0}),
+    # the EASE anchor's configuration (λ 200), without and with the items' features at the
+    # weight that validation rows chose for that λ (validate_defaults.py)
+    "latentrec ease (l2 200, no item features)": (
+        "latentrec",
+        "ease",
+        {"l2": 200.0, "feature_weight": 0.0},
+    ),
+    "latentrec ease (l2 200, feature weight 2)": (
+        "latentrec",
+        "ease",
+        {"l2": 200.0, "feature_weight": 2.0},
+    ),
     "latentrec als (defaults)": ("latentrec", "als", {}),
     "latentrec als (32 factors, l2 0.01, alpha 1)": (
         "latentrec",

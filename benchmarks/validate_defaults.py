@@ -22,7 +22,10 @@ from latentrec.recommend import evaluate_ranking
 
 REPO = Path(__file__).resolve().parent.parent
 GRIDS = {
-    "ease": {"l2": [50.0, 100.0, 200.0, 400.0, 800.0]},
+    "ease": {
+        "l2": [50.0, 100.0, 200.0, 400.0, 600.0, 800.0],
+        "feature_weight": [0.0, 1.0, 2.0, 3.0, 5.0],
+    },
     "als": {
         "n_factors": [32, 64, 128],
         "l2": [0.01, 0.1, 1.0, 10.0],

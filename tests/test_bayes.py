@@ -153,11 +153,14 @@ def assert_at_the_energys_minimum(sampler: _Sampler, name: str, weights, free, r
             weights[row, place] -= step
 
 
-def test_the_sampler_draws_each_feature_row_from_its_conditional(small):
+@pytest.mark.parametrize("signals", [True, False], ids=["with-signals", "features-alone"])
+def test_the_sampler_draws_each_feature_row_from_its_conditional(small, signals):
     """As for the implicit rows: with the noise off the last feature row drawn sits at the
-    energy's minimum."""
+    energy's minimum (the energy recomputes every vector from the weights each time)."""
     train = small.train
-    config = BayesConfig(n_users=train.n_users, n_items=train.n_items, n_factors=3)
+    config = BayesConfig(
+        n_users=train.n_users, n_items=train.n_items, n_factors=3, implicit_signals=signals
+    )
     # three features over the items: every item has feature 0, even ones 1, every third 2
     items = np.arange(train.n_items)
     per_item = [[0, *([1] if i % 2 == 0 else []), *([2] if i % 3 == 0 else [])] for i in items]

@@ -100,6 +100,19 @@ def test_item_features_are_the_genres_and_the_decade_of_release():
     assert np.diff(indptr)[ratings.items.index_of(1)] == 0
 
 
+def test_a_genre_named_twice_is_one_feature_and_a_movies_file_needs_ids_and_titles(
+    ml25m_dir: Path,
+):
+    ratings = load_ratings(ml25m_dir)
+    twice = replace(ratings, genres={10: ("Drama", "Drama")}, titles=None)
+    indptr, _, names = item_features(twice)
+    counts = np.diff(indptr)
+    assert names == ["genre:Drama"] and counts[ratings.items.index_of(10)] == counts.sum() == 1
+    (ml25m_dir / "movies.csv").write_text("movieId,name\n10,Toy Story\n")
+    with pytest.raises(DataError, match=r"movies\.csv has no title column"):
+        load_ratings(ml25m_dir)
+
+
 def test_100k_split_file_takes_titles_from_u_item(ml100k_dir: Path):
     ratings = load_ratings(ml100k_dir / "u1.base")
     assert _as_set(ratings) == EXPECTED

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from latentrec import (
     load,
     load_ratings,
 )
-from latentrec.data import IdMap, Ratings
+from latentrec.data import IdMap, Ratings, item_features
 from latentrec.fused import gram
 from tests.test_contract import invoke, one_error_line
 
@@ -65,6 +66,32 @@ def test_ease_weights_are_the_closed_form(l2, shape):
     assert np.allclose(net.weights.numpy(), expected, atol=1e-5)
     assert np.all(np.diag(net.weights.numpy()) == 0)  # never an item from itself
     assert history.engine == "solve" and history.rmse is None
+
+
+@pytest.mark.parametrize("shape", [(40, 15), (6, 30)], ids=["by-items", "by-users"])
+def test_the_items_features_join_the_closed_form_as_rows_beside_the_users(shape):
+    data = interactions(*shape)
+    genres = ("Drama", "Comedy", "Crime")
+    named = {
+        item: tuple(g for k, g in enumerate(genres) if (item >> k) & 1)
+        for item in data.items.ids.tolist()
+    }
+    titled = replace(data, genres=named, titles={1000: "One (1995)", 1003: "Two (2001)"})
+    net, _ = fit(titled, "ease", l2=3.0, feature_weight=2.0, progress=False)
+    x = np.zeros((data.n_users, data.n_items))
+    x[data.user_index, data.item_index] = 1.0
+    indptr, columns, names = item_features(titled)
+    assert "released:1990-1999" in names and "genre:Crime" in names
+    f = np.zeros((len(names), data.n_items))
+    f[columns, np.repeat(np.arange(data.n_items), np.diff(indptr))] = 2.0
+    inverse = np.linalg.inv(x.T @ x + f.T @ f + 3.0 * np.eye(data.n_items))
+    expected = np.eye(data.n_items) - inverse / np.diag(inverse)
+    assert np.allclose(net.weights.numpy(), expected, atol=1e-5)
+    # a weight of 0, or data without features, give plain EASE
+    plain, _ = fit(data, "ease", l2=3.0, feature_weight=2.0, progress=False)
+    off, _ = fit(titled, "ease", l2=3.0, feature_weight=0.0, progress=False)
+    assert torch.equal(plain.weights, off.weights)
+    assert not np.allclose(plain.weights.numpy(), expected, atol=1e-3)
 
 
 def test_ease_scores_are_the_interaction_row_times_b_and_fold_in_is_exact():
@@ -229,3 +256,9 @@ def test_relevant_min_counts_only_the_liked_test_ratings(tmp_path: Path):
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     expected = evaluate_ranking(rec, test, 10, relevant_min=4)["ndcg@10"]
     assert summary["ranking"]["ndcg@10"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_negative_feature_weight_is_one_line(tmp_path: Path):
+    result = invoke("train", "--model", "ease", "--feature-weight", "-1", "--out", tmp_path / "m")
+    assert "feature_weight must be a number >= 0, got -1.0" in one_error_line(result)
+    assert result.exit_code == 2 and not (tmp_path / "m").exists()

@@ -71,6 +71,7 @@ MODEL_OPTIONS = {
     "kept": "--kept",
     "implicit_signals": "--implicit-signals",
     "item_features": "--item-features",
+    "feature_weight": "--feature-weight",
 }
 TABLE_ROWS = 20  # epochs or iterations a training table shows at most
 # training options that only models trained by steps take
@@ -510,6 +511,13 @@ def train(
             help="bayes: use which items each user rated and who rated each item (default on).",
         ),
     ] = None,
+    feature_weight: Annotated[
+        float | None,
+        typer.Option(
+            help="ease: weight of the items' genres and release decades as rows beside the "
+            "users' (MovieLens item files; 0 leaves them out)."
+        ),
+    ] = None,
     item_features: Annotated[
         bool | None,
         typer.Option(
@@ -538,6 +546,7 @@ def train(
         "kept": kept,
         "implicit_signals": implicit_signals,
         "item_features": item_features,
+        "feature_weight": feature_weight,
         "epochs": epochs,
         "lr": lr,
         "wd": wd,

@@ -738,8 +738,8 @@ def _read_titles(
         except ValueError as err:
             raise DataError(f"{path}, line {number}: item id {parts[0]!r} is not a number") from err
         titles[key] = parts[1].strip()
-        flags = parts[-len(GENRES_100K) :]
-        if separator == "|" and len(parts) >= 5 + len(GENRES_100K):
+        flags = parts[5 : 5 + len(GENRES_100K)]  # after id, title, dates and address
+        if separator == "|" and len(flags) == len(GENRES_100K):
             genres[key] = tuple(
                 g for g, flag in zip(GENRES_100K, flags, strict=True) if flag == "1"
             )
@@ -764,7 +764,7 @@ def item_features(ratings: Ratings) -> tuple[np.ndarray, np.ndarray, list[str]] 
         if found:
             start = int(found.group(1)) // RELEASE_YEARS * RELEASE_YEARS
             named.append(f"released:{start}-{start + RELEASE_YEARS - 1}")
-        per_item.append(named)
+        per_item.append(list(dict.fromkeys(named)))  # a genre named twice counts once
     names = sorted({name for named in per_item for name in named})
     if not names:
         return None
@@ -786,18 +786,21 @@ def _load_csv_layout(
     ratings = _load_table(ratings_file, implicit=implicit)
     titles = genres = None
     if movies_file is not None:
+        columns = ["movieId", "title", "genres"]
         movies = _read_csv_arrow(
             movies_file,
             convert={
-                "include_columns": ["movieId", "title", "genres"],
-                "include_missing_columns": True,
-                "column_types": {
-                    "movieId": pa.string(),
-                    "title": pa.string(),
-                    "genres": pa.string(),
-                },
+                "include_columns": columns,
+                "include_missing_columns": True,  # genres may be missing
+                "column_types": dict.fromkeys(columns, pa.string()),
             },
         )
+        for needed in ("movieId", "title"):
+            if len(movies) and movies[needed].null_count == len(movies):
+                raise DataError(
+                    f"{movies_file} has no {needed} column: a MovieLens movies file has "
+                    "movieId,title,genres; move it aside to load the ratings without titles"
+                )
         keys = [ratings.items.coerce(key) for key in movies["movieId"].to_pylist()]
         titles = dict(zip(keys, movies["title"].to_pylist(), strict=True))
         named = [_genre_names(text) for text in movies["genres"].to_pylist()]

@@ -17,8 +17,10 @@ Bayesian factorization machines). Gibbs sampling draws each row given the rest; 
 average the samples kept after the burn-in, which removes the learning rate and the weight
 decay that a point estimate must be tuned for.
 
-Rows of one side are drawn in parallel by numba kernels (on a GPU: all at once in tensor
-operations, `_own_batched`, with the same random numbers); the implicit and feature rows one
+Rows of one side are drawn in parallel by numba kernels (on CUDA: all at once in tensor
+operations, `_own_batched`, with the same random numbers, so the same samples to rounding; a
+GPU's sums are not in a fixed order, so there a seed repeats its samples only to rounding too);
+the implicit and feature rows one
 after another on the CPU (each moves many rows' sums). Where the data name the items' features
 (MovieLens genres and release decades, `data.item_features`), each feature adds a weight vector
 to its items' vectors, as the raters' implicit rows do. Every random number comes from one
@@ -279,7 +281,7 @@ def _implicit_sums(indptr, columns, scale, implicit, own, out):  # pragma: no co
             out[row, f] = own[row, f] + scale[row] * total[f]
 
 
-RATINGS_PER_BLOCK = 1 << 20  # ratings a batched draw handles at once (its scratch is ~w^2 each)
+BLOCK_BYTES = 256 << 20  # what a batched draw's per-rating scratch (w^2 numbers each) may take
 
 
 def _own_batched(
@@ -305,10 +307,8 @@ def _own_batched(
     n, width = len(own), len(free)
     h = (put(precision) * put(mean)).expand(n, width).clone()
     gram = torch.zeros(n, width, width, dtype=torch.float64, device=device)
-    blocks = [
-        slice(start, start + RATINGS_PER_BLOCK)
-        for start in range(0, len(side.rows), RATINGS_PER_BLOCK)
-    ]
+    per_block = max(1, BLOCK_BYTES // (8 * (width * width + 2 * own.shape[1])))
+    blocks = [slice(start, start + per_block) for start in range(0, len(side.rows), per_block)]
     for block in blocks:
         row, vector = side.rows[block], fixed_t[side.columns[block]]
         c = vector[:, free_t]
@@ -555,7 +555,7 @@ class Bayes(LatentModel):
         device = self.user_factors.weight.device
         sampler = _Sampler(
             self.config, users, items, ratings, offset, rng, features,
-            None if device.type == "cpu" else device,
+            device if device.type == "cuda" else None,  # elsewhere the CPU's kernels
         )  # fmt: skip
         rmse = math.nan
         for sample in range(self.config.samples):
@@ -752,6 +752,8 @@ class _Sampler:
                 (self.item_sets, self.items.scale, self.user_implicit, self.q, self.item_vectors),
             ):
                 _implicit_sums(*sets[:2], scale, implicit, own, out)
+        else:
+            self.user_vectors[:], self.item_vectors[:] = self.p, self.q
         if self.of_items is not None:  # added to the items' vectors as they now are
             items = self.item_vectors
             _implicit_sums(*self.of_items[:2], self.of_items.scale, self.features, items, items)
