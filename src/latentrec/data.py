@@ -686,7 +686,7 @@ def _load_dat_dir(path: Path) -> Ratings:
     return replace(ratings, genres=genres)
 
 
-# the 100k release's genre flags (u.item's last 19 fields), in its u.genre's order
+# the 100k release's genre flags (u.item's fields 6 to 24), in its u.genre's order
 GENRES_100K = [
     "unknown",
     "Action",
@@ -714,7 +714,7 @@ def _read_titles(
     path: Path, separator: str, encoding: str | None
 ) -> tuple[dict[int, str], dict[int, tuple[str, ...]]]:
     """Item id -> title, and item id -> genres, from a MovieLens item file (`u.item`, whose
-    last 19 fields flag the genres, or `movies.dat`, whose third is 'Genre|Genre')."""
+    sixth to 24th fields flag the genres, or `movies.dat`, whose third is 'Genre|Genre')."""
     raw = path.read_bytes()
     if encoding is None:
         try:
