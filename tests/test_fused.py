@@ -198,3 +198,41 @@ def test_transpose_gives_each_column_its_rows_in_order(monkeypatch, lanes):
             assert got_weights[span].tolist() == dense[got_rows[span], c].tolist()
         one = fused.transpose(by_row[0], by_row[1], np.array([3.0], np.float32), n_cols)
         assert one[1].tolist() == got_rows.tolist() and one[2].tolist() == [3.0]
+
+
+def _reference_permutation(n: int, seed: int) -> np.ndarray:
+    """`fused.permutation`'s algorithm, written out in numpy and Python: positions into 1024
+    buckets by a hash of (seed, position), each bucket in position order, then shuffled by a
+    stream of its own."""
+
+    def mix(x):
+        with np.errstate(over="ignore"):
+            x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+            x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+    golden = np.uint64(0x9E3779B97F4A7C15)
+    key = mix(np.uint64(seed))
+    with np.errstate(over="ignore"):
+        buckets = mix(key + np.arange(n, dtype=np.uint64) * golden) >> np.uint64(54)
+    out = np.argsort(buckets, kind="stable")
+    starts = np.searchsorted(buckets[out], np.arange(1025))
+    for b in range(1024):
+        with np.errstate(over="ignore"):
+            state = mix(key ^ mix(np.uint64(b) + golden))
+        first = int(starts[b])
+        for j in range(int(starts[b + 1]) - first - 1, 0, -1):
+            with np.errstate(over="ignore"):
+                state = state + golden
+            pick = int((mix(state) >> np.uint64(11)) % np.uint64(j + 1))
+            out[first + j], out[first + pick] = out[first + pick], out[first + j]
+    return out
+
+
+@pytest.mark.parametrize("n", [0, 3, 4096, 50_000])
+def test_the_order_is_the_algorithms_whatever_the_chunks_counted_apart(n):
+    """Small n count positions in fewer chunks (one below 8,192): the order is the same."""
+    for seed in (0, 99):
+        expected = _reference_permutation(n, seed)
+        assert np.array_equal(fused.permutation(n, seed), expected)
+        assert np.array_equal(fused.permutation(n, seed, parallel=False), expected)

@@ -236,8 +236,11 @@ else:
         """A no-op without numba."""
 
 
-_BUCKETS = 1024  # fixed, with the chunks: the order depends on the seed alone, not on threads
+_BUCKETS = 1024  # fixed: the order depends on the seed alone, not on threads
+# the most chunks of positions counted apart (about one per 4,096 positions): a bucket takes
+# its positions in order, chunk after chunk, so the count of chunks never changes the order
 _CHUNKS = 256
+_CHUNK_LEAST = 4096
 
 
 @_inline
@@ -252,9 +255,10 @@ def _scatter_shuffle(n, seed, out):  # pragma: no cover - compiled; tested throu
     key = _mix(np.uint64(seed))
     golden = np.uint64(0x9E3779B97F4A7C15)
     shift = np.uint64(54)  # the top 10 bits: one of 1024 buckets
-    chunk = (n + _CHUNKS - 1) // _CHUNKS
-    counts = np.zeros((_CHUNKS, _BUCKETS), dtype=np.int64)
-    for c in prange(_CHUNKS):
+    chunks = min(_CHUNKS, max(1, n // _CHUNK_LEAST))
+    chunk = (n + chunks - 1) // chunks
+    counts = np.zeros((chunks, _BUCKETS), dtype=np.int64)
+    for c in prange(chunks):
         for k in range(c * chunk, min((c + 1) * chunk, n)):
             counts[c, _mix(key + np.uint64(k) * golden) >> shift] += 1
     # positions: bucket by bucket, and within a bucket chunk by chunk
@@ -262,12 +266,12 @@ def _scatter_shuffle(n, seed, out):  # pragma: no cover - compiled; tested throu
     at = 0
     for b in range(_BUCKETS):
         starts[b] = at
-        for c in range(_CHUNKS):
+        for c in range(chunks):
             count = counts[c, b]
             counts[c, b] = at
             at += count
     starts[_BUCKETS] = at
-    for c in prange(_CHUNKS):
+    for c in prange(chunks):
         for k in range(c * chunk, min((c + 1) * chunk, n)):
             b = _mix(key + np.uint64(k) * golden) >> shift
             out[counts[c, b]] = k
