@@ -465,10 +465,7 @@ def _forward_and_gradients(
     stop,
     scale,
     constants,
-    user_factors,
-    user_bias,
-    item_factors,
-    item_bias,
+    tables,
     slots,
     touched,
     counts,
@@ -477,7 +474,9 @@ def _forward_and_gradients(
     """Steps 1 and 2 of `dot_steps` on one lane, which owns every row: each rating's forward
     pass, then its user's and item's gradients while both rows are still in cache, so no
     rating's rows are read twice (the passes of several lanes read them once each). The same
-    sums in the same order as several lanes make."""
+    sums in the same order as several lanes make. `tables`: (user factors, user bias, item
+    factors, item bias)."""
+    user_factors, user_bias, item_factors, item_bias = tables
     user_slot, item_slot = slots
     touched_users, touched_items = touched
     _, grad_uf, grad_ub, grad_if, grad_ib, hits_u, hits_i, squares = grads
@@ -589,23 +588,11 @@ def dot_steps(
         rule = hyper[step]
         scale = rule[5]
         if lanes == 1:
+            tables = (user_factors, user_bias, item_factors, item_bias)
             _forward_and_gradients(
-                users,
-                items,
-                targets,
-                start,
-                stop,
-                scale,
-                constants,
-                user_factors,
-                user_bias,
-                item_factors,
-                item_bias,
-                slots,
-                touched,
-                counts,
-                grads,
-            )
+                users, items, targets, start, stop, scale, constants, tables, slots, touched,
+                counts, grads,
+            )  # fmt: skip
         else:
             # 1. the forward pass, spread evenly over the lanes
             for block in prange(lanes):

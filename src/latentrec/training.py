@@ -52,7 +52,7 @@ from latentrec.storage import Checkpoint
 
 PREDICT_CHUNK = 1 << 16
 # what a chunk's gathered rows may take: fewer pairs per chunk for wide rows (bayes keeps a
-# vector per sample: a test set's rows once took a gigabyte at 65,536 pairs a chunk)
+# vector per kept sample)
 PREDICT_BYTES = 64 << 20
 # training options that only models trained by steps take, though solved models may have a
 # field of the same name (the ridge penalty l2 of ease and als)

@@ -20,8 +20,8 @@ decay that a point estimate must be tuned for.
 Rows of one side are drawn in parallel by numba kernels (on CUDA: all at once in tensor
 operations, `_own_batched`, with the same random numbers, so the same samples to rounding; a
 GPU's sums are not in a fixed order, so there a seed repeats its samples only to rounding too);
-the implicit and feature rows one
-after another on the CPU (each moves many rows' sums). Where the data name the items' features
+the implicit and feature rows one after another on the CPU (each moves many rows' sums). Where
+the data name the items' features
 (MovieLens genres and release decades, `data.item_features`), each feature adds a weight vector
 to its items' vectors, as the raters' implicit rows do. Every random number comes from one
 seeded numpy generator in the calling thread, so a seed gives the same samples on any number
@@ -309,10 +309,12 @@ def _own_batched(
     gram = torch.zeros(n, width, width, dtype=torch.float64, device=device)
     per_block = max(1, BLOCK_BYTES // (8 * (width * width + 2 * own.shape[1])))
     blocks = [slice(start, start + per_block) for start in range(0, len(side.rows), per_block)]
+    residuals = []  # each block's, before the draw (the kernel's `work`)
     for block in blocks:
         row, vector = side.rows[block], fixed_t[side.columns[block]]
         c = vector[:, free_t]
         e = side.ratings[block] - offset - (effective_t[row] * vector).sum(1)
+        residuals.append(e)
         target = alpha * (e + (own_t[row][:, free_t] * c).sum(1))
         h.index_add_(0, row, target[:, None] * c)
         gram.index_add_(0, row, c[:, :, None] * c[:, None, :])
@@ -325,10 +327,10 @@ def _own_batched(
     effective_t[:, free_t] += delta
     sums = torch.zeros(n, width, dtype=torch.float64, device=device)
     errors = torch.zeros(n, dtype=torch.float64, device=device)
-    for block in blocks:  # the residuals after the draw, as the kernel's second pass
-        row, vector = side.rows[block], fixed_t[side.columns[block]]
-        e = side.ratings[block] - offset - (effective_t[row] * vector).sum(1)
-        sums.index_add_(0, row, e[:, None] * vector[:, free_t])
+    for block, before in zip(blocks, residuals, strict=True):  # as the kernel's second pass
+        row, c = side.rows[block], fixed_t[side.columns[block]][:, free_t]
+        e = before - (delta[row] * c).sum(1)  # the residuals after the draw
+        sums.index_add_(0, row, e[:, None] * c)
         errors.index_add_(0, row, e * e)
     own[:] = own_t.cpu().numpy()
     effective[:] = effective_t.cpu().numpy()
@@ -671,12 +673,12 @@ class _Sampler:
         users, items = np.asarray(users), np.asarray(items)
         self.by_user = _Side.of(users, items, np.asarray(ratings), n_users)
         self.by_item = _Side.of(items, users, np.asarray(ratings), n_items)
-        # on a device (a GPU): the own rows' draws there, each side's ratings held on it
+        # on a device (a GPU): the own rows' draws there, each side's ratings held on it, by
+        # the name of the side's own weights
         self.on_device = None
         if device is not None:
-            self.on_device = {
-                id(side): _DeviceSide.of(side, device) for side in (self.by_user, self.by_item)
-            }
+            sides = {"p": self.by_user, "q": self.by_item}
+            self.on_device = {name: _DeviceSide.of(side, device) for name, side in sides.items()}
         # the implicit signals: each user's distinct items and each item's distinct raters
         self.user_sets, self.item_sets = self.by_user.distinct(), self.by_item.distinct()
         # per side: the places it draws, its implicit scale, and what its draws leave
@@ -699,7 +701,8 @@ class _Sampler:
             indptr, columns, n_features = features
             self.of_items = _Side(np.asarray(indptr), np.asarray(columns, np.int32), np.empty(0))
             owners = np.repeat(np.arange(n_items), np.diff(self.of_items.indptr))
-            self.feature_sets = _Side.of(self.of_items.columns, owners, owners, n_features)
+            no_values = np.zeros(len(owners))
+            self.feature_sets = _Side.of(self.of_items.columns, owners, no_values, n_features)
             self.features = np.zeros((n_features, k + 2))
             self.features[:, :k] = rng.normal(0.0, INIT_STD, (n_features, k))
         self.user_vectors, self.item_vectors = self.p.copy(), self.q.copy()
@@ -771,7 +774,7 @@ class _Sampler:
         given = (own, effective, fixed, rows.free, group.mean, group.precision, self.alpha)
         draws = self.rng.standard_normal((len(own), len(rows.free)))
         if self.on_device is not None:
-            _own_batched(self.on_device[id(side)], self.offset, *given, draws, rows)
+            _own_batched(self.on_device[name], self.offset, *given, draws, rows)
             return
         _sample_factors(
             *side, self.offset, *given, draws, rows.grams, rows.sums, self.work, rows.errors
