@@ -112,9 +112,6 @@ SYSTEMS = {
     "latentrec dot 1 epoch": ("latentrec", "dot", ONE_EPOCH_DOT),
     # the same epoch with AdamW, the optimiser before row-wise Adagrad became the default
     "latentrec dot adamw 1 epoch": ("latentrec", "dot", [*ONE_EPOCH_DOT, "--optimizer", "adamw"]),
-    # the same epoch with each repeated (user, item) pair one row (its mean rating, weighing
-    # its count): the work cornac does, which keeps one rating per pair
-    "latentrec dot 1 epoch merged": ("latentrec", "dot", [*ONE_EPOCH_DOT, "--merge-repeats"]),
     # the same epoch through PyTorch's autograd instead of the fused kernel
     "latentrec dot autograd 1 epoch": (
         "latentrec",
@@ -190,13 +187,8 @@ CASES = {
     "nn": ["latentrec nn", "fastai nn bs64"],
     "mf": ["latentrec dot", "surprise svd", "surprise svd++", "cornac mf"],
     "scale-1m": [*SCALE, "fastai dot bs4096 1 epoch"],
-    "scale-5m": [
-        *SCALE,
-        "latentrec dot adamw 1 epoch",
-        "latentrec dot autograd 1 epoch",
-        "latentrec dot 1 epoch merged",
-    ],
-    "scale-25m": [*SCALE, "latentrec dot adamw 1 epoch", "latentrec dot 1 epoch merged"],
+    "scale-5m": [*SCALE, "latentrec dot adamw 1 epoch", "latentrec dot autograd 1 epoch"],
+    "scale-25m": [*SCALE, "latentrec dot adamw 1 epoch"],
     # one epoch on data without repeated pairs: every system trains on the same rows
     "distinct-5m": [*SCALE, "latentrec dot adamw 1 epoch"],
     "distinct-25m": [*SCALE, "latentrec dot adamw 1 epoch"],

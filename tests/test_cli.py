@@ -300,11 +300,6 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path, monkeypatch):
         (["train", "--optimizer", "sgd"], "optimizer must be one of adamw, adagrad, got 'sgd'"),
         (["train", "--model", "ease", "--optimizer", "adamw"], "the ease model is solved"),
         (["train", "--l2", "-1"], "l2 must be zero or positive, got -1.0"),
-        (["train", "--model", "ease", "--merge-repeats"], "the ease model is solved"),
-        (
-            ["train", "--merge-repeats", "--negatives", "2"],
-            "merge_repeats and negatives (2) do not combine",
-        ),
         (
             ["train", "--model", "bayes", "--l2", "0.1"],
             "--l2 applies to the dot, nn, ease and als models, not bayes",

@@ -90,12 +90,6 @@ MODELS = (
         for optimizer in ("adamw", "adagrad")
     ]
     + [("dot", {"n_factors": 6, "engine": engine, "l2": 0.2}) for engine in ("autograd", "fused")]
-    # repeated pairs merged into weighted rows (`_ratings` repeats pairs)
-    + [
-        ("dot", {"n_factors": 6, "engine": engine, "l2": 0.2, "merge_repeats": True})
-        for engine in ("autograd", "fused")
-    ]
-    + [("nn", {"layers": (16, 8), "emb_dropout": 0.0, "merge_repeats": True})]
 )
 
 
@@ -127,14 +121,12 @@ def test_an_epoch_with_a_short_last_group_matches(model, options):
 
 @pytest.mark.parametrize("optimizer", ["adamw", "adagrad"])
 @pytest.mark.parametrize("l2", [0.0, 0.3])
-@pytest.mark.parametrize("merge", [False, True])
-def test_fused_engine_takes_the_same_steps_as_autograd(optimizer, l2, merge):
+def test_fused_engine_takes_the_same_steps_as_autograd(optimizer, l2):
     """The compiled kernel is the same mathematics as autograd + the optimiser: after two
     epochs of accumulated steps (with a short last group) the parameters agree, with and
-    without the per-rating L2 penalty, on ratings and on weighted rows of merged repeats."""
+    without the per-rating L2 penalty."""
     ratings = _ratings(250)
     options = {
-        "merge_repeats": merge,
         "n_factors": 6,
         "epochs": 2,
         "batch_size": 16,
@@ -328,87 +320,3 @@ def test_moments_of_a_large_table_share_its_huge_page_memory():
         if hasattr(mmap, "MADV_HUGEPAGE"):
             assert (table.weight.data_ptr() % HUGE_PAGE == 0) == huge
             assert (moments.data_ptr() % HUGE_PAGE == 0) == huge
-
-
-def _repeated() -> tuple[Ratings, int]:
-    """Ratings in halves where pairs repeat (some twice, some thrice), and how many distinct
-    pairs."""
-    ratings = _ratings(300, n_users=20, n_items=15, seed=3)
-    ratings = Ratings(
-        ratings.user_index,
-        ratings.item_index,
-        np.round(ratings.rating * 2) / 2,
-        ratings.users,
-        ratings.items,
-    )
-    pairs = len(set(zip(ratings.user_index.tolist(), ratings.item_index.tolist(), strict=True)))
-    return ratings, pairs
-
-
-def test_merged_repeats_give_the_gradient_of_the_ratings_themselves():
-    """A pair rated k times trains as one row, its mean rating weighing k: a step's gradient
-    (squared errors and the per-rating L2 penalty, over micro-batches and through the torchrun
-    forward) is that of the mean over the ratings, and the rows are fewer."""
-    from latentrec.training import training_rows
-
-    ratings, pairs = _repeated()
-    *rows, weights, spread = training_rows(ratings, merge=True)
-    assert len(rows[0]) == pairs < len(ratings) and weights.sum() == len(ratings)
-    torch.manual_seed(0)
-    net = DotProductBias(20, 15, n_factors=5).double()
-    with torch.no_grad():
-        for table in net.tables().values():
-            table.weight.normal_(0, 0.5)
-    every = [torch.as_tensor(a) for a in (ratings.user_index, ratings.item_index, ratings.rating)]
-    merged = [torch.as_tensor(a) for a in rows]
-    reference = _RecordingOptimizer(net)
-    StepRunner(net, *every, len(ratings), reference, l2=0.4).step(torch.arange(len(ratings)))
-    for batch, forward in ((7, None), (pairs, TrainingForward(net, sparse=True))):
-        recorder = _RecordingOptimizer(net)
-        runner = StepRunner(
-            net, *merged, batch, recorder, ddp=forward, l2=0.4, weights=torch.as_tensor(weights)
-        )
-        runner.step(torch.arange(pairs))
-        for name, grad in reference.grads.items():
-            assert torch.allclose(recorder.grads[name], grad, rtol=0, atol=1e-12), name
-    # the spread the rows' loss lacks: the ratings' squared deviations from their pair's mean
-    means = {}
-    for u, i, r in zip(ratings.user_index, ratings.item_index, ratings.rating, strict=True):
-        means.setdefault((u, i), []).append(r)
-    assert spread == pytest.approx(sum(np.var(v) * len(v) for v in means.values()), rel=1e-9)
-
-
-@pytest.mark.parametrize("engine", ["autograd", "fused"])
-def test_a_full_batch_of_merged_repeats_takes_the_step_every_rating_takes(engine):
-    """With one step an epoch, merging changes nothing but the work: the same weights after
-    two epochs, and the same training loss (the ratings' spread about each pair's mean added
-    back)."""
-    ratings, _ = _repeated()
-    options = {"n_factors": 6, "epochs": 2, "batch_size": 1000, "engine": engine, **EXACT}
-    merged, first = fit(ratings, "dot", merge_repeats=True, l2=0.3, **options)
-    every, second = fit(ratings, "dot", merge_repeats=False, l2=0.3, **options)
-    assert _max_difference(merged, every) < 1e-10
-    assert first.epochs[-1].train_loss == pytest.approx(second.epochs[-1].train_loss, rel=1e-9)
-
-
-@pytest.mark.parametrize("engine", ["autograd", "fused"])
-def test_merging_data_without_repeats_changes_nothing(engine):
-    ratings = _ratings(3000, n_users=300, n_items=50)
-    keys = ratings.user_index * 50 + ratings.item_index
-    _, first = np.unique(keys, return_index=True)
-    distinct = Ratings(
-        ratings.user_index[first],
-        ratings.item_index[first],
-        ratings.rating[first],
-        ratings.users,
-        ratings.items,
-    )
-    options = {"n_factors": 6, "epochs": 2, "batch_size": 128, "engine": engine, "progress": False}
-    merged, _ = fit(distinct, "dot", merge_repeats=True, **options)
-    every, _ = fit(distinct, "dot", **options)
-    assert _max_difference(merged, every) == 0.0
-
-
-def test_merging_repeats_with_negatives_is_refused():
-    with pytest.raises(ConfigError, match=r"merge_repeats and negatives \(2\) do not combine"):
-        fit(_ratings(50), "dot", merge_repeats=True, negatives=2, epochs=1, progress=False)

@@ -21,7 +21,6 @@ from latentrec import (
     TrainingError,
     evaluate,
     fit,
-    load_ratings,
     training,
 )
 from latentrec.checkpoints import Checkpoints
@@ -196,26 +195,6 @@ def test_a_run_resumed_from_a_checkpoint_ends_where_the_whole_run_does(
     for name, value in whole.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[name]), name
     assert history.rmse == whole_history.rmse
-
-
-@pytest.mark.parametrize("engine", ["autograd", "fused"])
-def test_a_run_on_merged_repeats_resumes_bit_equal(tmp_path, monkeypatch, engine):
-    """Merged repeats: the rows are rebuilt alike on resumption, so the resumed run ends
-    where the whole one does."""
-    data = load_ratings("synthetic:ratings=6000,users=80,items=40,seed=2")
-    options = {"epochs": 2, "batch_size": 256, "dtype": "float64", "progress": False}
-    options |= {"engine": engine, "merge_repeats": True}
-    whole, history = fit(data, "dot", **options)
-    assert history.n_train == 6000  # ratings, not the merged rows
-    _interrupted_after(monkeypatch, writes=2)
-    with pytest.raises(_Killed):
-        fit(data, "dot", checkpoint_every=5, checkpoint_dir=tmp_path, **options)
-    monkeypatch.undo()
-    resumed, _ = fit(
-        data, "dot", checkpoint_every=5, checkpoint_dir=tmp_path, resume=True, **options
-    )
-    for name, value in whole.state_dict().items():
-        assert torch.equal(value, resumed.state_dict()[name]), name
 
 
 def test_resuming_with_other_options_or_data_says_what_differs(small_split, board, tmp_path):

@@ -23,9 +23,8 @@ NOT_RESUMED = frozenset(
 )
 
 # training options added after checkpoints were first written, with what a run checkpointed
-# before them trained with: no choice of optimiser (AdamW), no per-rating L2 penalty, every
-# rating a row of its own
-EARLIER_TRAINING = {"optimizer": "adamw", "l2": 0.0, "merge_repeats": False}
+# before them trained with: no choice of optimiser (AdamW), no per-rating L2 penalty
+EARLIER_TRAINING = {"optimizer": "adamw", "l2": 0.0}
 
 
 class Checkpoints:

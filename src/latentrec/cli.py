@@ -85,7 +85,6 @@ STEP_OPTIONS = {
     "negatives": "--negatives",
     "checkpoint_every": "--checkpoint-every",
     "optimizer": "--optimizer",
-    "merge_repeats": "--merge-repeats",
 }
 
 
@@ -405,9 +404,7 @@ def train(
     epochs: Annotated[int | None, typer.Option(help="Passes over the data.")] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate (one-cycle).")] = None,
     wd: Annotated[float | None, typer.Option(help="Weight decay.")] = None,
-    batch_size: Annotated[
-        int | None, typer.Option(help="Ratings (pairs with --merge-repeats) per micro-batch.")
-    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Ratings per micro-batch.")] = None,
     accumulate: Annotated[int | None, typer.Option(help="Micro-batches per step.")] = None,
     effective_batch_size: Annotated[
         int | None,
@@ -424,14 +421,6 @@ def train(
         int | None,
         typer.Option(help="Sampled unrated items per rating: train for top-N ranking."),
     ] = None,
-    merge_repeats: Annotated[
-        bool,
-        typer.Option(
-            "--merge-repeats",
-            help="Train a pair rated several times as one row (its mean rating, counted once "
-            "per rating): shorter epochs on data with repeats, less learned per epoch.",
-        ),
-    ] = False,
     rating_range: Annotated[
         str | None,
         typer.Option(
@@ -566,7 +555,6 @@ def train(
         "effective_batch_size": effective_batch_size,
         "memory_budget": memory_budget,
         "negatives": negatives,
-        "merge_repeats": merge_repeats or None,
         "checkpoint_every": checkpoint_every,
         "optimizer": optimizer,
         "rating_range": _rating_range(rating_range) if rating_range is not None else None,

@@ -329,21 +329,14 @@ def permutation(n: int, seed: int, parallel: bool = True) -> np.ndarray:
     return out
 
 
-def packed_ratings(
-    users: np.ndarray, items: np.ndarray, targets: np.ndarray, weights: np.ndarray | None = None
-) -> np.ndarray:
-    """The ratings as one array of (user, item, rating[, weight]) records: reading a rating
-    at random is then one trip to memory, not three."""
-    fields = [("user", np.int32), ("item", np.int32), ("rating", targets.dtype)]
-    if weights is not None:
-        fields.append(("weight", targets.dtype))
-    record = np.dtype(fields)
+def packed_ratings(users: np.ndarray, items: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """The ratings as one array of (user, item, rating) records: reading a rating at random
+    is then one trip to memory, not three."""
+    record = np.dtype([("user", np.int32), ("item", np.int32), ("rating", targets.dtype)])
     # read at random, as the tables are: huge pages spare a page walk per rating
     memory = zeros_in_huge_pages((len(users) * record.itemsize,), torch.uint8).numpy()
     packed = memory.view(record)
     packed["user"], packed["item"], packed["rating"] = users, items, targets
-    if weights is not None:
-        packed["weight"] = weights
     return packed
 
 
@@ -358,21 +351,6 @@ def gather(order, packed, out_users, out_items, out_targets):  # pragma: no cove
         out_users[k] = record.user
         out_items[k] = record.item
         out_targets[k] = record.rating
-
-
-@_kernel
-def gather_weighted(
-    order, packed, out_users, out_items, out_targets, out_weights
-):  # pragma: no cover
-    """`gather` of records that carry a weight too."""
-    for k in prange(len(order)):
-        if k + AHEAD < len(order):
-            prefetch(packed, order[k + AHEAD])
-        record = packed[order[k]]
-        out_users[k] = record.user
-        out_items[k] = record.item
-        out_targets[k] = record.rating
-        out_weights[k] = record.weight
 
 
 @_inline
@@ -421,8 +399,7 @@ def _adagrad_row(weight, total, grad, row, slot, rule, eps, penalty):  # pragma:
 @_inline
 def _update_row(weight, state, grad, hits, row, slot, rule, constants):  # pragma: no cover
     """The step's optimiser on one row: constants[6] says which (0 AdamW, 1 Adagrad). The
-    row's L2 gradient is rule[6] times the row for each of the hits[slot] ratings that read it
-    (their weights added up)."""
+    row's L2 gradient is rule[6] times the row for each of the hits[slot] ratings that read it."""
     penalty = rule[6] * hits[slot]
     if constants[6] == 0:
         _adam_row(weight, state, grad, row, slot, rule, constants, penalty)
@@ -432,12 +409,12 @@ def _update_row(weight, state, grad, hits, row, slot, rule, constants):  # pragm
 
 @_inline
 def _add_gradient(
-    slots, touched, lane, n, largest, row, other_factors, other, g, w, grad_factors, grad_bias, hits
+    slots, touched, lane, n, largest, row, other_factors, other, g, grad_factors, grad_bias, hits
 ):  # pragma: no cover - compiled
     """Add one rating's gradient (g times the other side's factors; g for the bias) to the
-    lane's slot of `row`, and count the rating (its weight w) in hits, giving the row its slot
-    (the lane's n-th) when it has none: its first rating writes the slot, later ones add to
-    it, so slots are never cleared. Returns the lane's count of rows with slots."""
+    lane's slot of `row`, and count the rating in hits, giving the row its slot (the lane's
+    n-th) when it has none: its first rating writes the slot, later ones add to it, so slots
+    are never cleared. Returns the lane's count of rows with slots."""
     if slots[row] < 0:
         slots[row] = n
         touched[lane, n] = row
@@ -445,13 +422,13 @@ def _add_gradient(
         for f in range(grad_factors.shape[1]):
             grad_factors[slot, f] = g * other_factors[other, f]
         grad_bias[slot, 0] = g
-        hits[slot] = w
+        hits[slot] = 1
         return n + 1
     slot = lane * largest + slots[row]
     for f in range(grad_factors.shape[1]):
         grad_factors[slot, f] += g * other_factors[other, f]
     grad_bias[slot, 0] += g
-    hits[slot] += w
+    hits[slot] += 1
     return n
 
 
@@ -466,24 +443,17 @@ def _owner(row, lanes):  # pragma: no cover - compiled
 
 @_inline
 def _rating_error(
-    user_factors, user_bias, u, item_factors, item_bias, i, target, w, scale, constants
+    user_factors, user_bias, u, item_factors, item_bias, i, target, scale, constants
 ):  # pragma: no cover - compiled
     """One rating's forward pass: the derivative of the step's loss with respect to its
-    logit, and its squared error (in float64), in the model's dtype; both count w times."""
+    logit, and its squared error (in float64), in the model's dtype."""
     low, span, one = constants[3], constants[4], constants[5]
     logit = user_bias[u, 0] + item_bias[i, 0]
     for f in range(user_factors.shape[1]):
         logit += user_factors[u, f] * item_factors[i, f]
     s = one / (one + np.exp(-logit))
     error = low + span * s - target
-    return scale * w * error * s * (one - s), np.float64(w * error * error)
-
-
-@_inline
-def _weight(weights, r, one):  # pragma: no cover - compiled
-    """Rating r's weight: its count where repeated pairs were merged into one row (weights
-    non-empty), 1 where every row is one rating."""
-    return weights[r] if len(weights) else one
+    return scale * error * s * (one - s), np.float64(error * error)
 
 
 @_inline
@@ -491,7 +461,6 @@ def _forward_and_gradients(
     users,
     items,
     targets,
-    weights,
     start,
     stop,
     scale,
@@ -525,11 +494,9 @@ def _forward_and_gradients(
             prefetch(item_slot, i_ahead)
         u = users[r]
         i = items[r]
-        w = _weight(weights, r, constants[5])
         g, squares[r - start] = _rating_error(
-            user_factors, user_bias, u, item_factors, item_bias, i, targets[r], w, scale,
-            constants,
-        )  # fmt: skip
+            user_factors, user_bias, u, item_factors, item_bias, i, targets[r], scale, constants
+        )
         n_u = _add_gradient(
             user_slot,
             touched_users,
@@ -540,7 +507,6 @@ def _forward_and_gradients(
             item_factors,
             i,
             g,
-            w,
             grad_uf,
             grad_ub,
             hits_u,
@@ -555,7 +521,6 @@ def _forward_and_gradients(
             user_factors,
             u,
             g,
-            w,
             grad_if,
             grad_ib,
             hits_i,
@@ -569,7 +534,6 @@ def dot_steps(
     users,
     items,
     targets,
-    weights,
     bounds,
     hyper,
     constants,
@@ -589,12 +553,9 @@ def dot_steps(
 
     Args:
         users, items, targets: the ratings in training order (int32 indexes, ratings).
-        weights: each row's weight (how many ratings it stands for: the merged repeats of a
-            pair, their mean as its target), or empty where every row is one rating.
         bounds: step boundaries in those arrays.
         hyper: per step (1 - lr * wd, lr / (1 - beta1^t), beta1, 1 - beta1, 1 / (1 - beta2^t),
-            2 * (high - low) / ratings in the step, 2 * l2 / ratings in the step; ratings
-            counted by their weights), t the
+            2 * (high - low) / ratings in the step, 2 * l2 / ratings in the step), t the
             optimiser's step count; for Adagrad the second is lr itself and the next three are
             unused.
         constants: (beta2, 1 - beta2, eps, low, high - low, 1, optimiser: 0 AdamW, 1 Adagrad).
@@ -629,8 +590,8 @@ def dot_steps(
         if lanes == 1:
             tables = (user_factors, user_bias, item_factors, item_bias)
             _forward_and_gradients(
-                users, items, targets, weights, start, stop, scale, constants, tables, slots,
-                touched, counts, grads,
+                users, items, targets, start, stop, scale, constants, tables, slots, touched,
+                counts, grads,
             )  # fmt: skip
         else:
             # 1. the forward pass, spread evenly over the lanes
@@ -653,7 +614,6 @@ def dot_steps(
                         item_bias,
                         i,
                         targets[r],
-                        _weight(weights, r, constants[5]),
                         scale,
                         constants,
                     )
@@ -669,7 +629,6 @@ def dot_steps(
                         prefetch(user_slot, users[r + AHEAD])
                         prefetch(item_slot, items[r + AHEAD])
                     g = d_logit[r - start]
-                    w = _weight(weights, r, constants[5])
                     u = users[r]
                     i = items[r]
                     if _owner(u, lanes) == lane:
@@ -683,7 +642,6 @@ def dot_steps(
                             item_factors,
                             i,
                             g,
-                            w,
                             grad_uf,
                             grad_ub,
                             hits_u,
@@ -699,7 +657,6 @@ def dot_steps(
                             user_factors,
                             u,
                             g,
-                            w,
                             grad_if,
                             grad_ib,
                             hits_i,

@@ -232,10 +232,6 @@ class StepRunner:
     """Runs optimiser steps of `net` on rows of (user index, item index, rating) tensors.
 
     Args:
-        weights: per row, the ratings it stands for (a pair's repeated ratings merged into one
-            row with their mean as its target: `training.training_rows`); None, one each. A
-            row's squared error and L2 penalty count its weight times, and a step's mean is
-            over the ratings it holds, so the loss is the one over the ratings themselves.
         batch_size: rows per micro-batch; a step over a group of rows runs
             ceil(len(group) / batch_size) micro-batches, then one optimiser step.
         ddp: `net` wrapped for DistributedDataParallel (see `training_forward`), under
@@ -258,10 +254,9 @@ class StepRunner:
         ddp: nn.Module | None = None,
         world_size: int = 1,
         l2: float = 0.0,
-        weights: Tensor | None = None,
     ) -> None:
         self.net, self.optimizer, self.batch_size = net, optimizer, batch_size
-        self.l2, self.weights = l2, weights
+        self.l2 = l2
         self.users, self.items, self.ratings = users, items, ratings
         self.negatives, self.generator = negatives, generator
         self.ddp, self.world_size = ddp, world_size
@@ -270,11 +265,11 @@ class StepRunner:
         """One optimiser step on the rows `group`; returns their summed loss (a tensor).
 
         Args:
-            total: ratings in the step over all ranks (`ratings_in(group)` in one process).
-                Each rank's loss is scaled by world_size / total, so the average DDP takes of
-                the ranks' gradients is the gradient of the mean loss over all `total` ratings.
+            total: rows in the step over all ranks (len(group) in one process). Each rank's
+                loss is scaled by world_size / total, so the average DDP takes of the ranks'
+                gradients is the gradient of the mean loss over all `total` rows.
         """
-        weight = self.world_size / (total if total is not None else self.ratings_in(group))
+        weight = self.world_size / (total if total is not None else len(group))
         loss_sum = torch.zeros((), dtype=self.ratings.dtype, device=self.ratings.device)
         # micro-batches are consecutive slices of the group: (B, N) sees what (B*N, 1) sees;
         # a rank with no rows in a short last step still joins the all-reduce
@@ -291,38 +286,21 @@ class StepRunner:
             p.grad = None
         return loss_sum
 
-    def ratings_in(self, rows: Tensor) -> float:
-        """How many ratings the rows stand for (their weights added up)."""
-        if self.weights is None:
-            return len(rows)
-        return float(self.weights.index_select(0, rows).sum(dtype=torch.float64))
-
-    def _batch(self, rows: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    def _batch(self, rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         users = self.users.index_select(0, rows)
         items = self.items.index_select(0, rows)
         target = self.ratings.index_select(0, rows)
         if self.negatives:
             users, items, target = self._with_negatives(users, items, target)
-        weights = None if self.weights is None else self.weights.index_select(0, rows)
-        return users, items, target, weights
-
-    @staticmethod
-    def _squared_error(prediction: Tensor, target: Tensor, weights: Tensor | None) -> Tensor:
-        if weights is None:
-            return torch.nn.functional.mse_loss(prediction, target, reduction="sum")
-        return (weights * (prediction - target).square()).sum()
+        return users, items, target
 
     def _micro_step(self, rows: Tensor, weight: float) -> Tensor:
         """Forward and backward of one micro-batch; its summed loss counts `weight` times."""
-        users, items, target, weights = self._batch(rows)
-        user_rows, user_leaves, user_counts = _gather(
-            self.net, self.net.user_tables, users, weights
-        )
-        item_rows, item_leaves, item_counts = _gather(
-            self.net, self.net.item_tables, items, weights
-        )
+        users, items, target = self._batch(rows)
+        user_rows, user_leaves, user_counts = _gather(self.net, self.net.user_tables, users)
+        item_rows, item_leaves, item_counts = _gather(self.net, self.net.item_tables, items)
         prediction = self.net.interact(user_rows, item_rows)
-        loss = self._squared_error(prediction, target, weights)
+        loss = torch.nn.functional.mse_loss(prediction, target, reduction="sum")
         penalty = 0.0
         if self.l2:  # on each distinct row once, times the ratings that read it
             for leaves, counts in ((user_leaves, user_counts), (item_leaves, item_counts)):
@@ -347,20 +325,18 @@ class StepRunner:
 
     def _ddp_micro_step(self, rows: Tensor, weight: float) -> Tensor:
         """A micro-batch through the DDP-wrapped lookups: autograd's hooks see every table."""
-        users, items, target, weights = self._batch(rows)
+        users, items, target = self._batch(rows)
         prediction, rows = self.ddp(users, items)
-        loss = self._squared_error(prediction, target, weights)
-        ((loss + self._penalty(rows, weights)) * weight).backward()
+        loss = torch.nn.functional.mse_loss(prediction, target, reduction="sum")
+        ((loss + self._penalty(rows)) * weight).backward()
         return loss.detach()
 
-    def _penalty(self, rows: list[Tensor], weights: Tensor | None) -> Tensor | float:
+    def _penalty(self, rows: list[Tensor]) -> Tensor | float:
         """l2 times the squared norms of the rows each rating read (one row per rating),
         summed over the ratings: a row read by k ratings of the batch counts k times."""
         if not self.l2:
             return 0.0
-        if weights is None:
-            return self.l2 * sum(row.square().sum() for row in rows)
-        return self.l2 * sum((row.square().sum(1) * weights).sum() for row in rows)
+        return self.l2 * sum(row.square().sum() for row in rows)
 
     def _with_negatives(self, users: Tensor, items: Tensor, target: Tensor):
         """Add `negatives` unrated-looking pairs per rating: the same users with items drawn
@@ -408,13 +384,10 @@ def training_forward(net: LatentModel, device: torch.device) -> nn.Module | None
     return None if wrapped is module else wrapped
 
 
-def _gather(net: LatentModel, names: tuple[str, ...], index: Tensor, weights: Tensor | None):
+def _gather(net: LatentModel, names: tuple[str, ...], index: Tensor):
     """Each table's distinct rows for this batch as a leaf tensor, expanded to the batch; and
-    how many of the batch's ratings read each distinct row (rows counted by their weights)."""
+    how many of the batch's ratings read each distinct row."""
     distinct, inverse, counts = torch.unique(index, return_inverse=True, return_counts=True)
-    if weights is not None:
-        counts = torch.zeros(len(distinct), dtype=weights.dtype, device=weights.device)
-        counts.index_add_(0, inverse, weights)
     rows, leaves = [], {}
     for name in names:
         leaf = getattr(net, name).weight.detach().index_select(0, distinct).requires_grad_()
@@ -453,7 +426,7 @@ class AutogradEngine:
         for step in range(first, last):
             group = order[step * self.step_size : (step + 1) * self.step_size]
             share = torch.tensor_split(group, self.world)[self.rank] if self.world > 1 else group
-            loss_sum += self.runner.step(share, total=self.runner.ratings_in(group))
+            loss_sum += self.runner.step(share, total=len(group))
             self.on_step()
         return float(loss_sum)
 
@@ -469,9 +442,8 @@ class FusedEngine:
     O(step size x factors) whatever the step.
 
     Args:
-        step_size: rows per optimiser step.
+        step_size: ratings per optimiser step.
         on_step: called after each step's coefficients are read (the schedule advances there).
-        weights: per row, the ratings it stands for (see `StepRunner`); None, one each.
     """
 
     steps_per_call = 32  # a process that starts beside a call slows only that call
@@ -487,7 +459,6 @@ class FusedEngine:
         optimizer: RowSparseAdamW | RowWiseAdagrad,
         on_step: Callable[[], None],
         l2: float = 0.0,
-        weights: Tensor | None = None,
     ) -> None:
         self.optimizer, self.on_step, self.l2 = optimizer, on_step, l2
         self.n = len(ratings)
@@ -500,15 +471,10 @@ class FusedEngine:
         # int32 indexes halve the memory traffic of the kernel's passes over a step, and one
         # record per rating makes each read of a rating in shuffled order one trip to memory
         self.ratings = ratings.numpy()
-        self.weighted = weights is not None
         self.packed = fused.packed_ratings(
-            users.numpy().astype(np.int32),
-            items.numpy().astype(np.int32),
-            self.ratings,
-            weights.numpy() if self.weighted else None,
+            users.numpy().astype(np.int32), items.numpy().astype(np.int32), self.ratings
         )
-        dtypes = [np.int32, np.int32, self.ratings.dtype] + [self.ratings.dtype] * self.weighted
-        self.ordered = tuple(np.empty(0, dtype) for dtype in dtypes)
+        self.ordered = (np.empty(0, np.int32), np.empty(0, np.int32), self.ratings[:0].copy())
         low, high = y_range
         group = optimizer.param_groups[0]
         beta2, eps = group["betas"][1], group["eps"]
@@ -544,28 +510,20 @@ class FusedEngine:
             k: (tuple(rows[:k] for rows in self.touched), self.counts[:k])
             for k in range(1, lanes + 1)
         }
-        self.run(torch.zeros(0, dtype=torch.int64), 0, 0)  # compile or load the kernels now
+        self._steps(np.zeros(0, dtype=np.int64), [], np.zeros((0, 7)))  # compile or load it now
 
     def run(self, order: Tensor, first: int, last: int) -> float:
         """Steps `first` to `last` (exclusive) of the epoch whose ratings come in `order`;
         their summed squared error."""
         start, stop = first * self.step_size, min(last * self.step_size, self.n)
         sizes = [min(self.step_size, self.n - s) for s in range(start, stop, self.step_size)]
-        bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        # each call on as many threads as other processes leave cores free for: the caller
-        # keeps calls to a few dozen steps, so a process that starts beside one slows only those
-        lanes = fused.free_threads(self.threads)
-        rows = self._gather(order.numpy()[start:stop], lanes)
-        ratings = sizes
-        if self.weighted:  # a step's mean is over the ratings its rows stand for
-            ratings = np.add.reduceat(rows[3], bounds[:-1], dtype=np.float64) if sizes else []
         hyper = []
-        for count in ratings:
-            hyper.append(self.hyper(count))
+        for size in sizes:
+            hyper.append(self.hyper(size))
             self.on_step()
-        return self._steps(rows, bounds, np.array(hyper).reshape(-1, 7), lanes)
+        return self._steps(order.numpy()[start:stop], sizes, np.array(hyper))
 
-    def hyper(self, size: float) -> tuple[float, ...]:
+    def hyper(self, size: int) -> tuple[float, ...]:
         """Count one optimiser step of `size` ratings; the kernel's per-step coefficients
         from the learning rate and betas as the schedule now sets them."""
         group = self.optimizer.param_groups[0]
@@ -588,29 +546,25 @@ class FusedEngine:
             penalty,
         )
 
-    def _gather(self, order: np.ndarray, lanes: int) -> tuple[np.ndarray, ...]:
-        """The rows at `order` (positions into the rows) side by side: users, items, ratings
-        and, where rows are weighted, weights; every pass of a step then reads memory in
-        order."""
+    def _steps(self, order: np.ndarray, sizes: list[int], hyper: np.ndarray) -> float:
+        """Consecutive steps of `sizes` ratings, taken from `order` (positions into the
+        ratings), with the coefficients hyper[s] (from `hyper`); the summed squared error."""
+        # the steps' ratings side by side: every pass then reads memory in order
         n = len(order)
         if len(self.ordered[0]) < n:
-            self.ordered = tuple(np.empty_like(array, shape=n) for array in self.ordered)
-        rows = tuple(array[:n] for array in self.ordered)
-        with fused.threads(lanes):
-            if self.weighted:
-                fused.gather_weighted(order, self.packed, *rows)
-            else:
-                fused.gather(order, self.packed, *rows)
-        return rows
-
-    def _steps(
-        self, rows: tuple[np.ndarray, ...], bounds: np.ndarray, hyper: np.ndarray, lanes: int
-    ) -> float:
-        """Consecutive steps over the gathered rows, step s over rows bounds[s]:bounds[s + 1],
-        with the coefficients hyper[s] (from `hyper`); the summed squared error."""
-        users, items, ratings = rows[:3]
-        weights = rows[3] if self.weighted else self.ratings[:0]
+            self.ordered = (
+                np.empty(n, np.int32),
+                np.empty(n, np.int32),
+                np.empty_like(self.ratings, shape=n),
+            )
+        users, items, ratings = (array[:n] for array in self.ordered)
+        # each call on as many threads as other processes leave cores free for: the caller
+        # keeps calls to a few dozen steps, so a process that starts beside one slows only those
+        lanes = fused.free_threads(self.threads)
         touched, counts = self.lane_views[lanes]
+        with fused.threads(lanes):
+            fused.gather(order, self.packed, users, items, ratings)
+        bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         hyper = hyper.astype(self.constants.dtype)
         with torch.no_grad(), fused.threads(lanes):
             return float(
@@ -618,7 +572,6 @@ class FusedEngine:
                     users,
                     items,
                     ratings,
-                    weights,
                     bounds,
                     hyper,
                     self.constants,

@@ -74,10 +74,9 @@ class TrainConfig:
             row is pulled to zero in proportion to how many ratings it has (cornac's and
             Surprise's regularisation). Enters the gradient, so the optimiser's step scales it.
             None: from the training data (`l2_for`), the dot model's default with Adagrad.
-        batch_size: training rows per micro-batch (a row is one rating, or one pair's merged
-            ratings: `merge_repeats`).
+        batch_size: ratings per micro-batch.
         accumulate: micro-batches per optimiser step.
-        effective_batch_size: rows per optimiser step; sets `accumulate` to
+        effective_batch_size: ratings per optimiser step; sets `accumulate` to
             ceil(effective_batch_size / batch_size) when given.
         seed: seeds initialisation and shuffling.
         memory_budget: bytes ("2GiB", "512MB" or an int) one training step may use; fit then
@@ -99,14 +98,6 @@ class TrainConfig:
         checkpoint_every: write a checkpoint (model, optimiser, schedule, random states and
             position in the epoch) every this many optimiser steps; fit's `checkpoint_dir`
             says where.
-        merge_repeats: train a (user, item) pair rated several times as one row: its mean
-            rating as the target, its squared error and L2 penalty counted once per rating
-            (`training_rows`). The loss over the ratings is the same and an epoch reads each
-            pair once, so on data with many repeats it takes a fraction of the time; but it
-            takes one step for a pair where every rating would take its own, so an epoch
-            learns less (on the 25M synthetic data, 1.07 s and RMSE 0.566 after one epoch
-            instead of 1.83 s and 0.541). Data without repeats train exactly as without it.
-            Not with `negatives` (drawn per rating).
     """
 
     epochs: int = 5
@@ -129,7 +120,6 @@ class TrainConfig:
     checkpoint_every: int | None = None
     optimizer: str = "adamw"
     l2: float | None = 0.0
-    merge_repeats: bool = False
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "accumulate"):
@@ -160,11 +150,6 @@ class TrainConfig:
             raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if not isinstance(self.negatives, int) or self.negatives < 0:
             raise ConfigError(f"negatives must be a whole number >= 0, got {self.negatives!r}")
-        if self.merge_repeats and self.negatives:
-            raise ConfigError(
-                f"merge_repeats and negatives ({self.negatives}) do not combine: negatives are "
-                "drawn per rating; leave one out"
-            )
         if self.memory_budget is not None:
             parse_size(self.memory_budget)  # fails early on "2 gigs"
         if self.dtype not in DTYPES:
@@ -198,7 +183,7 @@ class TrainConfig:
 
     @property
     def samples_per_step(self) -> int:
-        """Rows per optimiser step in one process (times the world size under torchrun)."""
+        """Ratings per optimiser step in one process (times the world size under torchrun)."""
         return self.batch_size * self.accumulate
 
     def to_json(self) -> dict[str, Any]:
@@ -805,32 +790,6 @@ def _tensors(
     )
 
 
-def training_rows(
-    train: Ratings, merge: bool
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, float]:
-    """The rows a stepped model trains on: (users, items, targets, weights, spread). With
-    `merge`, each (user, item) pair rated more than once becomes one row, its mean rating the
-    target and its count the weight: a pair's squared errors sum to count x (mean -
-    prediction)^2 plus its ratings' squared deviations from their mean, so the loss's gradient
-    is the ratings' own; `spread` is the sum of those deviations, which the rows' loss lacks.
-    Weights are None where no pair repeats (the rows are then the ratings, as they are
-    without `merge`)."""
-    users, items, ratings = train.user_index, train.item_index, train.rating
-    if not merge or len(ratings) == 0:
-        return users, items, ratings, None, 0.0
-    indptr, merged_items, sums = fused.compress(users, items, ratings, train.n_users)
-    if len(merged_items) == len(ratings):
-        return users, items, ratings, None, 0.0
-    ones = np.broadcast_to(np.float32(1), ratings.shape)
-    _, _, counts = fused.compress(users, items, ones, train.n_users)
-    merged_users = np.repeat(np.arange(train.n_users, dtype=np.int64), np.diff(indptr))
-    means = sums.astype(np.float64) / counts
-    squares = float(np.square(ratings, dtype=np.float64).sum())
-    spread = max(squares - float((counts * means * means).sum()), 0.0)
-    # the means in float64: the model's dtype rounds them, as it does the ratings
-    return merged_users, merged_items.astype(np.int64), means, counts, spread
-
-
 class OneCycle:
     """The one-cycle schedule: the learning rate rises from lr/25 to lr over the first
     `pct_start` of the steps and falls to lr/1e5 by the last, both along half cosines; Adam's
@@ -894,8 +853,7 @@ class _Trainer:
     ) -> None:
         self.net, self.config, self.device = net, config, device
         self.context, self.checkpoints = context, checkpoints
-        *rows, weights, self.spread = training_rows(train, config.merge_repeats)
-        self.n, self.n_ratings = len(rows[0]), len(train)
+        self.n = len(train)
         self.step_size = config.samples_per_step * context.world_size
         self.steps_per_epoch = math.ceil(self.n / self.step_size)
         self.optimizer = make_optimizer(
@@ -917,19 +875,9 @@ class _Trainer:
         fused.permutation(0, 0, parallel=self.parallel_shuffle)
         self.seconds_before_resume = 0.0
         self.epoch_started = time.perf_counter()
-        dtype = config.torch_dtype
-        tensors = (
-            torch.as_tensor(rows[0], dtype=torch.int64).to(device),
-            torch.as_tensor(rows[1], dtype=torch.int64).to(device),
-            torch.as_tensor(rows[2]).to(device=device, dtype=dtype),
-        )
-        if weights is not None:
-            weights = torch.as_tensor(weights).to(device=device, dtype=dtype)
-        self.engine = self._engine(engine, tensors, weights)
+        self.engine = self._engine(engine, _tensors(train, device, config.torch_dtype))
 
-    def _engine(
-        self, name: str, tensors: tuple[Tensor, Tensor, Tensor], weights: Tensor | None
-    ) -> Any:
+    def _engine(self, name: str, tensors: tuple[Tensor, Tensor, Tensor]) -> Any:
         if name == "fused":
             return FusedEngine(
                 self.net.fused_tables(),
@@ -939,7 +887,6 @@ class _Trainer:
                 self.optimizer,
                 self.schedule.step,
                 l2=self.config.l2,
-                weights=weights,
             )
         runner = StepRunner(
             self.net,
@@ -951,7 +898,6 @@ class _Trainer:
             ddp=training_forward(self.net, self.device) if self.context.active else None,
             world_size=self.context.world_size,
             l2=self.config.l2,
-            weights=weights,
         )
         return AutogradEngine(runner, self.step_size, self.schedule.step, self.context)
 
@@ -977,19 +923,15 @@ class _Trainer:
             loss_sum += self.engine.run(order, first, last)
             if not self.context.active:  # under torchrun the epoch's summed loss says it
                 self.check_finite(loss_sum, epoch, last)
-            # the mean so far, over about as many ratings as the rows so far stand for
-            rows_done = min(last * self.step_size, self.n)
             progress.update(
-                epoch * self.steps_per_epoch + last,
-                loss_sum / (rows_done * self.n_ratings / self.n),
+                epoch * self.steps_per_epoch + last, loss_sum / min(last * self.step_size, self.n)
             )
             if self.checkpoints is not None and self.checkpoints.due(self.schedule.steps_done):
                 self._save(epoch, last, loss_sum)
             first = last
         loss = distributed.all_reduce_sum(self._total(loss_sum)).item()
         self.check_finite(loss, epoch, self.steps_per_epoch)
-        # merged rows' loss lacks their ratings' spread about each pair's mean: add it back
-        return (loss + self.spread) / self.n_ratings
+        return loss / self.n
 
     def _total(self, loss_sum: float) -> Tensor:
         # on the training device: NCCL reduces only CUDA tensors
