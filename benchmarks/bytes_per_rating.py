@@ -47,7 +47,7 @@ from _report import machine, write
 from compare import DATA
 
 import latentrec
-from latentrec import fused
+from latentrec import fused, kernels
 
 REPO = Path(__file__).resolve().parent.parent
 FLOAT = INDEX = 4
@@ -143,7 +143,7 @@ def main() -> None:
     n, users, items, distinct = DATA[args.data]
     source = f"synthetic:ratings={n},users={users},items={items},seed=1,distinct={distinct}"
     train, _ = latentrec.load_ratings(source).split(0.1, seed=42)
-    lanes = fused.set_threads(2)
+    lanes = kernels.set_threads(2)
     u, i = distinct_per_step(train.user_index, train.item_index)
     optimizers = ["adamw", "adagrad"]
     seconds: dict[str, list[float]] = {name: [] for name in optimizers}

@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from latentrec import fused
+from latentrec import fused, kernels
 
 
 def main() -> None:
@@ -22,7 +22,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=5_000_000)
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
-    fused.set_threads(torch.get_num_threads())
+    kernels.set_threads(torch.get_num_threads())
     generator = torch.Generator().manual_seed(0)
     shuffles = {
         "latentrec fused.permutation": lambda seed: fused.permutation(args.n, seed),

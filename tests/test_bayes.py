@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import latentrec
-from latentrec import fused
+from latentrec import kernels
 from latentrec.errors import ConfigError
 from latentrec.models.bayes import BayesConfig, _Sampler
 from latentrec.recommend import Recommender
@@ -40,7 +40,7 @@ def test_the_posterior_mean_predicts_better_than_the_map_dot_model(small):
 
 def test_a_seed_gives_the_same_samples_on_one_thread_and_on_two(small):
     def fitted(seed: int, threads: int) -> dict[str, torch.Tensor]:
-        with fused.threads(threads):
+        with kernels.threads(threads):
             assert numba.get_num_threads() == min(threads, numba.config.NUMBA_NUM_THREADS)
             net, _ = latentrec.fit(small.train, "bayes", progress=False, seed=seed, **FAST)
         return net.state_dict()

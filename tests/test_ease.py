@@ -20,7 +20,7 @@ from latentrec import (
     load_ratings,
 )
 from latentrec.data import IdMap, Ratings, item_features
-from latentrec.fused import gram
+from latentrec.kernels import gram
 from tests.test_contract import invoke, one_error_line
 
 

@@ -16,9 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import latentrec
-from latentrec import fused
+from latentrec import fused, kernels
 
-pytestmark = pytest.mark.skipif(not fused.AVAILABLE, reason="numba is not installed")
+pytestmark = pytest.mark.skipif(not kernels.AVAILABLE, reason="numba is not installed")
 
 
 @settings(max_examples=40, deadline=None, derandomize=True)
@@ -30,14 +30,14 @@ def test_permutation_holds_every_position_once(n, seed):
 
 
 def test_permutation_depends_on_the_seed_alone_not_on_the_threads():
-    before = fused.numba.get_num_threads()
+    before = kernels.numba.get_num_threads()
     try:
-        fused.set_threads(1)
+        kernels.set_threads(1)
         one = fused.permutation(100_000, 11)
-        fused.set_threads(2)
+        kernels.set_threads(2)
         two = fused.permutation(100_000, 11)
     finally:
-        fused.set_threads(before)
+        kernels.set_threads(before)
     assert np.array_equal(one, two)
     assert np.array_equal(one, fused.permutation(100_000, 11, parallel=False))
     assert not np.array_equal(one, fused.permutation(100_000, 12))
@@ -61,8 +61,8 @@ def test_a_negative_length_is_refused():
 def test_starting_the_kernels_threads_leaves_torchs_thread_count_alone():
     """Regression: numba's OpenMP pool reset torch's threads, so torchrun workers oversubscribed."""
     script = (
-        "import torch; from latentrec import fused; torch.set_num_threads(1); "
-        "fused.set_threads(2); fused.permutation(10, 0); print(torch.get_num_threads())"
+        "import torch; from latentrec import fused, kernels; torch.set_num_threads(1); "
+        "kernels.set_threads(2); fused.permutation(10, 0); print(torch.get_num_threads())"
     )
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
@@ -110,7 +110,7 @@ def test_every_lane_owns_a_fair_share_of_the_rows(lanes):
      (16, 16, 1.0, 15), (16, 16, 2.5, 13), (4, 16, 1.0, 4), (1, 2, 0.0, 1)],
 )  # fmt: skip
 def test_the_kernels_leave_each_busy_core_to_whoever_keeps_it_busy(wanted, n_cpus, others, threads):
-    assert fused.threads_for(wanted, n_cpus, others) == threads
+    assert kernels.threads_for(wanted, n_cpus, others) == threads
 
 
 @pytest.mark.skipif(
@@ -124,7 +124,7 @@ def test_a_busy_process_beside_training_takes_a_thread_away():
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         time.sleep(0.3)  # started and spinning
-        meter = fused.FreeCores()
+        meter = kernels.FreeCores()
         time.sleep(0.2)
         assert meter.threads(n_cpus) <= n_cpus - 1
         assert meter.others > 0.8
@@ -143,10 +143,10 @@ def test_training_gives_the_same_model_and_loss_whatever_threads_each_call_gets(
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        monkeypatch.setattr(fused, "free_threads", lambda wanted: 1)
+        monkeypatch.setattr(kernels, "free_threads", lambda wanted: 1)
         steady, steady_history = latentrec.fit(ratings, "dot", **options)
         turns = itertools.cycle([2, 1, 1, 2])
-        monkeypatch.setattr(fused, "free_threads", lambda wanted: min(next(turns), wanted))
+        monkeypatch.setattr(kernels, "free_threads", lambda wanted: min(next(turns), wanted))
         changing, changing_history = latentrec.fit(ratings, "dot", **options)
     finally:
         torch.set_num_threads(threads)
@@ -160,12 +160,12 @@ def test_training_gives_the_same_model_and_loss_whatever_threads_each_call_gets(
 def test_compress_adds_repeated_pairs_in_first_seen_order(monkeypatch, lanes):
     """Compressed rows against a plain reference: each row's columns in the order first seen,
     repeated ones added, whether one thread or two split the entries."""
-    monkeypatch.setattr(fused, "free_threads", lambda wanted: lanes)
+    monkeypatch.setattr(kernels, "free_threads", lambda wanted: lanes)
     rng = np.random.default_rng(1)
     for n, n_rows, n_cols in [(5000, 30, 20), (7, 3, 3), (0, 4, 4)]:
         rows, cols = rng.integers(0, n_rows, n), rng.integers(0, n_cols, n)
         weights = rng.random(n).astype(np.float32)
-        indptr, got_cols, got_weights = fused.compress(rows, cols, weights, n_rows)
+        indptr, got_cols, got_weights = kernels.compress(rows, cols, weights, n_rows)
         assert indptr[0] == 0 and indptr[-1] == len(got_cols) == len(got_weights)
         for r in range(n_rows):
             expected: dict[int, float] = {}
@@ -180,13 +180,13 @@ def test_compress_adds_repeated_pairs_in_first_seen_order(monkeypatch, lanes):
 def test_transpose_gives_each_column_its_rows_in_order(monkeypatch, lanes):
     """The item side ALS solves from the user side's compressed rows: every entry once, under
     its column, rows increasing, weights along (one for all stays one), on one thread or two."""
-    monkeypatch.setattr(fused, "free_threads", lambda wanted: lanes)
+    monkeypatch.setattr(kernels, "free_threads", lambda wanted: lanes)
     rng = np.random.default_rng(2)
     for n, n_rows, n_cols in [(4000, 40, 25), (5, 3, 6), (0, 2, 2)]:
         rows, cols = rng.integers(0, n_rows, n), rng.integers(0, n_cols, n)
         weights = rng.random(n).astype(np.float32) + 0.5
-        by_row = fused.compress(rows, cols, weights, n_rows)
-        indptr, got_rows, got_weights = fused.transpose(*by_row, n_cols)
+        by_row = kernels.compress(rows, cols, weights, n_rows)
+        indptr, got_rows, got_weights = kernels.transpose(*by_row, n_cols)
         assert indptr[0] == 0 and indptr[-1] == len(by_row[1]) == len(got_rows)
         dense = np.zeros((n_rows, n_cols), dtype=np.float32)
         for r in range(n_rows):
@@ -196,7 +196,7 @@ def test_transpose_gives_each_column_its_rows_in_order(monkeypatch, lanes):
             span = slice(indptr[c], indptr[c + 1])
             assert got_rows[span].tolist() == np.flatnonzero(dense[:, c]).tolist()
             assert got_weights[span].tolist() == dense[got_rows[span], c].tolist()
-        one = fused.transpose(by_row[0], by_row[1], np.array([3.0], np.float32), n_cols)
+        one = kernels.transpose(by_row[0], by_row[1], np.array([3.0], np.float32), n_cols)
         assert one[1].tolist() == got_rows.tolist() and one[2].tolist() == [3.0]
 
 

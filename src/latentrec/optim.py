@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from latentrec import distributed, fused
+from latentrec import distributed, fused, kernels
 from latentrec.models import LatentModel, zeros_in_huge_pages
 
 # Adam's defaults for every model (TrainConfig reads them from here)
@@ -485,8 +485,8 @@ class FusedEngine:
         )
         self.span = high - low
         # the most threads a call runs; each runs as many as other processes leave cores free
-        # for (`fused.free_threads`), and every count gives the same model and loss
-        lanes = self.threads = fused.set_threads(torch.get_num_threads())
+        # for (`kernels.free_threads`), and every count gives the same model and loss
+        lanes = self.threads = kernels.set_threads(torch.get_num_threads())
         n_users, n_factors = self.tables[0].shape
         self.slots = (
             np.full(n_users, -1, dtype=np.int64),
@@ -560,13 +560,13 @@ class FusedEngine:
         users, items, ratings = (array[:n] for array in self.ordered)
         # each call on as many threads as other processes leave cores free for: the caller
         # keeps calls to a few dozen steps, so a process that starts beside one slows only those
-        lanes = fused.free_threads(self.threads)
+        lanes = kernels.free_threads(self.threads)
         touched, counts = self.lane_views[lanes]
-        with fused.threads(lanes):
+        with kernels.threads(lanes):
             fused.gather(order, self.packed, users, items, ratings)
         bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         hyper = hyper.astype(self.constants.dtype)
-        with torch.no_grad(), fused.threads(lanes):
+        with torch.no_grad(), kernels.threads(lanes):
             return float(
                 fused.dot_steps(
                     users,

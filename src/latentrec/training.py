@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import Tensor
 
-from latentrec import checkpoints, distributed, fused
+from latentrec import checkpoints, distributed, fused, kernels
 from latentrec.data import Ratings, Split, item_features
 from latentrec.errors import ConfigError, DataError, TrainingError, listed
 from latentrec.memory import Plan, available_bytes, format_bytes, parse_size, plan, sample_rows
@@ -652,7 +652,7 @@ def _choose_engine(
         reasons.append(f"it runs on the CPU, not {device}")
     if config.negatives:
         reasons.append("it does not draw negatives")
-    if not fused.AVAILABLE:
+    if not kernels.AVAILABLE:
         reasons.append("numba is not installed")
     if config.engine == "fused" and reasons:
         raise ConfigError(
@@ -710,7 +710,7 @@ class _Interactions:
 
     def gram(self) -> np.ndarray:
         train = self.train
-        return fused.gram(
+        return kernels.gram(
             train.user_index, train.item_index, train.rating, self.n_users, self.n_items, True
         )
 
@@ -731,8 +731,8 @@ class _Interactions:
     def _compressed(self, side: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         train = self.train
         if side == "users":
-            return fused.compress(train.user_index, train.item_index, train.rating, self.n_users)
-        return fused.compress(train.item_index, train.user_index, train.rating, self.n_items)
+            return kernels.compress(train.user_index, train.item_index, train.rating, self.n_users)
+        return kernels.compress(train.item_index, train.user_index, train.rating, self.n_items)
 
 
 @contextlib.contextmanager
@@ -870,7 +870,7 @@ class _Trainer:
         # spinning threads on its core. The order is the same.
         self.parallel_shuffle = not context.active
         if self.parallel_shuffle:
-            fused.set_threads(torch.get_num_threads())
+            kernels.set_threads(torch.get_num_threads())
         # compile or load the shuffle now, not in the first epoch's time
         fused.permutation(0, 0, parallel=self.parallel_shuffle)
         self.seconds_before_resume = 0.0

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from latentrec.errors import ConfigError, DataError
-from latentrec.fused import AHEAD, prefetch, transpose
+from latentrec.kernels import AHEAD, prefetch, transpose
 from latentrec.models.base import (
     Interactions,
     LatentModel,
