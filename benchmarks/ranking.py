@@ -37,17 +37,17 @@ K = 10
 # name -> ("latentrec", model, options) or ("implicit", arguments)
 SYSTEMS: dict[str, tuple] = {
     "latentrec ease (defaults)": ("latentrec", "ease", {}),
-    # the EASE anchor's configuration (λ 200), without and with the items' features at the
-    # weight that validation rows chose for that λ (validate_defaults.py)
-    "latentrec ease (l2 200, no item features)": (
+    # the EASE anchor's configuration (λ 200, the interactions alone), and the defaults before
+    # the sessions (l2 400, item features x 3)
+    "latentrec ease (l2 200, no item features, no sessions)": (
         "latentrec",
         "ease",
-        {"l2": 200.0, "feature_weight": 0.0},
+        {"l2": 200.0, "feature_weight": 0.0, "session_weight": 0.0},
     ),
-    "latentrec ease (l2 200, feature weight 2)": (
+    "latentrec ease (l2 400, feature weight 3, no sessions)": (
         "latentrec",
         "ease",
-        {"l2": 200.0, "feature_weight": 2.0},
+        {"l2": 400.0, "feature_weight": 3.0, "session_weight": 0.0},
     ),
     "latentrec als (defaults)": ("latentrec", "als", {}),
     "latentrec als (32 factors, l2 0.01, alpha 1)": (

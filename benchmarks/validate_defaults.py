@@ -23,8 +23,9 @@ from latentrec.recommend import evaluate_ranking
 REPO = Path(__file__).resolve().parent.parent
 GRIDS = {
     "ease": {
-        "l2": [50.0, 100.0, 200.0, 400.0, 600.0, 800.0],
-        "feature_weight": [0.0, 1.0, 2.0, 3.0, 5.0],
+        "l2": [200.0, 400.0, 600.0, 1000.0, 1500.0],
+        "feature_weight": [0.0, 2.0, 3.0, 4.0],
+        "session_weight": [0.0, 1.0, 1.5, 2.0],
     },
     "als": {
         "n_factors": [32, 64, 128],

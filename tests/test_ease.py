@@ -94,6 +94,62 @@ def test_the_items_features_join_the_closed_form_as_rows_beside_the_users(shape)
     assert not np.allclose(plain.weights.numpy(), expected, atol=1e-3)
 
 
+def _sessions_reference(data: Ratings, gap: float) -> np.ndarray:
+    """Sessions x items (binary), built the slow way: each user's interactions in time order,
+    a new session after a pause longer than `gap` seconds."""
+    rows = []
+    for user in range(data.n_users):
+        mine = np.flatnonzero(data.user_index == user)
+        mine = mine[np.argsort(data.timestamp[mine], kind="stable")]
+        last = None
+        for k in mine:
+            if last is None or data.timestamp[k] - last > gap:
+                rows.append(np.zeros(data.n_items))
+            rows[-1][data.item_index[k]] = 1.0
+            last = data.timestamp[k]
+    return np.array(rows)
+
+
+@pytest.mark.parametrize("shape", [(40, 15), (3, 60)], ids=["by-items", "by-users"])
+def test_sessions_join_the_closed_form_as_rows_beside_the_users(shape):
+    """Each user's sitting (interactions with no pause over session_gap hours) is one more
+    row of X holding session_weight for its items; data without timestamps, or a weight of 0,
+    give plain EASE."""
+    data = interactions(*shape)
+    # each user's interactions an hour apart, with a day's pause after every third
+    stamps = np.zeros(len(data), dtype=np.int64)
+    for user in range(data.n_users):
+        mine = np.flatnonzero(data.user_index == user)
+        stamps[mine] = 3600 * np.arange(len(mine)) + 86400 * (np.arange(len(mine)) // 3)
+    timed = replace(data, timestamp=stamps)
+    options = {"l2": 3.0, "session_weight": 1.5, "session_gap": 2.0, "progress": False}
+    net, _ = fit(timed, "ease", **options)
+    sessions = _sessions_reference(timed, 2 * 3600)
+    assert len(sessions) > data.n_users  # a user's pauses split their interactions
+    x = np.zeros((data.n_users, data.n_items))
+    x[data.user_index, data.item_index] = 1.0
+    x = np.vstack([x, 1.5 * sessions])
+    inverse = np.linalg.inv(x.T @ x + 3.0 * np.eye(data.n_items))
+    expected = np.eye(data.n_items) - inverse / np.diag(inverse)
+    assert np.allclose(net.weights.numpy(), expected, atol=1e-5)
+    plain, _ = fit(data, "ease", **options)
+    off, _ = fit(timed, "ease", **(options | {"session_weight": 0.0}))
+    assert torch.equal(plain.weights, off.weights)
+    assert not np.allclose(plain.weights.numpy(), expected, atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--session-weight", "-1", "session_weight must be a number >= 0, got -1.0"),
+        ("--session-gap", "0", "session_gap must be a number > 0, got 0.0"),
+    ],
+)
+def test_a_bad_session_option_is_one_line(tmp_path: Path, option, value, message):
+    result = invoke("train", "--model", "ease", option, value, "--out", tmp_path / "m")
+    assert message in one_error_line(result)
+
+
 def test_ease_scores_are_the_interaction_row_times_b_and_fold_in_is_exact():
     data = interactions()
     net, _ = fit(data, "ease", progress=False)

@@ -128,7 +128,7 @@ def test_a_ranking_model_is_scored_on_lists_and_refuses_rmse(ratings):
     result = tune(ratings, "ease", trials=3, metric="precision@5")
     assert result.metric == "precision@5" and 0 < result.best_value <= 1
     assert result.best_value == max(t.value for t in result.trials)
-    assert set(result.best_options) == {"l2", "feature_weight"}
+    assert set(result.best_options) == {"l2", "feature_weight", "session_weight"}
     with pytest.raises(ConfigError, match="predicts no ratings"):
         tune(ratings, "ease", trials=1, metric="rmse")
 

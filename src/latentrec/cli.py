@@ -72,6 +72,8 @@ MODEL_OPTIONS = {
     "implicit_signals": "--implicit-signals",
     "item_features": "--item-features",
     "feature_weight": "--feature-weight",
+    "session_weight": "--session-weight",
+    "session_gap": "--session-gap",
 }
 TABLE_ROWS = 20  # epochs or iterations a training table shows at most
 # training options that only models trained by steps take
@@ -518,6 +520,16 @@ def train(
             "users' (MovieLens item files; 0 leaves them out)."
         ),
     ] = None,
+    session_weight: Annotated[
+        float | None,
+        typer.Option(
+            help="ease: weight of each user's sessions (interactions with no long pause) as "
+            "rows beside the users' (data with timestamps; 0 leaves them out)."
+        ),
+    ] = None,
+    session_gap: Annotated[
+        float | None, typer.Option(help="ease: the pause, in hours, that ends a session.")
+    ] = None,
     item_features: Annotated[
         bool | None,
         typer.Option(
@@ -547,6 +559,8 @@ def train(
         "implicit_signals": implicit_signals,
         "item_features": item_features,
         "feature_weight": feature_weight,
+        "session_weight": session_weight,
+        "session_gap": session_gap,
         "epochs": epochs,
         "lr": lr,
         "wd": wd,

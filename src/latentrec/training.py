@@ -728,6 +728,17 @@ class _Interactions:
         found = item_features(self.train)
         return None if found is None else (found[0], found[1], len(found[2]))
 
+    def sessions(self, gap: float) -> tuple[np.ndarray, np.ndarray, int] | None:
+        train = self.train
+        if train.timestamp is None or len(train) == 0:
+            return None
+        order = np.lexsort((train.timestamp, train.user_index))
+        users, times = train.user_index[order], train.timestamp[order]
+        starts = np.ones(len(order), dtype=bool)
+        starts[1:] = (users[1:] != users[:-1]) | (np.diff(times) > gap)
+        sessions = np.cumsum(starts) - 1
+        return sessions, train.item_index[order], int(sessions[-1]) + 1
+
     def _compressed(self, side: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         train = self.train
         if side == "users":

@@ -311,6 +311,12 @@ class Interactions(Protocol):
         entry, number of features), or None where the data have none (`data.item_features`)."""
         ...
 
+    def sessions(self, gap: float) -> tuple[np.ndarray, np.ndarray, int] | None:
+        """The users' sessions: each user's interactions in time order, a new session after a
+        pause longer than `gap` seconds. (session index, item index) of every interaction and
+        the number of sessions; None where the data have no timestamps."""
+        ...
+
 
 class LatentModel(nn.Module):
     """Embedding tables looked up by user or item index, then an interaction of the rows.

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from latentrec.errors import ConfigError
+from latentrec.kernels import gram as gram_of
 from latentrec.models.base import (
     Interactions,
     LatentModel,
@@ -38,14 +39,24 @@ class EaseConfig(ModelConfig):
             row that holds every item having it, times this weight: items that share features
             then count as chosen together (F F' weight^2 added to the Gram matrix); 0 leaves
             them out.
+        session_weight: where the interactions have timestamps, each session (a user's
+            interactions with no pause longer than `session_gap` hours) joins them as one
+            more row holding its items, times this weight: items chosen in one sitting count
+            as chosen together once more (S'S weight^2 added to the Gram matrix); 0 leaves
+            sessions out.
+        session_gap: the pause, in hours, that ends a session.
     """
 
     kind: ClassVar[str] = "ease"
-    tunable = search_space(l2=("log", 10, 5000), feature_weight=("float", 0, 10))
-    # chosen on validation rows of the bundled data (validate_defaults.py): l2 400 is the best
-    # without item features (most data have none), feature weight 3 the best at that l2
-    l2: float = 400.0
-    feature_weight: float = 3.0
+    tunable = search_space(
+        l2=("log", 10, 5000), feature_weight=("float", 0, 10), session_weight=("float", 0, 4)
+    )
+    # chosen together on validation rows of the bundled data (validate_defaults.py): the best
+    # with sessions, with or without item features; data with neither would prefer l2 400
+    l2: float = 600.0
+    feature_weight: float = 2.0
+    session_weight: float = 1.0
+    session_gap: float = 1.0
 
     # the solve keeps two items x items matrices at once: the Gram matrix (factored in place)
     # and its inverse, which becomes B
@@ -59,6 +70,12 @@ class EaseConfig(ModelConfig):
             raise ConfigError(
                 f"feature_weight must be a number >= 0, got {shown(self.feature_weight)}"
             )
+        for name in ("session_weight", "session_gap"):
+            value = getattr(self, name)
+            if not is_finite(value) or value < 0 or (name == "session_gap" and value == 0):
+                bound = "> 0" if name == "session_gap" else ">= 0"
+                raise ConfigError(f"{name} must be a number {bound}, got {shown(value)}")
+            object.__setattr__(self, name, float(value))
         object.__setattr__(self, "l2", float(self.l2))
         object.__setattr__(self, "feature_weight", float(self.feature_weight))
 
@@ -70,7 +87,12 @@ class EaseConfig(ModelConfig):
 
     def shape(self) -> str:
         features = f", features x {self.feature_weight:g}" if self.feature_weight else ""
-        return f"l2 {self.l2:g}{features}"
+        sessions = (
+            f", sessions x {self.session_weight:g} ({self.session_gap:g} h)"
+            if self.session_weight
+            else ""
+        )
+        return f"l2 {self.l2:g}{features}{sessions}"
 
     def solve_bytes(self, itemsize: int = 4) -> int:
         return self.SOLVE_COPIES * self.n_items * self.n_items * itemsize
@@ -118,12 +140,23 @@ class Ease(LatentModel):
         device, dtype = self.weights.device, self.weights.dtype
         self.weights = self.weights.new_empty(0)  # the solve's two matrices are all it holds
         features = self._feature_rows(data, device, dtype)
-        if data.n_users + len(features) < data.n_items // 2:
-            inverse = self._inverse_by_users(data, features, device, dtype)
+        sessions = self._sessions(data)
+        n_sessions = sessions[2] if sessions is not None else 0
+        if data.n_users + n_sessions + len(features) < data.n_items // 2:
+            inverse = self._inverse_by_users(data, features, sessions, device, dtype)
             self.weights = _zero_diagonal(inverse)
             return math.nan
         gram = torch.from_numpy(data.gram()).to(device=device, dtype=dtype)
         gram.addmm_(features.T, features)  # the features' rows, as more users' would
+        if sessions is not None:  # so are the sessions'
+            rows, items, n = sessions
+            ones = np.ones(len(rows), dtype=np.float32)
+            by_sessions = gram_of(rows, items, ones, n, data.n_items, binary=True)
+            gram.add_(
+                torch.from_numpy(by_sessions).to(device=device, dtype=dtype),
+                alpha=(self.config.session_weight**2),
+            )
+            del by_sessions
         gram.diagonal().add_(self.config.l2)
         factor, info = torch.linalg.cholesky_ex(gram)
         del gram  # from here on two matrices at most: the factor, then the inverse
@@ -149,18 +182,38 @@ class Ease(LatentModel):
         rows[torch.from_numpy(np.asarray(columns, np.int64)), owners] = self.config.feature_weight
         return rows.to(device)
 
+    def _sessions(self, data: Interactions) -> tuple[np.ndarray, np.ndarray, int] | None:
+        """The sessions' rows (`Interactions.sessions`), where they have a weight and the data
+        timestamps."""
+        if not self.config.session_weight:
+            return None
+        return data.sessions(self.config.session_gap * 3600.0)
+
     def _inverse_by_users(
-        self, data: Interactions, features: Tensor, device: torch.device, dtype: torch.dtype
+        self,
+        data: Interactions,
+        features: Tensor,
+        sessions: tuple[np.ndarray, np.ndarray, int] | None,
+        device: torch.device,
+        dtype: torch.dtype,
     ) -> Tensor:
         """P = (X'X + λI)^-1 = (I - X'(XX' + λI)^-1 X) / λ: a users x users factorisation
         instead of an items x items one (the same P, far less work with few users). X holds
-        the feature rows below the users'."""
+        the feature rows, then the sessions' rows, below the users'."""
         l2 = self.config.l2
         indptr, items, _ = data.by_user()
         rows = torch.from_numpy(np.repeat(np.arange(data.n_users), np.diff(indptr)))
-        x = torch.zeros(data.n_users + len(features), data.n_items, dtype=dtype, device=device)
+        n_sessions = sessions[2] if sessions is not None else 0
+        height = data.n_users + len(features) + n_sessions
+        x = torch.zeros(height, data.n_items, dtype=dtype, device=device)
         x[rows.to(device), torch.from_numpy(items.astype(np.int64)).to(device)] = 1.0
-        x[data.n_users :] = features
+        x[data.n_users : data.n_users + len(features)] = features
+        if sessions is not None:
+            first = data.n_users + len(features)
+            at = torch.from_numpy(sessions[0].astype(np.int64) + first).to(device)
+            x[at, torch.from_numpy(sessions[1].astype(np.int64)).to(device)] = (
+                self.config.session_weight
+            )
         kernel = x @ x.T
         kernel.diagonal().add_(l2)
         factor, info = torch.linalg.cholesky_ex(kernel)
