@@ -7,6 +7,7 @@ import json
 import re
 import sqlite3
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -189,9 +190,14 @@ def test_read_interactions_streams_every_row_in_chunks(store):
 
 def test_load_ratings_reads_visitors_as_users(store, database_url):
     first, second = store.new_visitor(), store.new_visitor()
+    before = time.time()
     store.rate(first, [("318", 5.0), ("296", 4.5), ("1", 3.0)])
     store.rate(second, [("318", 4.0), ("2", 2.0)])
+    after = time.time()
     ratings = load_ratings(database_url)
+    # when each was rated, in Unix seconds: sessions and time splits work on visitors too
+    assert ratings.timestamp is not None and ratings.timestamp.dtype == np.int64
+    assert np.all((ratings.timestamp >= int(before)) & (ratings.timestamp <= after + 1))
     assert not ratings.implicit and len(ratings) == 5
     assert ratings.items.ids.dtype == np.int64  # whole numbers, as a file's would be
     assert sorted(ratings.users.ids) == sorted([first, second])

@@ -21,6 +21,7 @@ from latentrec import (
 )
 from latentrec.data import IdMap, Ratings, item_features
 from latentrec.kernels import gram
+from latentrec.models import Ease
 from tests.test_contract import invoke, one_error_line
 
 
@@ -110,11 +111,19 @@ def _sessions_reference(data: Ratings, gap: float) -> np.ndarray:
     return np.array(rows)
 
 
-@pytest.mark.parametrize("shape", [(40, 15), (3, 60)], ids=["by-items", "by-users"])
-def test_sessions_join_the_closed_form_as_rows_beside_the_users(shape):
+@pytest.mark.parametrize(
+    ("shape", "by_users"), [((40, 15), False), ((3, 300), True)], ids=["by-items", "by-users"]
+)
+def test_sessions_join_the_closed_form_as_rows_beside_the_users(shape, by_users, monkeypatch):
     """Each user's sitting (interactions with no pause over session_gap hours) is one more
     row of X holding session_weight for its items; data without timestamps, or a weight of 0,
-    give plain EASE."""
+    give plain EASE. Through the items' side and through the users' (few users and sessions,
+    many items)."""
+    paths = []
+    through_users = Ease._inverse_by_users
+    monkeypatch.setattr(
+        Ease, "_inverse_by_users", lambda *a, **k: paths.append(1) or through_users(*a, **k)
+    )
     data = interactions(*shape)
     # each user's interactions an hour apart, with a day's pause after every third
     stamps = np.zeros(len(data), dtype=np.int64)
@@ -124,6 +133,7 @@ def test_sessions_join_the_closed_form_as_rows_beside_the_users(shape):
     timed = replace(data, timestamp=stamps)
     options = {"l2": 3.0, "session_weight": 1.5, "session_gap": 2.0, "progress": False}
     net, _ = fit(timed, "ease", **options)
+    assert bool(paths) == by_users
     sessions = _sessions_reference(timed, 2 * 3600)
     assert len(sessions) > data.n_users  # a user's pauses split their interactions
     x = np.zeros((data.n_users, data.n_items))
@@ -136,6 +146,22 @@ def test_sessions_join_the_closed_form_as_rows_beside_the_users(shape):
     off, _ = fit(timed, "ease", **(options | {"session_weight": 0.0}))
     assert torch.equal(plain.weights, off.weights)
     assert not np.allclose(plain.weights.numpy(), expected, atol=1e-3)
+
+
+def test_a_model_saved_before_the_features_and_sessions_reads_as_solved_without_them(tmp_path):
+    from latentrec import save
+
+    data = interactions()
+    net, _ = fit(data, "ease", progress=False)
+    folder = save(net, tmp_path / "m", data)
+    config = json.loads((folder / "config.json").read_text())
+    for name in ("feature_weight", "session_weight", "session_gap"):
+        del config["model"][name]
+    (folder / "config.json").write_text(json.dumps(config))
+    loaded = load(folder).model
+    assert (loaded.config.feature_weight, loaded.config.session_weight) == (0.0, 0.0)
+    assert "sessions" not in loaded.config.shape() and "features" not in loaded.config.shape()
+    assert torch.equal(loaded.weights, net.weights)
 
 
 @pytest.mark.parametrize(

@@ -128,7 +128,10 @@ def test_a_ranking_model_is_scored_on_lists_and_refuses_rmse(ratings):
     result = tune(ratings, "ease", trials=3, metric="precision@5")
     assert result.metric == "precision@5" and 0 < result.best_value <= 1
     assert result.best_value == max(t.value for t in result.trials)
-    assert set(result.best_options) == {"l2", "feature_weight", "session_weight"}
+    # the searched options, and the one the search left at its default (a later default must
+    # not change what the file solves)
+    assert set(result.best_options) == {"l2", "feature_weight", "session_weight", "session_gap"}
+    assert result.best_options["session_gap"] == 1.0
     with pytest.raises(ConfigError, match="predicts no ratings"):
         tune(ratings, "ease", trials=1, metric="rmse")
 
@@ -216,7 +219,8 @@ TUNED = {"format": "latentrec-tuning", "version": 1, "model": "ease", "options":
 def test_a_tuning_file_trains_what_its_trials_trained(ratings, tmp_path):
     """A file names the training options its trials took from the defaults (a later
     release's defaults must not change what it trains); one written before the per-rating
-    L2 penalty trained without it, and reads so."""
+    L2 penalty trained without it, and reads so; so does an ease file written before the
+    items' features and the sessions."""
     result = tune(ratings, "dot", trials=1, seed=1)
     options = result.best_options
     trained = latentrec.TrainConfig.for_model(
@@ -227,7 +231,8 @@ def test_a_tuning_file_trains_what_its_trials_trained(ratings, tmp_path):
     old = {"format": "latentrec-tuning", "version": 1, "model": "dot"}
     path = write(tmp_path / "old.json", old | {"options": {"n_factors": 20, "lr": 0.05}})
     assert read_tuned(path) == ("dot", {"n_factors": 20, "lr": 0.05, "l2": 0.0})
-    assert read_tuned(write(tmp_path / "ease.json", TUNED)) == ("ease", {"l2": 50.0})
+    ease = read_tuned(write(tmp_path / "ease.json", TUNED))
+    assert ease == ("ease", {"feature_weight": 0.0, "session_weight": 0.0, "l2": 50.0})
 
 
 @pytest.mark.parametrize(

@@ -455,6 +455,8 @@ def load_database(url: str, implicit: bool = False) -> Ratings:
     The users are the visitors (their ids, as text); the items are the item ids the visitors
     rated, as int64 when every one is written as a whole number (`"318"`, not `"0318"`), else
     as text. Rows come sorted by user and item, so a split of the same rows is the same split.
+    Each row's timestamp is when it was last rated (Unix seconds), so a time split and the ease
+    model's sessions work on visitors' ratings as on a file's.
 
     What the rows hold decides what the result holds: only ratings give explicit ratings; only
     events (no rating) give interactions of weight 1; ratings and events together give the
@@ -464,7 +466,7 @@ def load_database(url: str, implicit: bool = False) -> Ratings:
     from latentrec.database import Store  # SQLAlchemy loads only for a database source
 
     with Store(url) as store:
-        visitor_ids, item_ids, values = store.read_interactions()
+        visitor_ids, item_ids, values, stamps = store.read_interactions(times=True)
         source = store.url  # its password hidden
     if len(values) == 0:
         raise DataError(f"{source} holds no interactions yet; rate some items first")
@@ -482,6 +484,7 @@ def load_database(url: str, implicit: bool = False) -> Ratings:
         )
         kept = ~events
         visitor_ids, item_ids, values = visitor_ids[kept], item_ids[kept], values[kept]
+        stamps = stamps[kept]
     users, user_index = IdMap.from_values(visitor_ids)
     items, item_index = IdMap.from_values(_whole_numbers(item_ids))
     order = np.lexsort((item_index, user_index))
@@ -491,6 +494,7 @@ def load_database(url: str, implicit: bool = False) -> Ratings:
         values[order],
         users,
         items,
+        timestamp=stamps[order],
         source=source,
         implicit=implicit,
     )

@@ -290,20 +290,31 @@ class Store:
             return [(item, rating) for item, rating in conn.execute(query)]
 
     def read_interactions(
-        self, chunk_rows: int = 500_000
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        self, chunk_rows: int = 500_000, times: bool = False
+    ) -> tuple[np.ndarray, ...]:
         """Every interaction, streamed in chunks of `chunk_rows` (a server-side cursor on
         PostgreSQL): visitor ids and item ids as object arrays of str, ratings as float32 with
-        NaN for events. Rows come in no particular order.
+        NaN for events; with `times`, a fourth array: when each was last rated or recorded, in
+        whole Unix seconds (int64). Rows come in no particular order.
 
         Each chunk's ids are deduplicated as it arrives, so the arrays hold one string per
         distinct id in a chunk rather than one per row.
         """
         if chunk_rows < 1:
             raise DataError(f"chunk_rows must be at least 1, got {chunk_rows}")
-        query = sa.select(interactions.c.visitor_id, interactions.c.item_id, interactions.c.rating)
-        sql = str(query.compile(dialect=self._engine.dialect))
-        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        columns = [interactions.c.visitor_id, interactions.c.item_id, interactions.c.rating]
+        if times:  # the seconds computed by the database: no datetime object per row here
+            changed = interactions.c.updated_at
+            if self._engine.dialect.name == "postgresql":
+                columns.append(sa.cast(sa.extract("epoch", changed), sa.BigInteger))
+            else:  # SQLite keeps the UTC time as text
+                columns.append(sa.cast(sa.func.strftime("%s", changed), sa.Integer))
+        query = sa.select(*columns)
+        # run on the driver's own cursor, with no parameters: constants written into the text
+        sql = str(
+            query.compile(dialect=self._engine.dialect, compile_kwargs={"literal_binds": True})
+        )
+        parts: list[tuple[np.ndarray, ...]] = []
         with self._errors("read interactions from"), self._engine.connect() as conn:
             raw = conn.connection.dbapi_connection
             if self._engine.dialect.name == "postgresql":
@@ -317,14 +328,16 @@ class Store:
                     table = np.array(rows, dtype=object)  # (rows, 3), filled in C
                     del rows  # the row tuples; each row's own strings go with `table`
                     ratings = table[:, 2].astype(np.float64)  # None -> NaN
-                    parts.append(
-                        (_shared(table[:, 0]), _shared(table[:, 1]), ratings.astype(np.float32))
-                    )
+                    part = (_shared(table[:, 0]), _shared(table[:, 1]), ratings.astype(np.float32))
+                    if times:
+                        part += (table[:, 3].astype(np.int64),)
+                    parts.append(part)
                     del table
             finally:
                 cursor.close()
         if not parts:
-            return np.array([], dtype=object), np.array([], dtype=object), np.array([], np.float32)
+            empty = (np.array([], dtype=object), np.array([], dtype=object))
+            return empty + (np.array([], np.float32),) + (np.array([], np.int64),) * times
         return tuple(np.concatenate(column) for column in zip(*parts, strict=True))  # type: ignore[return-value]
 
     # ------------------------------------------------------------------------- plumbing

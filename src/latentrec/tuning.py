@@ -22,7 +22,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +32,17 @@ import torch
 from latentrec.data import Ratings, Split
 from latentrec.errors import ConfigError, DataError, LatentrecError
 from latentrec.metrics import RANKING_METRICS
-from latentrec.models import model_class
+from latentrec.models import ModelConfig, model_class
 from latentrec.recommend import Recommender, evaluate_ranking
 from latentrec.training import TrainConfig, fit, l2_for
 
 FORMAT = "latentrec-tuning"
-# 2: the file names the training options its trials trained with (optimizer, epochs, lr, wd,
-# l2), so a later release's defaults do not change what it trains; 1: only those searched or
-# fixed, and no L2 penalty per rating yet
-FORMAT_VERSION = 2
+# 3: a file for a solved model names every option of its config, so a later release's
+# defaults (ease's sessions came in 3) do not change what it solves; 2: the file names the
+# training options its trials trained with (optimizer, epochs, lr, wd, l2), so a later
+# release's defaults do not change what it trains; 1: only those searched or fixed, and no L2
+# penalty per rating yet
+FORMAT_VERSION = 3
 # the training options a trial's model depends on, written whether searched or not
 RESOLVED = ("optimizer", "epochs", "lr", "wd", "l2")
 DEFAULT_TRIALS = 20
@@ -413,6 +415,9 @@ def read_tuned(path: str | Path) -> tuple[str, dict[str, Any]]:
     train_fields = {f.name for f in fields(TrainConfig)} - RUNTIME
     if data["version"] < 2 and "solve" not in cls.engines and "l2" not in options:
         options = {**options, "l2": 0.0}  # tuned before the per-rating penalty existed
+    if data["version"] < 3 and "solve" in cls.engines:
+        # tuned before the fields its model gained since (ease's sessions): without them
+        options = {**cls.Config.earlier, **options}
     unknown = sorted(set(options) - model_fields - train_fields)
     if unknown:
         raise ConfigError(
@@ -431,11 +436,14 @@ def read_tuned(path: str | Path) -> tuple[str, dict[str, Any]]:
 
 
 def _resolved(model: str, options: dict[str, Any]) -> dict[str, Any]:
-    """The options with the training options a model trained by steps took from the defaults
-    (`RESOLVED`) written out: the file then trains what its trials trained."""
+    """The options with what the trials took from the defaults written out: the training
+    options (`RESOLVED`) of a model trained by steps, every option of a solved model's config.
+    The file then trains what its trials trained."""
     cls = model_class(model)
     if "solve" in cls.engines:
-        return options
+        shared = {f.name for f in fields(ModelConfig)}
+        own = [f for f in fields(cls.Config) if f.name not in shared]
+        return {**{f.name: f.default for f in own if f.default is not MISSING}, **options}
     model_fields = cls.Config.field_names()
     train_fields = {f.name for f in fields(TrainConfig)}
     config = TrainConfig.for_model(

@@ -61,7 +61,7 @@ def config_from_json(data: Any) -> ModelConfig:
     cls = model_class(values.pop("kind", DEFAULT_MODEL)).Config
     own = cls.field_names()
     others = {name for m in MODELS.values() for name in m.Config.field_names()} - own
-    return cls.from_json({k: v for k, v in values.items() if k not in others})
+    return cls.from_json({**cls.earlier, **{k: v for k, v in values.items() if k not in others}})
 
 
 __all__ = [

@@ -189,6 +189,9 @@ class ModelConfig:
 
     kind: ClassVar[str] = ""
     tunable: ClassVar[Mapping[str, tuple[str, float, float]]] = MappingProxyType({})
+    # fields added after model files were first written, with what a file without them was
+    # trained with (`config_from_json` fills them in)
+    earlier: ClassVar[Mapping[str, Any]] = MappingProxyType({})
     n_users: int = 1
     n_items: int = 1
     y_range: tuple[float, float] | None = None

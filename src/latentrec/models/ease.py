@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 import numpy as np
@@ -57,6 +58,8 @@ class EaseConfig(ModelConfig):
     feature_weight: float = 2.0
     session_weight: float = 1.0
     session_gap: float = 1.0
+    # a model file from before the items' features, or the sessions, was solved without them
+    earlier = MappingProxyType({"feature_weight": 0.0, "session_weight": 0.0})
 
     # the solve keeps two items x items matrices at once: the Gram matrix (factored in place)
     # and its inverse, which becomes B
@@ -146,17 +149,16 @@ class Ease(LatentModel):
             inverse = self._inverse_by_users(data, features, sessions, device, dtype)
             self.weights = _zero_diagonal(inverse)
             return math.nan
-        gram = torch.from_numpy(data.gram()).to(device=device, dtype=dtype)
-        gram.addmm_(features.T, features)  # the features' rows, as more users' would
-        if sessions is not None:  # so are the sessions'
+        gram = data.gram()
+        if sessions is not None:  # the sessions' rows, added before any copy of the matrix
             rows, items, n = sessions
             ones = np.ones(len(rows), dtype=np.float32)
             by_sessions = gram_of(rows, items, ones, n, data.n_items, binary=True)
-            gram.add_(
-                torch.from_numpy(by_sessions).to(device=device, dtype=dtype),
-                alpha=(self.config.session_weight**2),
-            )
+            by_sessions *= np.float32(self.config.session_weight**2)
+            gram += by_sessions
             del by_sessions
+        gram = torch.from_numpy(gram).to(device=device, dtype=dtype)
+        gram.addmm_(features.T, features)  # the features' rows, as more users' would
         gram.diagonal().add_(self.config.l2)
         factor, info = torch.linalg.cholesky_ex(gram)
         del gram  # from here on two matrices at most: the factor, then the inverse
@@ -222,8 +224,10 @@ class Ease(LatentModel):
                 f"the users' Gram matrix is not positive definite at row {int(info)}; raise "
                 f"l2 (now {l2:g})"
             )
-        inverse = x.T @ torch.cholesky_solve(x, factor)  # X'(XX' + λI)^-1 X
-        del x, factor
+        solved = torch.cholesky_solve(x, factor)  # (XX' + λI)^-1 X
+        del kernel, factor  # before the items x items product: two such matrices at most
+        inverse = x.T @ solved  # X'(XX' + λI)^-1 X
+        del x, solved
         inverse.neg_().diagonal().add_(1.0)
         return inverse.div_(l2)
 
