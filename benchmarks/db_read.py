@@ -56,7 +56,7 @@ def synthetic(n: int, n_visitors: int, n_items: int, seed: int) -> pd.DataFrame:
     )
     frame["kind"] = "rating"
     frame["position"] = frame.groupby("visitor_id").cumcount()
-    frame["created_at"] = frame["updated_at"] = "2026-01-01 00:00:00+00"
+    frame["created_at"] = frame["updated_at"] = "2026-01-01 00:00:00+00:00"
     return frame
 
 

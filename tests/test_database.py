@@ -221,6 +221,20 @@ def test_load_ratings_reads_visitors_as_users(store, database_url):
     assert np.all(everything.rating == 1.0)
 
 
+def test_times_the_database_cannot_read_load_without_timestamps(tmp_path):
+    """A row whose updated_at some other program wrote as text SQLite does not read as a
+    time: the ratings load, without timestamps, and a warning says why."""
+    url = f"sqlite:///{tmp_path / 'written.db'}"
+    Store.upgrade(url)
+    with Store(url) as store:
+        store.rate(store.new_visitor(), [("318", 5.0), ("1", 3.0)])
+    with sqlite3.connect(tmp_path / "written.db") as conn:
+        conn.execute("UPDATE interactions SET updated_at = 'yesterday' WHERE item_id = '1'")
+    with pytest.warns(UserWarning, match="1 of 2 interactions have an updated_at"):
+        ratings = load_ratings(url)
+    assert len(ratings) == 2 and ratings.timestamp is None
+
+
 def test_a_database_of_events_only_loads_as_interactions(store, database_url):
     visitor = store.new_visitor()
     store.rate(visitor, [("a", None), ("b", None)])

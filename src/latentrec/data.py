@@ -485,6 +485,14 @@ def load_database(url: str, implicit: bool = False) -> Ratings:
         kept = ~events
         visitor_ids, item_ids, values = visitor_ids[kept], item_ids[kept], values[kept]
         stamps = stamps[kept]
+    unread = int(np.isnan(stamps).sum())
+    if unread:
+        warnings.warn(
+            f"{source}: {unread:,} of {len(stamps):,} interactions have an updated_at the "
+            "database does not read as a time; loaded without timestamps (no time split, no "
+            "sessions for the ease model)",
+            stacklevel=3,
+        )
     users, user_index = IdMap.from_values(visitor_ids)
     items, item_index = IdMap.from_values(_whole_numbers(item_ids))
     order = np.lexsort((item_index, user_index))
@@ -494,7 +502,7 @@ def load_database(url: str, implicit: bool = False) -> Ratings:
         values[order],
         users,
         items,
-        timestamp=stamps[order],
+        timestamp=None if unread else stamps[order].astype(np.int64),
         source=source,
         implicit=implicit,
     )

@@ -295,7 +295,8 @@ class Store:
         """Every interaction, streamed in chunks of `chunk_rows` (a server-side cursor on
         PostgreSQL): visitor ids and item ids as object arrays of str, ratings as float32 with
         NaN for events; with `times`, a fourth array: when each was last rated or recorded, in
-        whole Unix seconds (int64). Rows come in no particular order.
+        whole Unix seconds (float64; NaN where the database cannot read the stored time as
+        one). Rows come in no particular order.
 
         Each chunk's ids are deduplicated as it arrives, so the arrays hold one string per
         distinct id in a chunk rather than one per row.
@@ -329,15 +330,15 @@ class Store:
                     del rows  # the row tuples; each row's own strings go with `table`
                     ratings = table[:, 2].astype(np.float64)  # None -> NaN
                     part = (_shared(table[:, 0]), _shared(table[:, 1]), ratings.astype(np.float32))
-                    if times:
-                        part += (table[:, 3].astype(np.int64),)
+                    if times:  # None where the stored text is no time the database reads
+                        part += (table[:, 3].astype(np.float64),)
                     parts.append(part)
                     del table
             finally:
                 cursor.close()
         if not parts:
             empty = (np.array([], dtype=object), np.array([], dtype=object))
-            return empty + (np.array([], np.float32),) + (np.array([], np.int64),) * times
+            return empty + (np.array([], np.float32),) + (np.array([], np.float64),) * times
         return tuple(np.concatenate(column) for column in zip(*parts, strict=True))  # type: ignore[return-value]
 
     # ------------------------------------------------------------------------- plumbing
