@@ -735,7 +735,8 @@ class _Interactions:
         order = np.lexsort((train.timestamp, train.user_index))
         users, times = train.user_index[order], train.timestamp[order]
         starts = np.ones(len(order), dtype=bool)
-        starts[1:] = (users[1:] != users[:-1]) | (np.diff(times) > gap)
+        # in float64: an int64 difference overflows for times at both ends of its range
+        starts[1:] = (users[1:] != users[:-1]) | (np.diff(times.astype(np.float64)) > gap)
         sessions = np.cumsum(starts) - 1
         return sessions, train.item_index[order], int(sessions[-1]) + 1
 
