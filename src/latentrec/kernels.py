@@ -327,6 +327,17 @@ def _pack(indptr, cols, weights, counts, out_cols, out_weights):  # pragma: no c
         at += counts[r]
 
 
+def _places(per_lane: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """From each lane's count of entries per row: the rows' indptr, and each lane's first
+    place in each row (the row's start, after the earlier lanes' share)."""
+    indptr = np.zeros(per_lane.shape[1] + 1, dtype=np.int64)
+    np.cumsum(per_lane.sum(0), out=indptr[1:])
+    fill = np.empty_like(per_lane)
+    fill[0] = indptr[:-1]
+    fill[1:] = indptr[:-1] + np.cumsum(per_lane, axis=0)[:-1]
+    return indptr, fill
+
+
 def compress(
     rows: np.ndarray, cols: np.ndarray, weights: np.ndarray, n_rows: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -337,12 +348,7 @@ def compress(
     per_lane = np.zeros((lanes, n_rows), dtype=np.int64)
     with threads(lanes):
         _lane_counts(rows, per_lane)
-    indptr = np.zeros(n_rows + 1, dtype=np.int64)
-    np.cumsum(per_lane.sum(0), out=indptr[1:])
-    # each lane's first place in each row: the row's start, after the earlier lanes' share
-    fill = np.empty_like(per_lane)
-    fill[0] = indptr[:-1]
-    fill[1:] = indptr[:-1] + np.cumsum(per_lane, axis=0)[:-1]
+    indptr, fill = _places(per_lane)
     del per_lane
     out_cols = np.empty(len(rows), dtype=np.int32)
     out_weights = np.empty(len(rows), dtype=np.float32)
@@ -413,11 +419,7 @@ def transpose(
     per_lane = np.zeros((lanes, n_cols), dtype=np.int64)
     with threads(lanes):
         _column_counts(indptr, cols, per_lane)
-    out_indptr = np.zeros(n_cols + 1, dtype=np.int64)
-    np.cumsum(per_lane.sum(0), out=out_indptr[1:])
-    fill = np.empty_like(per_lane)
-    fill[0] = out_indptr[:-1]
-    fill[1:] = out_indptr[:-1] + np.cumsum(per_lane, axis=0)[:-1]
+    out_indptr, fill = _places(per_lane)
     del per_lane
     out_rows = np.empty(len(cols), dtype=np.int32)
     out_weights = weights.copy() if len(weights) == 1 else np.empty(len(cols), weights.dtype)

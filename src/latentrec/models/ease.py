@@ -69,18 +69,13 @@ class EaseConfig(ModelConfig):
         super().__post_init__()
         if not is_finite(self.l2) or self.l2 <= 0:
             raise ConfigError(f"l2 must be a positive number, got {shown(self.l2)}")
-        if not is_finite(self.feature_weight) or self.feature_weight < 0:
-            raise ConfigError(
-                f"feature_weight must be a number >= 0, got {shown(self.feature_weight)}"
-            )
-        for name in ("session_weight", "session_gap"):
+        for name in ("feature_weight", "session_weight", "session_gap"):
             value = getattr(self, name)
             if not is_finite(value) or value < 0 or (name == "session_gap" and value == 0):
                 bound = "> 0" if name == "session_gap" else ">= 0"
                 raise ConfigError(f"{name} must be a number {bound}, got {shown(value)}")
             object.__setattr__(self, name, float(value))
         object.__setattr__(self, "l2", float(self.l2))
-        object.__setattr__(self, "feature_weight", float(self.feature_weight))
 
     def parameter_count(self) -> int:
         return self.n_items * self.n_items
