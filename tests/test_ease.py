@@ -95,30 +95,37 @@ def test_the_items_features_join_the_closed_form_as_rows_beside_the_users(shape)
     assert not np.allclose(plain.weights.numpy(), expected, atol=1e-3)
 
 
-def _sessions_reference(data: Ratings, gap: float) -> np.ndarray:
+def _sessions_reference(data: Ratings, gap: float, run: int = 0) -> np.ndarray:
     """Sessions x items (binary), built the slow way: each user's interactions in time order,
-    a new session after a pause longer than `gap` seconds."""
-    rows = []
+    a new session after a pause longer than `gap` seconds; then, with `run`, the runs of `run`
+    consecutive interactions cut from each session longer than that."""
+    sessions = []
     for user in range(data.n_users):
         mine = np.flatnonzero(data.user_index == user)
         mine = mine[np.argsort(data.timestamp[mine], kind="stable")]
         last = None
         for k in mine:
             if last is None or data.timestamp[k] - last > gap:
-                rows.append(np.zeros(data.n_items))
-            rows[-1][data.item_index[k]] = 1.0
+                sessions.append([])
+            sessions[-1].append(data.item_index[k])
             last = data.timestamp[k]
-    return np.array(rows)
+    cut = [s[a : a + run] for s in sessions if run and len(s) > run for a in range(0, len(s), run)]
+    rows = np.zeros((len(sessions) + len(cut), data.n_items))
+    for row, items in zip(rows, sessions + cut, strict=True):
+        row[items] = 1.0
+    return rows
 
 
+@pytest.mark.parametrize("run", [0, 4])
 @pytest.mark.parametrize(
     ("shape", "by_users"), [((40, 15), False), ((3, 300), True)], ids=["by-items", "by-users"]
 )
-def test_sessions_join_the_closed_form_as_rows_beside_the_users(shape, by_users, monkeypatch):
+def test_sessions_join_the_closed_form_as_rows_beside_the_users(shape, by_users, run, monkeypatch):
     """Each user's sitting (interactions with no pause over session_gap hours) is one more
-    row of X holding session_weight for its items; data without timestamps, or a weight of 0,
-    give plain EASE. Through the items' side and through the users' (few users and sessions,
-    many items)."""
+    row of X holding session_weight for its items, and so is each run of session_run
+    consecutive interactions cut from a longer sitting; data without timestamps, or a weight
+    of 0, give plain EASE. Through the items' side and through the users' (few users and
+    sessions, many items)."""
     paths = []
     through_users = Ease._inverse_by_users
     monkeypatch.setattr(
@@ -129,13 +136,15 @@ def test_sessions_join_the_closed_form_as_rows_beside_the_users(shape, by_users,
     stamps = np.zeros(len(data), dtype=np.int64)
     for user in range(data.n_users):
         mine = np.flatnonzero(data.user_index == user)
-        stamps[mine] = 3600 * np.arange(len(mine)) + 86400 * (np.arange(len(mine)) // 3)
+        stamps[mine] = 3600 * np.arange(len(mine)) + 86400 * (np.arange(len(mine)) // 10)
     timed = replace(data, timestamp=stamps)
     options = {"l2": 3.0, "session_weight": 1.5, "session_gap": 2.0, "progress": False}
-    net, _ = fit(timed, "ease", **options)
+    net, _ = fit(timed, "ease", **options, session_run=run)
     assert bool(paths) == by_users
-    sessions = _sessions_reference(timed, 2 * 3600)
-    assert len(sessions) > data.n_users  # a user's pauses split their interactions
+    sessions = _sessions_reference(timed, 2 * 3600, run)
+    plain_sessions = _sessions_reference(timed, 2 * 3600)
+    assert len(plain_sessions) > data.n_users  # a user's pauses split their interactions
+    assert (len(sessions) > len(plain_sessions)) == (run > 0)  # and runs the long sessions
     x = np.zeros((data.n_users, data.n_items))
     x[data.user_index, data.item_index] = 1.0
     x = np.vstack([x, 1.5 * sessions])
@@ -155,11 +164,12 @@ def test_a_model_saved_before_the_features_and_sessions_reads_as_solved_without_
     net, _ = fit(data, "ease", progress=False)
     folder = save(net, tmp_path / "m", data)
     config = json.loads((folder / "config.json").read_text())
-    for name in ("feature_weight", "session_weight", "session_gap"):
+    for name in ("feature_weight", "session_weight", "session_gap", "session_run"):
         del config["model"][name]
     (folder / "config.json").write_text(json.dumps(config))
     loaded = load(folder).model
     assert (loaded.config.feature_weight, loaded.config.session_weight) == (0.0, 0.0)
+    assert loaded.config.session_run == 0
     assert "sessions" not in loaded.config.shape() and "features" not in loaded.config.shape()
     assert torch.equal(loaded.weights, net.weights)
 
@@ -169,6 +179,7 @@ def test_a_model_saved_before_the_features_and_sessions_reads_as_solved_without_
     [
         ("--session-weight", "-1", "session_weight must be a number >= 0, got -1.0"),
         ("--session-gap", "0", "session_gap must be a number > 0, got 0.0"),
+        ("--session-run", "-1", "session_run must be a whole number >= 0, got -1"),
     ],
 )
 def test_a_bad_session_option_is_one_line(tmp_path: Path, option, value, message):

@@ -130,7 +130,13 @@ def test_a_ranking_model_is_scored_on_lists_and_refuses_rmse(ratings):
     assert result.best_value == max(t.value for t in result.trials)
     # the searched options, and the one the search left at its default (a later default must
     # not change what the file solves)
-    assert set(result.best_options) == {"l2", "feature_weight", "session_weight", "session_gap"}
+    assert set(result.best_options) == {
+        "l2",
+        "feature_weight",
+        "session_weight",
+        "session_gap",
+        "session_run",
+    }
     assert result.best_options["session_gap"] == 1.0
     with pytest.raises(ConfigError, match="predicts no ratings"):
         tune(ratings, "ease", trials=1, metric="rmse")
@@ -232,7 +238,15 @@ def test_a_tuning_file_trains_what_its_trials_trained(ratings, tmp_path):
     path = write(tmp_path / "old.json", old | {"options": {"n_factors": 20, "lr": 0.05}})
     assert read_tuned(path) == ("dot", {"n_factors": 20, "lr": 0.05, "l2": 0.0})
     ease = read_tuned(write(tmp_path / "ease.json", TUNED))
-    assert ease == ("ease", {"feature_weight": 0.0, "session_weight": 0.0, "l2": 50.0})
+    earlier = {"feature_weight": 0.0, "session_weight": 0.0, "session_run": 0}
+    assert ease == ("ease", earlier | {"l2": 50.0})
+    # a file written before the sessions' runs keeps the weights it names, without runs
+    named = {"l2": 50.0, "feature_weight": 2.0, "session_weight": 1.0, "session_gap": 1.0}
+    version_3 = TUNED | {"version": 3, "options": named}
+    assert read_tuned(write(tmp_path / "ease3.json", version_3)) == (
+        "ease",
+        named | {"session_run": 0},
+    )
 
 
 @pytest.mark.parametrize(

@@ -74,6 +74,7 @@ MODEL_OPTIONS = {
     "feature_weight": "--feature-weight",
     "session_weight": "--session-weight",
     "session_gap": "--session-gap",
+    "session_run": "--session-run",
 }
 TABLE_ROWS = 20  # epochs or iterations a training table shows at most
 # training options that only models trained by steps take
@@ -530,6 +531,13 @@ def train(
     session_gap: Annotated[
         float | None, typer.Option(help="ease: the pause, in hours, that ends a session.")
     ] = None,
+    session_run: Annotated[
+        int | None,
+        typer.Option(
+            help="ease: also cut each session longer than this into runs of this many "
+            "consecutive interactions, each one more row (0: none)."
+        ),
+    ] = None,
     item_features: Annotated[
         bool | None,
         typer.Option(
@@ -561,6 +569,7 @@ def train(
         "feature_weight": feature_weight,
         "session_weight": session_weight,
         "session_gap": session_gap,
+        "session_run": session_run,
         "epochs": epochs,
         "lr": lr,
         "wd": wd,

@@ -42,7 +42,7 @@ FORMAT = "latentrec-tuning"
 # training options its trials trained with (optimizer, epochs, lr, wd, l2), so a later
 # release's defaults do not change what it trains; 1: only those searched or fixed, and no L2
 # penalty per rating yet
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 # the training options a trial's model depends on, written whether searched or not
 RESOLVED = ("optimizer", "epochs", "lr", "wd", "l2")
 DEFAULT_TRIALS = 20
@@ -415,8 +415,9 @@ def read_tuned(path: str | Path) -> tuple[str, dict[str, Any]]:
     train_fields = {f.name for f in fields(TrainConfig)} - RUNTIME
     if data["version"] < 2 and "solve" not in cls.engines and "l2" not in options:
         options = {**options, "l2": 0.0}  # tuned before the per-rating penalty existed
-    if data["version"] < 3 and "solve" in cls.engines:
-        # tuned before the fields its model gained since (ease's sessions): without them
+    if data["version"] < 4 and "solve" in cls.engines:
+        # tuned before the fields its model gained since (ease's sessions, their runs):
+        # without them
         options = {**cls.Config.earlier, **options}
     unknown = sorted(set(options) - model_fields - train_fields)
     if unknown:

@@ -316,8 +316,9 @@ class Interactions(Protocol):
 
     def sessions(self, gap: float) -> tuple[np.ndarray, np.ndarray, int] | None:
         """The users' sessions: each user's interactions in time order, a new session after a
-        pause longer than `gap` seconds. (session index, item index) of every interaction and
-        the number of sessions; None where the data have no timestamps."""
+        pause longer than `gap` seconds. (session index, item index) of every interaction,
+        ordered by session and in time order within one, and the number of sessions; None
+        where the data have no timestamps."""
         ...
 
 

@@ -46,6 +46,11 @@ class EaseConfig(ModelConfig):
             as chosen together once more (S'S weight^2 added to the Gram matrix); 0 leaves
             sessions out.
         session_gap: the pause, in hours, that ends a session.
+        session_run: a session longer than this many interactions is also cut, in time
+            order, into runs of this many consecutive ones, each one more row with the
+            session's weight: items chosen one after the other count as chosen together once
+            more, where a long sitting (a new user rating dozens of films at once) would
+            otherwise link all its items alike; 0 cuts none.
     """
 
     kind: ClassVar[str] = "ease"
@@ -58,8 +63,10 @@ class EaseConfig(ModelConfig):
     feature_weight: float = 2.0
     session_weight: float = 1.0
     session_gap: float = 1.0
-    # a model file from before the items' features, or the sessions, was solved without them
-    earlier = MappingProxyType({"feature_weight": 0.0, "session_weight": 0.0})
+    session_run: int = 10
+    # a model file from before the items' features, the sessions or their runs was solved
+    # without them
+    earlier = MappingProxyType({"feature_weight": 0.0, "session_weight": 0.0, "session_run": 0})
 
     # the solve keeps two items x items matrices at once: the Gram matrix (factored in place)
     # and its inverse, which becomes B
@@ -75,6 +82,10 @@ class EaseConfig(ModelConfig):
                 bound = "> 0" if name == "session_gap" else ">= 0"
                 raise ConfigError(f"{name} must be a number {bound}, got {shown(value)}")
             object.__setattr__(self, name, float(value))
+        run = self.session_run
+        if isinstance(run, bool) or not isinstance(run, (int, np.integer)) or run < 0:
+            raise ConfigError(f"session_run must be a whole number >= 0, got {shown(run)}")
+        object.__setattr__(self, "session_run", int(run))
         object.__setattr__(self, "l2", float(self.l2))
 
     def parameter_count(self) -> int:
@@ -85,8 +96,9 @@ class EaseConfig(ModelConfig):
 
     def shape(self) -> str:
         features = f", features x {self.feature_weight:g}" if self.feature_weight else ""
+        runs = f", runs of {self.session_run}" if self.session_run else ""
         sessions = (
-            f", sessions x {self.session_weight:g} ({self.session_gap:g} h)"
+            f", sessions x {self.session_weight:g} ({self.session_gap:g} h{runs})"
             if self.session_weight
             else ""
         )
@@ -106,6 +118,21 @@ def _zero_diagonal(inverse: Tensor) -> Tensor:
     inverse.div_(-inverse.diagonal().clone())
     inverse.diagonal().zero_()
     return inverse.contiguous()  # row-major, as a loaded model's
+
+
+def _runs(sessions: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """The runs of `length` consecutive interactions cut from each session longer than that
+    (the last run of a session may be shorter): the run of each interaction of a long session,
+    which interactions those are, and the number of runs. `sessions` holds each interaction's
+    session, a session's interactions together and in time order."""
+    if len(sessions) == 0:
+        return sessions, np.zeros(0, dtype=bool), 0
+    starts = np.flatnonzero(np.r_[True, sessions[1:] != sessions[:-1]])
+    lengths = np.diff(np.r_[starts, len(sessions)])
+    position = np.arange(len(sessions)) - np.repeat(starts, lengths)
+    in_long = np.repeat(lengths > length, lengths)
+    runs = np.cumsum(position[in_long] % length == 0) - 1
+    return runs, in_long, int(runs[-1]) + 1 if len(runs) else 0
 
 
 class Ease(LatentModel):
@@ -180,11 +207,20 @@ class Ease(LatentModel):
         return rows.to(device)
 
     def _sessions(self, data: Interactions) -> tuple[np.ndarray, np.ndarray, int] | None:
-        """The sessions' rows (`Interactions.sessions`), where they have a weight and the data
-        timestamps."""
+        """The sessions' rows (`Interactions.sessions`), then the runs cut from the long ones
+        (`_runs`), where they have a weight and the data timestamps."""
         if not self.config.session_weight:
             return None
-        return data.sessions(self.config.session_gap * 3600.0)
+        found = data.sessions(self.config.session_gap * 3600.0)
+        if found is None or not self.config.session_run:
+            return found
+        sessions, items, n = found
+        runs, in_long, n_runs = _runs(sessions, self.config.session_run)
+        return (
+            np.concatenate([sessions, runs + n]),
+            np.concatenate([items, items[in_long]]),
+            n + n_runs,
+        )
 
     def _inverse_by_users(
         self,
