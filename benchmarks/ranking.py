@@ -38,12 +38,13 @@ K = 10
 SYSTEMS: dict[str, tuple] = {
     "latentrec ease (defaults)": ("latentrec", "ease", {}),
     # the EASE anchor's configuration (λ 200, the interactions alone), and the defaults before
-    # the sessions (l2 400, item features x 3)
+    # the sessions (l2 400, item features x 3) and before the sessions' runs
     "latentrec ease (l2 200, no item features, no sessions)": (
         "latentrec",
         "ease",
         {"l2": 200.0, "feature_weight": 0.0, "session_weight": 0.0},
     ),
+    "latentrec ease (sessions without runs)": ("latentrec", "ease", {"session_run": 0}),
     "latentrec ease (l2 400, feature weight 3, no sessions)": (
         "latentrec",
         "ease",

@@ -23,9 +23,10 @@ from latentrec.recommend import evaluate_ranking
 REPO = Path(__file__).resolve().parent.parent
 GRIDS = {
     "ease": {
-        "l2": [200.0, 400.0, 600.0, 1000.0, 1500.0],
-        "feature_weight": [0.0, 2.0, 3.0, 4.0],
-        "session_weight": [0.0, 1.0, 1.5, 2.0],
+        "l2": [400.0, 600.0, 1000.0],
+        "feature_weight": [0.0, 2.0, 3.0],
+        "session_weight": [0.0, 1.0, 1.5],
+        "session_run": [0, 5, 10, 20],
     },
     "als": {
         "n_factors": [32, 64, 128],
