@@ -55,7 +55,10 @@ class EaseConfig(ModelConfig):
 
     kind: ClassVar[str] = "ease"
     tunable = search_space(
-        l2=("log", 10, 5000), feature_weight=("float", 0, 10), session_weight=("float", 0, 4)
+        l2=("log", 10, 5000),
+        feature_weight=("float", 0, 10),
+        session_weight=("float", 0, 4),
+        session_run=("int", 0, 40),
     )
     # chosen together on validation rows of the bundled data (validate_defaults.py): the best
     # with sessions, with or without item features; data with neither would prefer l2 400
