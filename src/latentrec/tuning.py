@@ -38,11 +38,11 @@ from latentrec.training import TrainConfig, fit, l2_for
 
 FORMAT = "latentrec-tuning"
 # 4: ease's sessions' runs came in (an older file solves without them, keeping every other
-# option it names); 3: a file for a solved model names every option of its config, so a later release's
-# defaults (ease's sessions came in 3) do not change what it solves; 2: the file names the
-# training options its trials trained with (optimizer, epochs, lr, wd, l2), so a later
-# release's defaults do not change what it trains; 1: only those searched or fixed, and no L2
-# penalty per rating yet
+# option it names); 3: a file for a solved model names every option of its config, so a
+# later release's defaults (ease's sessions came in 3) do not change what it solves; 2: the
+# file names the training options its trials trained with (optimizer, epochs, lr, wd, l2), so
+# a later release's defaults do not change what it trains; 1: only those searched or fixed,
+# and no L2 penalty per rating yet
 FORMAT_VERSION = 4
 # the training options a trial's model depends on, written whether searched or not
 RESOLVED = ("optimizer", "epochs", "lr", "wd", "l2")
