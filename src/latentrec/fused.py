@@ -10,8 +10,9 @@ its speed. This kernel does the same mathematics in place, row by row:
    error with respect to the logit, and the user's gradient, added while the item's row is
    still in cache into a gradient slot the lane gives each of its distinct rows in the step (no
    sort: a slot array per table marks rows already seen);
-2. each lane adds the item gradients of the items it owns into their slots (one lane, owning
-   every row, did so in step 1, and reads no rating's rows twice). Each slot's sum runs in
+2. each lane adds the item gradients of the items it owns into their slots, which read the
+   users' rows alone (one lane, owning every row, did so in step 1, and reads no rating's rows
+   twice). Each slot's sum runs in
    rating order, so no two threads write the same row and the sums are the same on every run
    and thread count;
 3. each lane applies the optimiser to its touched rows (lazy AdamW as `RowSparseAdamW`, or
@@ -409,19 +410,25 @@ def dot_steps(
                 counts, grads,
             )  # fmt: skip
         else:
-            # 1. the forward pass, spread evenly over the lanes
-            for block in prange(lanes):
-                first = start + block * (stop - start) // lanes
-                end = start + (block + 1) * (stop - start) // lanes
-                for r in range(first, end):
-                    if r + AHEAD < stop:  # past the block's end too: a neighbour may wait
-                        prefetch(user_factors, users[r + AHEAD])
-                        prefetch(item_factors, items[r + AHEAD])
-                        prefetch(user_bias, users[r + AHEAD])
-                        prefetch(item_bias, items[r + AHEAD])
+            # 1. each lane: the forward pass of the ratings of the users it owns, and their
+            # users' gradients while the items' rows are still in cache, in rating order
+            for lane in prange(lanes):
+                n_u = 0
+                for r in range(start, stop):
+                    if r + AHEAD < stop:
+                        u_ahead = users[r + AHEAD]
+                        if _owner(u_ahead, lanes) == lane:
+                            i_ahead = items[r + AHEAD]
+                            prefetch(user_factors, u_ahead)
+                            prefetch(item_factors, i_ahead)
+                            prefetch(user_bias, u_ahead)
+                            prefetch(item_bias, i_ahead)
+                            prefetch(user_slot, u_ahead)
                     u = users[r]
+                    if _owner(u, lanes) != lane:
+                        continue
                     i = items[r]
-                    d_logit[r - start], squares[r - start] = _rating_error(
+                    g, squares[r - start] = _rating_error(
                         user_factors,
                         user_bias,
                         u,
@@ -432,51 +439,48 @@ def dot_steps(
                         scale,
                         constants,
                     )
-            # 2. each lane gives each of its own rows a slot the first time it meets it, and
-            # adds the ratings' gradients into them in rating order
+                    d_logit[r - start] = g
+                    n_u = _add_gradient(
+                        user_slot,
+                        touched_users,
+                        lane,
+                        n_u,
+                        largest,
+                        u,
+                        item_factors,
+                        i,
+                        g,
+                        grad_uf,
+                        grad_ub,
+                        hits_u,
+                    )
+                counts[lane, 0] = n_u
+            # 2. each lane: the gradients of the items it owns (their users' rows alone)
             for lane in prange(lanes):
-                n_u = 0
                 n_i = 0
                 for r in range(start, stop):
-                    # the slot arrays span the catalogue: at scale a lookup is a trip to
-                    # memory, and asking ahead lets those trips overlap
                     if r + AHEAD < stop:
-                        prefetch(user_slot, users[r + AHEAD])
-                        prefetch(item_slot, items[r + AHEAD])
-                    g = d_logit[r - start]
-                    u = users[r]
+                        i_ahead = items[r + AHEAD]
+                        if _owner(i_ahead, lanes) == lane:
+                            prefetch(user_factors, users[r + AHEAD])
+                            prefetch(item_slot, i_ahead)
                     i = items[r]
-                    if _owner(u, lanes) == lane:
-                        n_u = _add_gradient(
-                            user_slot,
-                            touched_users,
-                            lane,
-                            n_u,
-                            largest,
-                            u,
-                            item_factors,
-                            i,
-                            g,
-                            grad_uf,
-                            grad_ub,
-                            hits_u,
-                        )
-                    if _owner(i, lanes) == lane:
-                        n_i = _add_gradient(
-                            item_slot,
-                            touched_items,
-                            lane,
-                            n_i,
-                            largest,
-                            i,
-                            user_factors,
-                            u,
-                            g,
-                            grad_if,
-                            grad_ib,
-                            hits_i,
-                        )
-                counts[lane, 0] = n_u
+                    if _owner(i, lanes) != lane:
+                        continue
+                    n_i = _add_gradient(
+                        item_slot,
+                        touched_items,
+                        lane,
+                        n_i,
+                        largest,
+                        i,
+                        user_factors,
+                        users[r],
+                        d_logit[r - start],
+                        grad_if,
+                        grad_ib,
+                        hits_i,
+                    )
                 counts[lane, 1] = n_i
         # the loss in rating order, on one thread: the same whatever the lanes
         for r in range(stop - start):
