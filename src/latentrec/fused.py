@@ -286,63 +286,55 @@ def _forward_and_gradients(
     touched,
     counts,
     grads,
+    lane,
+    lanes,
 ):  # pragma: no cover - compiled
-    """Steps 1 and 2 of `dot_steps` on one lane, which owns every row: each rating's forward
-    pass, then its user's and item's gradients while both rows are still in cache, so no
-    rating's rows are read twice (the passes of several lanes read them once each). The same
-    sums in the same order as several lanes make. `tables`: (user factors, user bias, item
-    factors, item bias)."""
+    """Step 1 of `dot_steps` on one lane: the forward pass of the ratings of the users the lane
+    owns, and their users' gradients while the items' rows are still in cache, in rating order.
+    A lane that owns every row (lanes 1) adds the items' gradients there too (step 2), so no
+    rating's rows are read twice: the same sums in the same order as several lanes make.
+    `tables`: (user factors, user bias, item factors, item bias)."""
     user_factors, user_bias, item_factors, item_bias = tables
     user_slot, item_slot = slots
     touched_users, touched_items = touched
-    _, grad_uf, grad_ub, grad_if, grad_ib, hits_u, hits_i, squares = grads
+    d_logit, grad_uf, grad_ub, grad_if, grad_ib, hits_u, hits_i, squares = grads
     largest = touched_users.shape[1]
+    alone = lanes == 1
     n_u = 0
     n_i = 0
     for r in range(start, stop):
         if r + AHEAD < stop:
-            u_ahead, i_ahead = users[r + AHEAD], items[r + AHEAD]
-            prefetch(user_factors, u_ahead)
-            prefetch(item_factors, i_ahead)
-            prefetch(user_bias, u_ahead)
-            prefetch(item_bias, i_ahead)
-            prefetch(user_slot, u_ahead)
-            prefetch(item_slot, i_ahead)
+            u_ahead = users[r + AHEAD]
+            if alone or _owner(u_ahead, lanes) == lane:
+                i_ahead = items[r + AHEAD]
+                prefetch(user_factors, u_ahead)
+                prefetch(item_factors, i_ahead)
+                prefetch(user_bias, u_ahead)
+                prefetch(item_bias, i_ahead)
+                prefetch(user_slot, u_ahead)
+                if alone:
+                    prefetch(item_slot, i_ahead)
         u = users[r]
+        if not alone and _owner(u, lanes) != lane:
+            continue
         i = items[r]
         g, squares[r - start] = _rating_error(
             user_factors, user_bias, u, item_factors, item_bias, i, targets[r], scale, constants
         )
         n_u = _add_gradient(
-            user_slot,
-            touched_users,
-            0,
-            n_u,
-            largest,
-            u,
-            item_factors,
-            i,
-            g,
-            grad_uf,
-            grad_ub,
-            hits_u,
-        )
-        n_i = _add_gradient(
-            item_slot,
-            touched_items,
-            0,
-            n_i,
-            largest,
-            i,
-            user_factors,
-            u,
-            g,
-            grad_if,
-            grad_ib,
-            hits_i,
-        )
-    counts[0, 0] = n_u
-    counts[0, 1] = n_i
+            user_slot, touched_users, lane, n_u, largest, u, item_factors, i, g, grad_uf,
+            grad_ub, hits_u,
+        )  # fmt: skip
+        if alone:
+            n_i = _add_gradient(
+                item_slot, touched_items, 0, n_i, largest, i, user_factors, u, g, grad_if,
+                grad_ib, hits_i,
+            )  # fmt: skip
+        else:
+            d_logit[r - start] = g  # for the item pass
+    counts[lane, 0] = n_u
+    if alone:
+        counts[0, 1] = n_i
 
 
 @parallel_kernel
@@ -403,58 +395,19 @@ def dot_steps(
         start, stop = bounds[step], bounds[step + 1]
         rule = hyper[step]
         scale = rule[5]
+        tables = (user_factors, user_bias, item_factors, item_bias)
         if lanes == 1:
-            tables = (user_factors, user_bias, item_factors, item_bias)
             _forward_and_gradients(
                 users, items, targets, start, stop, scale, constants, tables, slots, touched,
-                counts, grads,
+                counts, grads, 0, 1,
             )  # fmt: skip
         else:
-            # 1. each lane: the forward pass of the ratings of the users it owns, and their
-            # users' gradients while the items' rows are still in cache, in rating order
+            # 1. each lane: the forward pass of its own users' ratings, and their gradients
             for lane in prange(lanes):
-                n_u = 0
-                for r in range(start, stop):
-                    if r + AHEAD < stop:
-                        u_ahead = users[r + AHEAD]
-                        if _owner(u_ahead, lanes) == lane:
-                            i_ahead = items[r + AHEAD]
-                            prefetch(user_factors, u_ahead)
-                            prefetch(item_factors, i_ahead)
-                            prefetch(user_bias, u_ahead)
-                            prefetch(item_bias, i_ahead)
-                            prefetch(user_slot, u_ahead)
-                    u = users[r]
-                    if _owner(u, lanes) != lane:
-                        continue
-                    i = items[r]
-                    g, squares[r - start] = _rating_error(
-                        user_factors,
-                        user_bias,
-                        u,
-                        item_factors,
-                        item_bias,
-                        i,
-                        targets[r],
-                        scale,
-                        constants,
-                    )
-                    d_logit[r - start] = g
-                    n_u = _add_gradient(
-                        user_slot,
-                        touched_users,
-                        lane,
-                        n_u,
-                        largest,
-                        u,
-                        item_factors,
-                        i,
-                        g,
-                        grad_uf,
-                        grad_ub,
-                        hits_u,
-                    )
-                counts[lane, 0] = n_u
+                _forward_and_gradients(
+                    users, items, targets, start, stop, scale, constants, tables, slots,
+                    touched, counts, grads, lane, lanes,
+                )  # fmt: skip
             # 2. each lane: the gradients of the items it owns (their users' rows alone)
             for lane in prange(lanes):
                 n_i = 0
