@@ -76,6 +76,12 @@ SYSTEMS: dict[str, tuple] = {
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument(
+        "--systems",
+        default="",
+        help="comma-separated: run only the systems whose names contain one of these "
+        "(e.g. 'als' for latentrec's and implicit's ALS); default: all",
+    )
     p.add_argument("--peers-python", type=Path, default=PEERS_PYTHON)
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     return p.parse_args(argv)
@@ -112,7 +118,14 @@ def main(argv: list[str] | None = None) -> None:
     relevant: dict[int, set[int]] = {int(u): set() for u in users}
     for user, item in zip(test.user_index[known], test.item_index[known], strict=True):
         relevant[int(user)].add(int(item))
-    systems = dict(SYSTEMS)
+    wanted = [word.strip() for word in args.systems.split(",") if word.strip()]
+    systems = {
+        k: v
+        for k, v in SYSTEMS.items()
+        if not wanted or any(w.lower() in k.lower() for w in wanted)
+    }
+    if not systems:
+        raise SystemExit(f"--systems {args.systems!r} names none of: {', '.join(SYSTEMS)}")
     if not args.peers_python.exists():
         print(f"no {args.peers_python}: implicit's rows are left out", file=sys.stderr)
         systems = {k: v for k, v in systems.items() if v[0] != "implicit"}

@@ -84,17 +84,7 @@ def _solve_row(
             total += gram[f, g] * x[g]
         r[f] = -total
     end = indptr[u + 1]
-    for j in range(indptr[u], end):
-        if j + AHEAD < end:  # the fixed side's rows lie scattered: ask for them early
-            prefetch(fixed, indices[j + AHEAD])
-        y = fixed[indices[j]]
-        c = 1.0 + alpha * weights[j if len(weights) > 1 else 0]
-        score = 0.0
-        for f in range(k):
-            score += y[f] * x[f]
-        weight = c - (c - 1.0) * score
-        for f in range(k):
-            r[f] += weight * y[f]
+    _add_weighted(indices, weights, alpha, fixed, indptr[u], end, x, r, True)
     for f in range(k):
         p[f] = r[f]
     old = 0.0
@@ -108,16 +98,7 @@ def _solve_row(
             for g in range(k):
                 total += gram[f, g] * p[g]
             ap[f] = total
-        for j in range(indptr[u], end):
-            if j + AHEAD < end:
-                prefetch(fixed, indices[j + AHEAD])
-            y = fixed[indices[j]]
-            score = 0.0
-            for f in range(k):
-                score += y[f] * p[f]
-            weight = alpha * weights[j if len(weights) > 1 else 0] * score
-            for f in range(k):
-                ap[f] += weight * y[f]
+        _add_weighted(indices, weights, alpha, fixed, indptr[u], end, p, ap, False)
         curvature = 0.0
         for f in range(k):
             curvature += p[f] * ap[f]
@@ -142,6 +123,37 @@ def _solve_row(
             c = 1.0 + alpha * weights[j if len(weights) > 1 else 0]
             total += c * (1.0 - score) ** 2 - score * score
         losses[u] = total
+
+
+@_inline
+def _add_weighted(indices, weights, alpha, fixed, start, end, v, out, residual):  # pragma: no cover
+    """out += sum over the interactions start:end of w_j y_j, y_j = fixed[indices[j]] and
+    s_j = y_j . v: w_j = c_j - (c_j - 1) s_j for the residual (v the row's value), else
+    (c_j - 1) s_j (v a conjugate direction). Two interactions a turn: their dot products are
+    independent, so one waits less on the other's sum; a last odd one pairs with itself,
+    weighted 0."""
+    k = len(v)
+    for j in range(start, end, 2):
+        if j + AHEAD + 1 < end:  # the fixed side's rows lie scattered: ask for them early
+            prefetch(fixed, indices[j + AHEAD])
+            prefetch(fixed, indices[j + AHEAD + 1])
+        pair = j + 1 < end
+        i = j + 1 if pair else j
+        y, z = fixed[indices[j]], fixed[indices[i]]
+        first = alpha * weights[j if len(weights) > 1 else 0]
+        second = alpha * weights[i if len(weights) > 1 else 0] if pair else 0.0
+        score = 0.0
+        other = 0.0
+        for f in range(k):
+            score += y[f] * v[f]
+            other += z[f] * v[f]
+        first *= score
+        second *= other
+        if residual:
+            first = 1.0 + alpha * weights[j if len(weights) > 1 else 0] - first
+            second = (1.0 + alpha * weights[i if len(weights) > 1 else 0] - second) if pair else 0.0
+        for f in range(k):
+            out[f] += first * y[f] + second * z[f]
 
 
 ROW_CHUNKS = 256  # runs of rows the threads share out: fixed, so no result depends on threads
