@@ -78,11 +78,13 @@ def _solve_row(
     """`_solve_rows` for row u, with r, ap and p as scratch."""
     k = rows.shape[1]
     x = rows[u]
+    # G is symmetric: G x as a sum of G's rows (vector multiply-adds, no horizontal sums)
     for f in range(k):
-        total = 0.0
-        for g in range(k):
-            total += gram[f, g] * x[g]
-        r[f] = -total
+        r[f] = 0.0
+    for g in range(k):
+        value = x[g]
+        for f in range(k):
+            r[f] -= gram[g, f] * value
     end = indptr[u + 1]
     _add_weighted(indices, weights, alpha, fixed, indptr[u], end, x, r, True)
     for f in range(k):
@@ -94,10 +96,11 @@ def _solve_row(
         if old < 1e-20:
             break
         for f in range(k):
-            total = 0.0
-            for g in range(k):
-                total += gram[f, g] * p[g]
-            ap[f] = total
+            ap[f] = 0.0
+        for g in range(k):
+            value = p[g]
+            for f in range(k):
+                ap[f] += gram[g, f] * value
         _add_weighted(indices, weights, alpha, fixed, indptr[u], end, p, ap, False)
         curvature = 0.0
         for f in range(k):
