@@ -46,7 +46,7 @@ def _kernel(func):
 
 @_kernel
 def _solve_rows(
-    indptr, indices, weights, alpha, rows, fixed, gram, steps, losses, chunks
+    indptr, indices, weights, alpha, rows, fixed, gram, steps, losses, chunks, longest
 ):  # pragma: no cover
     """For each row u: a few conjugate-gradient steps, from its current value, towards the
     solution x of (G + sum_i (c_ui - 1) y_i y_i') x = sum_i c_ui y_i, where G = Y'Y + λI,
@@ -55,8 +55,9 @@ def _solve_rows(
     per interaction, or one that they all have.
 
     When `losses` has a place per row, the solved row's sum over its interactions of
-    c (1 - x.y)^2 - (x.y)^2 goes there (the observed pairs' part of the loss), while its
-    items' vectors are still in cache.
+    c (1 - x.y)^2 - (x.y)^2 goes there (the observed pairs' part of the loss): each x.y kept
+    from the passes (the residual's y.x0, plus each step's size times its y.p), so no pass of
+    its own reads the items' vectors again. `longest`: the most interactions a row has.
 
     The threads take runs of rows, chunks[c]:chunks[c + 1], of about equal interactions
     (`_row_chunks`): rows' lengths differ by orders of magnitude."""
@@ -65,17 +66,22 @@ def _solve_rows(
         r = np.empty(k, dtype=rows.dtype)
         ap = np.empty(k, dtype=rows.dtype)
         p = np.empty(k, dtype=rows.dtype)
+        kept = longest if len(losses) else 0
+        scores = np.empty(kept, dtype=rows.dtype)  # each interaction's y.x
+        along = np.empty(kept, dtype=rows.dtype)  # and its y.p in a step
         for u in range(chunks[chunk], chunks[chunk + 1]):
             _solve_row(
-                indptr, indices, weights, alpha, rows, fixed, gram, steps, losses, u, r, ap, p
-            )
+                indptr, indices, weights, alpha, rows, fixed, gram, steps, losses, u, r, ap, p,
+                scores, along,
+            )  # fmt: skip
 
 
 @_inline
 def _solve_row(
-    indptr, indices, weights, alpha, rows, fixed, gram, steps, losses, u, r, ap, p
+    indptr, indices, weights, alpha, rows, fixed, gram, steps, losses, u, r, ap, p, scores, along
 ):  # pragma: no cover
-    """`_solve_rows` for row u, with r, ap and p as scratch."""
+    """`_solve_rows` for row u, with r, ap and p as scratch, and scores and along (empty where
+    no loss is wanted) for the interactions' y.x and y.p."""
     k = rows.shape[1]
     x = rows[u]
     # G is symmetric: G x as a sum of G's rows (vector multiply-adds, no horizontal sums)
@@ -86,7 +92,7 @@ def _solve_row(
         for f in range(k):
             r[f] -= gram[g, f] * value
     end = indptr[u + 1]
-    _add_weighted(indices, weights, alpha, fixed, indptr[u], end, x, r, True)
+    _add_weighted(indices, weights, alpha, fixed, indptr[u], end, x, r, True, scores)
     for f in range(k):
         p[f] = r[f]
     old = 0.0
@@ -101,7 +107,7 @@ def _solve_row(
             value = p[g]
             for f in range(k):
                 ap[f] += gram[g, f] * value
-        _add_weighted(indices, weights, alpha, fixed, indptr[u], end, p, ap, False)
+        _add_weighted(indices, weights, alpha, fixed, indptr[u], end, p, ap, False, along)
         curvature = 0.0
         for f in range(k):
             curvature += p[f] * ap[f]
@@ -114,27 +120,27 @@ def _solve_row(
         for f in range(k):
             p[f] = r[f] + (new / old) * p[f]
         old = new
+        if len(scores):  # x moved by step p
+            for j in range(end - indptr[u]):
+                scores[j] += step * along[j]
     if len(losses):
         total = 0.0
         for j in range(indptr[u], end):
-            if j + AHEAD < end:
-                prefetch(fixed, indices[j + AHEAD])
-            y = fixed[indices[j]]
-            score = 0.0
-            for f in range(k):
-                score += y[f] * x[f]
+            score = scores[j - indptr[u]]
             c = 1.0 + alpha * weights[j if len(weights) > 1 else 0]
             total += c * (1.0 - score) ** 2 - score * score
         losses[u] = total
 
 
 @_inline
-def _add_weighted(indices, weights, alpha, fixed, start, end, v, out, residual):  # pragma: no cover
+def _add_weighted(
+    indices, weights, alpha, fixed, start, end, v, out, residual, kept
+):  # pragma: no cover
     """out += sum over the interactions start:end of w_j y_j, y_j = fixed[indices[j]] and
     s_j = y_j . v: w_j = c_j - (c_j - 1) s_j for the residual (v the row's value), else
-    (c_j - 1) s_j (v a conjugate direction). Two interactions a turn: their dot products are
-    independent, so one waits less on the other's sum; a last odd one pairs with itself,
-    weighted 0."""
+    (c_j - 1) s_j (v a conjugate direction); each s_j goes to kept[j - start] unless kept is
+    empty. Two interactions a turn: their dot products are independent, so one waits less on
+    the other's sum; a last odd one pairs with itself, weighted 0."""
     k = len(v)
     for j in range(start, end, 2):
         if j + AHEAD + 1 < end:  # the fixed side's rows lie scattered: ask for them early
@@ -152,6 +158,9 @@ def _add_weighted(indices, weights, alpha, fixed, start, end, v, out, residual):
             other += z[f] * v[f]
         first *= score
         second *= other
+        if len(kept):
+            kept[j - start] = score
+            kept[i - start] = other
         if residual:
             first = 1.0 + alpha * weights[j if len(weights) > 1 else 0] - first
             second = (1.0 + alpha * weights[i if len(weights) > 1 else 0] - second) if pair else 0.0
@@ -356,16 +365,19 @@ class Als(LatentModel):
         user_side = (*by_user, np.float32(config.alpha))
         item_side = (*by_item, np.float32(config.alpha))
         user_chunks, item_chunks = _row_chunks(by_user[0]), _row_chunks(by_item[0])
+        longest = int(np.diff(by_user[0]).max(initial=0))  # the user half keeps its rows' scores
         loss = math.nan
         none = np.empty(0)
         observed = np.empty(len(users))  # per user: the loss over their observed pairs
         for iteration in range(config.iterations):
             # the user half last: a trained user's factors are then what fold-in gives them
             _solve_rows(
-                *item_side, items, users, self._gram(users), config.cg_steps, none, item_chunks
+                *item_side, items, users, self._gram(users), config.cg_steps, none, item_chunks, 0
             )
             item_gram = self._gram(items)  # the user half's, and the loss's
-            _solve_rows(*user_side, users, items, item_gram, config.cg_steps, observed, user_chunks)
+            _solve_rows(
+                *user_side, users, items, item_gram, config.cg_steps, observed, user_chunks, longest
+            )
             loss = self._loss(observed, users, items, item_gram) / max(len(user_side[1]), 1)
             if on_iteration is not None:
                 on_iteration(iteration, loss)
