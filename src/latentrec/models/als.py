@@ -84,13 +84,9 @@ def _solve_row(
     no loss is wanted) for the interactions' y.x and y.p."""
     k = rows.shape[1]
     x = rows[u]
-    # G is symmetric: G x as a sum of G's rows (vector multiply-adds, no horizontal sums)
+    _gram_times(gram, x, r)
     for f in range(k):
-        r[f] = 0.0
-    for g in range(k):
-        value = x[g]
-        for f in range(k):
-            r[f] -= gram[g, f] * value
+        r[f] = -r[f]
     end = indptr[u + 1]
     _add_weighted(indices, weights, alpha, fixed, indptr[u], end, x, r, True, scores)
     for f in range(k):
@@ -101,12 +97,7 @@ def _solve_row(
     for _ in range(steps):
         if old < 1e-20:
             break
-        for f in range(k):
-            ap[f] = 0.0
-        for g in range(k):
-            value = p[g]
-            for f in range(k):
-                ap[f] += gram[g, f] * value
+        _gram_times(gram, p, ap)
         _add_weighted(indices, weights, alpha, fixed, indptr[u], end, p, ap, False, along)
         curvature = 0.0
         for f in range(k):
@@ -133,6 +124,18 @@ def _solve_row(
 
 
 @_inline
+def _gram_times(gram, v, out):  # pragma: no cover
+    """out = G v, G symmetric: a sum of G's rows (vector multiply-adds, no horizontal sums)."""
+    k = len(v)
+    for f in range(k):
+        out[f] = 0.0
+    for g in range(k):
+        value = v[g]
+        for f in range(k):
+            out[f] += gram[g, f] * value
+
+
+@_inline
 def _add_weighted(
     indices, weights, alpha, fixed, start, end, v, out, residual, kept
 ):  # pragma: no cover
@@ -149,21 +152,21 @@ def _add_weighted(
         pair = j + 1 < end
         i = j + 1 if pair else j
         y, z = fixed[indices[j]], fixed[indices[i]]
-        first = alpha * weights[j if len(weights) > 1 else 0]
-        second = alpha * weights[i if len(weights) > 1 else 0] if pair else 0.0
+        a = alpha * weights[j if len(weights) > 1 else 0]  # c_j - 1
+        b = alpha * weights[i if len(weights) > 1 else 0] if pair else 0.0
         score = 0.0
         other = 0.0
         for f in range(k):
             score += y[f] * v[f]
             other += z[f] * v[f]
-        first *= score
-        second *= other
         if len(kept):
             kept[j - start] = score
             kept[i - start] = other
+        first = a * score
+        second = b * other
         if residual:
-            first = 1.0 + alpha * weights[j if len(weights) > 1 else 0] - first
-            second = (1.0 + alpha * weights[i if len(weights) > 1 else 0] - second) if pair else 0.0
+            first = 1.0 + a - first
+            second = 1.0 + b - second if pair else 0.0
         for f in range(k):
             out[f] += first * y[f] + second * z[f]
 
