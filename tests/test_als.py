@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 
 from latentrec import Recommender, fit
 from latentrec.data import IdMap, Ratings
+from latentrec.errors import DataError
 from latentrec.models import Als, AlsConfig
 
 
@@ -122,3 +124,25 @@ def test_the_batched_solve_is_the_kernels(monkeypatch):
         assert torch.allclose(mine, theirs, atol=1e-5, rtol=1e-4), name
     assert losses[1] == pytest.approx(losses[0], rel=1e-5)
     assert not torch.allclose(kernel.user_factors.weight, start, atol=1e-2)  # the solve moved
+
+
+def test_a_fit_gives_the_garbage_collector_back_as_it_found_it():
+    """The solve runs with Python's cyclic collector paused (loading the compiled kernels
+    otherwise triggers collections that walk every object of the process), and the user's
+    setting is back afterwards: on, off, and after a fit that fails."""
+    paused = []
+    fit(interactions(), "als", iterations=2, progress=False,
+        on_epoch=lambda stats: paused.append(not gc.isenabled()))  # fmt: skip
+    assert paused == [True, True]
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        fit(interactions(), "als", iterations=1, progress=False)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    data = interactions()
+    data.rating[:] = 0.0
+    with pytest.raises(DataError, match="these data hold 0"):
+        fit(data, "als", iterations=1, progress=False)
+    assert gc.isenabled()

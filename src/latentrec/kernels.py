@@ -10,6 +10,7 @@ Upstream of the models (`models/als.py` solves on compressed rows with prefetchi
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import os
 import time
@@ -67,6 +68,24 @@ def threads(n: int) -> Iterator[None]:
         yield
     finally:
         numba.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off inside the block, as it was after it.
+
+    For compiled work: the first kernel call of a process loads numba's machinery, tens of
+    thousands of small objects, and each collection that this triggers walks every object the
+    process holds (torch's and pandas's: some 300,000). The kernels themselves make no Python
+    objects; what the block leaves unreachable is collected after it.
+    """
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 # a core that other processes use more than this fraction of is not free for the kernels

@@ -688,7 +688,7 @@ def _solve(
             on_epoch(stats)
         started = time.perf_counter()
 
-    with _Progress(replace(config, progress=show), iterations) as bar:
+    with _Progress(replace(config, progress=show), iterations) as bar, kernels.collector_paused():
         loss = net.solve(_Interactions(train), iteration_done)
         if not history.epochs:  # a closed form: one go
             iteration_done(0, loss)
@@ -884,7 +884,8 @@ class _Trainer:
         if self.parallel_shuffle:
             kernels.set_threads(torch.get_num_threads())
         # compile or load the shuffle now, not in the first epoch's time
-        fused.permutation(0, 0, parallel=self.parallel_shuffle)
+        with kernels.collector_paused():
+            fused.permutation(0, 0, parallel=self.parallel_shuffle)
         self.seconds_before_resume = 0.0
         self.epoch_started = time.perf_counter()
         self.engine = self._engine(engine, _tensors(train, device, config.torch_dtype))

@@ -414,7 +414,7 @@ class Als(LatentModel):
             solve_rows_batched(item_side, items, users, users.T @ users + eye, config.cg_steps)
             item_gram = items.T @ items + eye
             solve_rows_batched(user_side, users, items, item_gram, config.cg_steps)
-            every_pair = float(((users @ item_gram) * users).sum())
+            every_pair = float((item_gram * (users.T @ users)).sum())
             observed = observed_loss_batched(user_side, users, items)
             total = every_pair + observed + config.l2 * float(items.square().sum())
             loss = total / max(len(user_side.owners), 1)
@@ -437,10 +437,12 @@ class Als(LatentModel):
         """The objective: sum over all pairs of c (p - x.y)^2 (c = 1 and p = 0 where unseen)
         plus λ times the squared norms of every factor; `item_gram` is Y'Y + λI, `observed`
         each user's correction for their observed pairs (from the user half's kernel)."""
-        x = torch.from_numpy(users)
-        # x'(Y'Y + λI)x is every pair's (x.y)^2 and the users' penalty at once
-        every_pair = float(((x @ torch.from_numpy(item_gram)) * x).sum())
-        penalty = self.config.l2 * float(np.square(items).sum())
+        x, y = torch.from_numpy(users), torch.from_numpy(items)
+        # the sum over users of x'(Y'Y + λI)x is every pair's (x.y)^2 and the users' penalty at
+        # once; as the sum of (Y'Y + λI) times X'X, entry by entry, it needs no users x factors
+        # temporary
+        every_pair = float((torch.from_numpy(item_gram) * (x.T @ x)).sum())
+        penalty = self.config.l2 * float(torch.dot(y.reshape(-1), y.reshape(-1)))
         return every_pair + float(observed.sum()) + penalty
 
     # ------------------------------------------------------------------ scoring
