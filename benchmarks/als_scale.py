@@ -60,7 +60,7 @@ users, items = np.load(sys.argv[1]), np.load(sys.argv[2])
 n_users, n_items, factors, iterations = (int(v) for v in sys.argv[3:7])
 loaded = time.perf_counter()
 ids = IdMap(np.arange(n_users, dtype=np.int64)), IdMap(np.arange(n_items, dtype=np.int64))
-ratings = Ratings(users.astype(np.int64), items.astype(np.int64),
+ratings = Ratings(users, items,
                   np.ones(len(users), dtype=np.float32), *ids, source="synthetic", implicit=True)
 del users, items
 before = rss()

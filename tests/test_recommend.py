@@ -177,3 +177,26 @@ def test_explain_names_liked_similar_items(recommender):
     reasons = recommender.explain(100, 504)
     assert reasons
     assert all((r.item_id - 500) % 2 == 0 and r.rating == 5.0 for r in reasons)
+
+
+def test_seen_items_are_left_out_where_users_times_items_passes_int32():
+    """Indexes are held as int32 (4 bytes each); 70,000 users x 40,000 items is past int32's
+    range, and a user's seen items are still the ones left out of their list."""
+    from latentrec.data import IdMap, Ratings
+
+    users = np.array([0, 1, 69_999, 69_999, 5])
+    items = np.array([0, 1, 39_999, 7, 39_998])
+    ratings = Ratings(
+        users,
+        items,
+        np.ones(len(users), dtype=np.float32),
+        IdMap(np.arange(70_000, dtype=np.int64)),
+        IdMap(np.arange(40_000, dtype=np.int64)),
+        source="wide",
+        implicit=True,
+    )
+    assert ratings.user_index.dtype == ratings.item_index.dtype == np.int32
+    model, _ = fit(ratings, "als", n_factors=2, iterations=1, progress=False)
+    shown = {r.item_id for r in Recommender(model, ratings).recommend(69_999, k=39_998)}
+    assert len(shown) == 39_998
+    assert not shown & {39_999, 7}

@@ -125,7 +125,8 @@ class IdMap:
 class Ratings:
     """A table of ratings held as arrays, with the id maps that give their raw ids.
 
-    `user_index`/`item_index` may hold -1 for ids their map does not know (test sets only).
+    `user_index`/`item_index` (int32, or int64 for a map of 2^31 ids or more) may hold -1 for
+    ids their map does not know (test sets only).
     With `implicit=True` the rows are interactions and `rating` holds each one's weight (above 0);
     `positive_min` is set when they are the ratings at or above it (`positives`), and `scale`
     then keeps the scale those ratings were given on. `genres` maps an item id to its genres
@@ -146,6 +147,12 @@ class Ratings:
     genres: Mapping[Any, tuple[str, ...]] | None = None
 
     def __post_init__(self) -> None:
+        # int32 indexes where the ids allow (always, in practice): 8 bytes a rating less than
+        # int64 for the two; the same values
+        for name, ids in (("user_index", self.users), ("item_index", self.items)):
+            index = np.asarray(getattr(self, name))
+            if len(ids) < 2**31 - 1 and index.dtype != np.int32:
+                object.__setattr__(self, name, index.astype(np.int32))
         n = len(self.rating)
         for name in ("user_index", "item_index"):
             if len(getattr(self, name)) != n:

@@ -118,7 +118,8 @@ class Recommender:
         self._rated_items = ratings.item_index[order]
         self._rated_values = ratings.rating[order]
         # ... and each distinct item once (for leaving seen items out), sorted per user
-        keys = np.unique(ratings.user_index * ratings.n_items + ratings.item_index)
+        # in int64: the indexes are int32, and users x items passes int32's range
+        keys = np.unique(ratings.user_index.astype(np.int64) * ratings.n_items + ratings.item_index)
         distinct = np.bincount(keys // ratings.n_items, minlength=ratings.n_users)
         self._seen_indptr = np.r_[0, np.cumsum(distinct)]
         self._seen_items = keys % ratings.n_items

@@ -795,9 +795,10 @@ def _unpack(data) -> tuple[Ratings, Ratings | None, tuple[int, int]]:
 def _tensors(
     ratings: Ratings, device: torch.device, dtype: torch.dtype = torch.float32
 ) -> tuple[Tensor, Tensor, Tensor]:
+    # the indexes as they are (int32): on the CPU the tensors share the arrays' memory
     return (
-        torch.as_tensor(ratings.user_index, dtype=torch.int64).to(device),
-        torch.as_tensor(ratings.item_index, dtype=torch.int64).to(device),
+        torch.as_tensor(ratings.user_index).to(device),
+        torch.as_tensor(ratings.item_index).to(device),
         torch.as_tensor(ratings.rating).to(device=device, dtype=dtype),
     )
 
