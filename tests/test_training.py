@@ -415,3 +415,20 @@ def test_predictions_are_the_same_in_chunks_of_any_size(monkeypatch):
     assert float(training.evaluate(net, split.test)["rmse"]) == pytest.approx(
         float(torch.sqrt(((whole - torch.from_numpy(split.test.rating)) ** 2).mean()))
     )
+
+
+def test_a_checkpoint_names_its_data_as_releases_with_int64_indexes_did(board, monkeypatch):
+    """The data's fingerprint is taken over the indexes as int64 values (they are held as
+    int32 now, and were int64): a checkpoint written before resumes with the same data."""
+    import zlib
+
+    from latentrec import checkpoints
+
+    train = board[0]
+    assert train.user_index.dtype == np.int32
+    expected = 0
+    for array in (train.user_index.astype(np.int64), train.item_index.astype(np.int64)):
+        expected = zlib.crc32(array.tobytes(), expected)
+    expected = zlib.crc32(train.rating.tobytes(), expected)
+    monkeypatch.setattr(checkpoints, "_PIECE", 7)  # several pieces
+    assert checkpoints.fingerprint(train)["crc32"] == expected

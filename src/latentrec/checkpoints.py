@@ -77,11 +77,19 @@ def notes_of(directory: str | Path) -> dict[str, Any] | None:
     return None if checkpoint is None else checkpoint.meta
 
 
+_PIECE = 1 << 20  # indexes a fingerprint widens at a time
+
+
 def fingerprint(train: Ratings) -> dict[str, Any]:
     """Enough of the training data to tell that a resumed run sees the same ratings."""
     crc = 0
-    for array in (train.user_index, train.item_index, train.rating):
-        crc = zlib.crc32(np.ascontiguousarray(array).view(np.uint8), crc)
+    for index in (train.user_index, train.item_index):
+        # over int64 values, whatever the indexes are held as (int32 now): a checkpoint
+        # written when they were int64 resumes; in pieces, so no int64 copy of them all
+        for start in range(0, len(index), _PIECE):
+            piece = index[start : start + _PIECE].astype(np.int64)
+            crc = zlib.crc32(piece.view(np.uint8), crc)
+    crc = zlib.crc32(np.ascontiguousarray(train.rating).view(np.uint8), crc)
     return {"n": len(train), "users": train.n_users, "items": train.n_items, "crc32": crc}
 
 
