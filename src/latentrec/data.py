@@ -147,16 +147,15 @@ class Ratings:
     genres: Mapping[Any, tuple[str, ...]] | None = None
 
     def __post_init__(self) -> None:
-        # int32 indexes where the ids allow (always, in practice): 8 bytes a rating less than
-        # int64 for the two; the same values
+        n = len(self.rating)
         for name, ids in (("user_index", self.users), ("item_index", self.items)):
             index = np.asarray(getattr(self, name))
+            if len(index) != n:
+                raise DataError(f"{name} has {len(index)} rows, rating has {n}")
+            # int32 where the ids allow (always, in practice): 8 bytes a rating less than
+            # int64 for the two; the same values
             if len(ids) < 2**31 - 1 and index.dtype != np.int32:
                 object.__setattr__(self, name, index.astype(np.int32))
-        n = len(self.rating)
-        for name in ("user_index", "item_index"):
-            if len(getattr(self, name)) != n:
-                raise DataError(f"{name} has {len(getattr(self, name))} rows, rating has {n}")
         if self.timestamp is not None and len(self.timestamp) != n:
             raise DataError(f"timestamp has {len(self.timestamp)} rows, rating has {n}")
 
@@ -1015,8 +1014,8 @@ def _summed_pairs(ratings: Ratings, weight: np.ndarray) -> Ratings:
         np.minimum.at(stamps, codes, ratings.timestamp)
     return replace(
         ratings,
-        user_index=(pairs // n_items).astype(np.int64),
-        item_index=(pairs % n_items).astype(np.int64),
+        user_index=pairs // n_items,  # int64 keys: `Ratings` narrows them to int32
+        item_index=pairs % n_items,
         rating=summed.astype(np.float32),
         timestamp=stamps,
         implicit=True,
