@@ -101,6 +101,12 @@ def test_train_nn_on_a_csv_with_a_separate_test_file(tmp_path: Path):
         (["train", "--split", "time", "--last-n", "0"], "last_n"),
         (["train", "--device", "tpu"], "device must be"),
         (["recommend", "/no/model", "--user", "1"], "no model directory"),
+        # seeds numpy and torch cannot take were a traceback from deep inside (review)
+        (["train", "--seed", "-1"], "'--seed'"),
+        (["train", "--seed", str(2**64 - 1)], "'--seed'"),
+        (["tune", "--seed", "-1"], "'--seed'"),
+        (["train", "--data", "synthetic:ratings=100,seed=-1"], "seed must be a whole number"),
+        (["memory", "--data", "synthetic:ratings=100,seed=-1"], "seed must be a whole number"),
     ],
 )
 def test_user_errors_are_one_line_without_traceback(args, needle):

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from latentrec import DataError, load_ratings
+from latentrec import ConfigError, DataError, fit, load_ratings
 from latentrec.data import IdMap, Split, item_features, parse_synthetic
 
 from .conftest import ROWS, TITLES
@@ -158,6 +158,9 @@ def test_idmap_coerces_typed_ids():
     assert ids.index_of(" 9 ") == 2
     assert ids.index_of("x") == -1
     assert ids.indexes(["1", 9, 7]).tolist() == [0, 2, -1]
+    # what int() reads but nobody types as the id 15: "1_5", other scripts' digits
+    assert ids.index_of("1_5") == ids.index_of("\uff15") == ids.index_of("\u0665") == -1
+    assert IdMap(np.array([15])).indexes(["1_5", "15"]).tolist() == [-1, 0]
 
 
 @pytest.mark.parametrize(
@@ -239,6 +242,15 @@ def test_distinct_synthetic_pairs_occur_once_with_the_same_skew():
 def test_bad_synthetic_spec(spec):
     with pytest.raises(DataError, match="synthetic option"):
         parse_synthetic(spec)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**63, 1.5])
+def test_a_seed_numpy_or_torch_cannot_take_is_refused_by_name(seed):
+    ratings = load_ratings("synthetic:ratings=200,users=20,items=10")
+    with pytest.raises(DataError, match="seed must be a whole number"):
+        ratings.split(0.2, seed=seed)
+    with pytest.raises(ConfigError, match="seed must be a whole number"):
+        fit(ratings, "dot", epochs=1, seed=seed, progress=False)
 
 
 def test_random_split_is_a_seeded_numpy_permutation():

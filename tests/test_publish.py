@@ -277,6 +277,26 @@ def test_a_plain_directory_saved_again_is_swapped_too(models, tmp_path):
     assert holder.current().version == "model" and holder.current().saved_at >= saved_at
 
 
+def test_a_directory_copied_over_file_by_file_ends_up_served_whole(models, tmp_path):
+    # regression (review): the first file to land (config.json) made the only reload, of a
+    # mix of old and new files or of one that failed, and the rest were never loaded
+    import shutil
+
+    from latentrec import save
+
+    first, second, train = models
+    served = save(first, tmp_path / "served", train)
+    newer = save(second, tmp_path / "newer", train)
+    holder = ModelHolder(served, check_every=0)
+    for name in ("config.json", "ids.json", "model.safetensors", "train.safetensors"):
+        shutil.copyfile(newer / name, served / name)
+        loading = holder.check()
+        if loading is not None:
+            loading.join()
+    expected = Recommender(second, train).recommend(100, k=5)
+    assert holder.current().recommender.recommend(100, k=5) == expected
+
+
 def test_a_ready_recommender_is_served_as_it_is(models):
     first, _, train = models
     app = create_app(Recommender(first, train))

@@ -228,7 +228,7 @@ def test_ids_holding_a_slash_are_reachable():
     from latentrec import fit
 
     users = IdMap(np.array(["u/1", "u2", "u3"], dtype=object))
-    items = IdMap(np.array(["a/b", "http://e.com/m/1", "c", "d"], dtype=object))
+    items = IdMap(np.array(["a/b", "http://e.com/m/1", "c/similar", "d"], dtype=object))
     pairs = [(u, i) for u in range(3) for i in range(4) if (u + i) % 3]
     train = Ratings(
         np.array([u for u, _ in pairs]),
@@ -246,3 +246,8 @@ def test_ids_holding_a_slash_are_reachable():
         recs = client.get("/users/u%2F1/recommendations", params={"k": 1})
         assert recs.status_code == 200 and len(recs.json()) == 1
         assert client.get("/items/zz%2Fy").status_code == 404
+        # an id ending in "/similar" is the item, not the similar items of "c"
+        assert client.get("/items/c%2Fsimilar").json()["item_id"] == "c/similar"
+        assert client.get("/items/zz%2Fsimilar").status_code == 404
+        similar = client.get("/items/c%2Fsimilar/similar", params={"k": 2})
+        assert similar.status_code == 200 and len(similar.json()) == 2

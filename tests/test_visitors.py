@@ -225,6 +225,33 @@ def test_stored_ratings_recommend_as_a_request_would(site):
     assert browser.get("/me/recommendations", params={"k": 0}).status_code == 422
 
 
+def test_stored_ratings_outside_a_newer_models_scale_are_left_out(int_site, small_split):
+    # regression (review): a model on 1..5 swapped in after a visitor rated 0.5 answered 422
+    # on every call, to a request with no body to fix
+    from latentrec import fit
+
+    browser = int_site.browser()
+    one, two, three = int_site.item(1), int_site.item(2355), int_site.item(3114)
+    rate(browser, (one, 0.5), (two, 4.5), (three, 5))
+    lone = int_site.browser()
+    rate(lone, (one, 0.5))
+    train = small_split.train
+    narrower = train.take(np.flatnonzero(train.rating >= 1))
+    assert narrower.rating_range == (1.0, 5.0)
+    net, _ = fit(narrower, "dot", epochs=1, progress=False)
+    app = create_app(Recommender(net, narrower), db=int_site.url)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        cookie = {"cookie": f"{VISITOR_COOKIE}={browser.cookies[VISITOR_COOKIE]}"}
+        mine = client.get("/me/recommendations", params={"k": 5}, headers=cookie)
+        assert mine.status_code == 200, mine.text
+        body = {"ratings": [{"item_id": two, "rating": 4.5}, {"item_id": three, "rating": 5}]}
+        assert mine.json() == client.post("/recommendations", json=body | {"k": 5}).json()
+        cookie = {"cookie": f"{VISITOR_COOKIE}={lone.cookies[VISITOR_COOKIE]}"}
+        none_fit = client.get("/me/recommendations", headers=cookie)
+        assert none_fit.status_code == 409
+        assert "fits the model now served (ratings 1..5)" in none_fit.json()["detail"]
+
+
 def test_no_stored_ratings_is_a_clear_conflict(int_site):
     response = int_site.browser().get("/me/recommendations")
     assert response.status_code == 409

@@ -30,7 +30,15 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from latentrec import __version__, checkpoints, distributed, memory
-from latentrec.data import BUNDLED, Ratings, Split, combine, is_database_url, load_ratings
+from latentrec.data import (
+    BUNDLED,
+    LARGEST_SEED,
+    Ratings,
+    Split,
+    combine,
+    is_database_url,
+    load_ratings,
+)
 from latentrec.errors import ConfigError, DataError, LatentrecError, UnknownIdError, listed
 from latentrec.metrics import RANKING_METRICS
 from latentrec.models import DEFAULT_MODEL, MODELS, model_class
@@ -385,7 +393,8 @@ def train(
     last_n: LastN = None,
     cutoff: Cutoff = None,
     seed: Annotated[
-        int, typer.Option(help="Seeds the split, initialisation and order.")
+        int,
+        typer.Option(help="Seeds the split, initialisation and order.", min=0, max=LARGEST_SEED),
     ] = TrainConfig.seed,
     model: Annotated[
         str | None,
@@ -881,7 +890,8 @@ def tune_command(
     last_n: LastN = None,
     cutoff: Cutoff = None,
     seed: Annotated[
-        int, typer.Option(help="Seeds the splits, the search and each trial.")
+        int,
+        typer.Option(help="Seeds the splits, the search and each trial.", min=0, max=LARGEST_SEED),
     ] = TrainConfig.seed,
     user_col: UserCol = None,
     item_col: ItemCol = None,

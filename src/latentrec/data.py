@@ -38,7 +38,10 @@ COUNT_COLUMNS = ("count", "plays", "clicks")
 DATABASE_SCHEMES = ("sqlite:", "postgresql:", "postgresql+")
 VISITOR_PREFIX = "visitor:"  # a database's visitors among another source's users (`combine`)
 UNKNOWN = -1
+# seeds go to numpy and to torch's int64 generators, and seed + 1 seeds a second generator
+LARGEST_SEED = 2**63 - 2
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+_DIGITS = re.compile(r"[+-]?[0-9]+")  # an integer id as a person types it (ASCII digits)
 
 
 @dataclass(frozen=True, eq=False)
@@ -70,10 +73,9 @@ class IdMap:
     def coerce(self, raw_id: Any) -> Any:
         """Convert an id typed by a person (`"42"`) to the map's id type where it can."""
         if self.is_numeric and isinstance(raw_id, str):
-            try:
-                return int(raw_id.strip())
-            except ValueError:
-                return raw_id
+            # ASCII digits only: int() also reads "1_0" as 10 and other scripts' digits
+            text = raw_id.strip()
+            return int(text) if _DIGITS.fullmatch(text) else raw_id
         if not self.is_numeric and not isinstance(raw_id, str):
             return str(raw_id)
         return raw_id
@@ -286,6 +288,7 @@ class Ratings:
             raise DataError(
                 f"test_fraction must be between 0 and 1 (exclusive), got {test_fraction}"
             )
+        _check_seed(seed)
         rng = np.random.default_rng(seed)
         if by == "random":
             order = rng.permutation(n)
@@ -1000,7 +1003,10 @@ def _summed_pairs(ratings: Ratings, weight: np.ndarray) -> Ratings:
     """Interactions of `ratings` (every index known), one row per (user, item) pair: `weight`
     summed over the pair's rows and the earliest timestamp, in order of first appearance."""
     n_items = np.int64(max(ratings.n_items, 1))
-    key = ratings.user_index * n_items + ratings.item_index
+    # in int64 whatever numpy's promotion rules (numpy 1 multiplies int32 by an int64 scalar
+    # in int32, and users x items passes 2^31 at scale)
+    key = np.multiply(ratings.user_index, n_items, dtype=np.int64)
+    key += ratings.item_index
     codes, pairs = pd.factorize(key)  # hashing: linear time, first-appearance order
     summed = np.bincount(codes, weights=weight, minlength=len(pairs))
     if np.any(summed > np.finfo(np.float32).max):
@@ -1119,6 +1125,13 @@ class SyntheticSpec:
     distinct: int = 0
 
 
+def _check_seed(seed: Any, name: str = "seed") -> None:
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+        raise DataError(f"{name} must be a whole number, got {seed!r}")
+    if not 0 <= seed <= LARGEST_SEED:
+        raise DataError(f"{name} must be a whole number from 0 to {LARGEST_SEED}, got {seed}")
+
+
 def parse_synthetic(text: str) -> dict[str, Any]:
     """`synthetic:ratings=N,users=U,...` -> keyword arguments of `synthetic_ratings`."""
     spec = text.partition(":")[2]
@@ -1162,6 +1175,7 @@ def synthetic_ratings(**options: Any) -> Ratings:
             f"{spec.users:,} users and {spec.items:,} items; ask for at most half of the "
             f"{spec.users * spec.items:,} pairs there are"
         )
+    _check_seed(spec.seed, "synthetic option seed")
     rng = np.random.default_rng(spec.seed)
     if spec.distinct:
         user_index, item_index = _distinct_pairs(rng, spec)

@@ -128,6 +128,7 @@ class Recommender:
         self._device = model.device
         self._prior: tuple[Any] | None = None  # (the model's fold-in prior,), made once
         self._unit: Tensor | None = None
+        self._titled: list[tuple[Any, str, str]] | None = None  # `_titled_items`, made once
         self.rating_model = rating_model
         if rating_model is not None:
             self._check_pair(rating_model)
@@ -378,14 +379,25 @@ class Recommender:
         needle = query.strip().lower()
         if not needle:
             raise ConfigError("the title search needs some text")
-        known = [(i, t) for i, t in self.ratings.titles.items() if self.items.index_of(i) >= 0]
-        hits = [(i, t) for i, t in known if needle in t.lower()]
+        known = self._titled_items()
+        hits = [(i, t) for i, t, lower in known if needle in lower]
         if hits:
-            hits.sort(key=lambda pair: -self._item_counts[self.items.index_of(pair[0])])
             return [ItemMatch(_plain(i), t, True) for i, t in hits[:limit]]
-        lowered = {t.lower(): (i, t) for i, t in known}
+        lowered = {lower: (i, t) for i, t, lower in reversed(known)}  # most-rated kept
         close = difflib.get_close_matches(needle, list(lowered), n=min(limit, 5), cutoff=0.5)
         return [ItemMatch(_plain(lowered[c][0]), lowered[c][1], False) for c in close]
+
+    def _titled_items(self) -> list[tuple[Any, str, str]]:
+        """(id, title, title in lower case) of the model's items that have titles, most-rated
+        first (ties in the titles' order), made once: every search reads them all."""
+        if self._titled is None:
+            titles = self.ratings.titles or {}
+            ids = list(titles)
+            index = self.items.indexes(np.array(ids, dtype=object)) if ids else np.zeros(0)
+            kept = np.flatnonzero(index >= 0)
+            order = kept[np.argsort(-self._item_counts[index[kept]], kind="stable")]
+            self._titled = [(ids[k], titles[ids[k]], titles[ids[k]].lower()) for k in order]
+        return self._titled
 
     # ------------------------------------------------------------------ fold-in
 
@@ -437,6 +449,24 @@ class Recommender:
             )
         return liked
 
+    def takes_rating(self, rating: float) -> bool:
+        """Whether `fold_in` takes this rating: a finite number, within the rating scale where
+        the model (or its rating model) reads stars, above 0 where it reads interactions."""
+        return bool(np.isfinite(rating)) and self._weighs(rating) and self._in_range(rating)
+
+    def _weighs(self, rating: float) -> bool:
+        interactions = not self.model.predicts_ratings and self.ratings.positive_min is None
+        return not interactions or rating > 0
+
+    def _in_range(self, rating: float) -> bool:
+        rated = (
+            self.model.predicts_ratings
+            or self.rating_model is not None
+            or self.ratings.positive_min is not None
+        )
+        low, high = self.rating_range
+        return not rated or low <= rating <= high
+
     def _known_ratings(self, ratings: Mapping[Any, float]) -> tuple[dict[Any, float], list[Any]]:
         if not ratings:
             raise ConfigError("fold_in needs at least one rating: {item_id: rating, ...}")
@@ -452,21 +482,12 @@ class Recommender:
                 ) from None
             if not np.isfinite(rating):
                 raise ConfigError(f"rating {value!r} for item {item_id!r} is not finite")
-            if (
-                not self.model.predicts_ratings
-                and self.ratings.positive_min is None
-                and rating <= 0
-            ):
+            if not self._weighs(rating):
                 raise ConfigError(
                     f"rating {rating:g} for item {item_id!r}: the {self.model.kind} model takes "
                     "a new user's ratings as interactions, each weighing more than 0"
                 )
-            rated = (
-                self.model.predicts_ratings
-                or self.rating_model is not None
-                or self.ratings.positive_min is not None
-            )
-            if rated and not (low <= rating <= high):
+            if not self._in_range(rating):
                 raise ConfigError(
                     f"rating {rating:g} for item {item_id!r} is outside the model's range "
                     f"{low:g}..{high:g}"

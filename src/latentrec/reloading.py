@@ -33,10 +33,12 @@ from pathlib import Path
 from latentrec.recommend import Recommender
 
 log = logging.getLogger("latentrec.serving")
+MODEL_FILES = (".json", ".safetensors")  # what a model directory holds (`latentrec.storage`)
 
-# what `check` compares: the resolved directory and its config.json's (device, inode, mtime),
-# or the error that kept it from being stat'ed
-Stamp = tuple[str, int | None, int | None, int | None]
+# what `check` compares: the resolved directory, its config.json's (device, inode, mtime)
+# (None where it cannot be stat'ed), and each model file's (name, inode, mtime, size): a
+# directory copied over file by file is loaded again as each file lands, the last time whole
+Stamp = tuple[str, int | None, int | None, int | None, tuple[tuple[str, int, int, int], ...]]
 
 
 @dataclass(frozen=True)
@@ -194,14 +196,29 @@ class ModelHolder:
 
 
 def _stamp(path: Path) -> Stamp:
-    """`path` resolved, and its config.json's device, inode and modification time (None
-    where it cannot be stat'ed: a link to nothing, a directory without a config)."""
+    """`path` resolved, its config.json's device, inode and modification time (None where
+    it cannot be stat'ed: a link to nothing, a directory without a config), and the name,
+    inode, modification time and size of each of its model files (JSON and safetensors: not,
+    say, a visitors' database kept beside them, which changes with every rating)."""
     real = os.path.realpath(path)
+    files = []
+    try:
+        with os.scandir(real) as entries:
+            for entry in entries:
+                with contextlib.suppress(OSError):  # a file removed while listed
+                    if entry.name.endswith(MODEL_FILES) and entry.is_file():
+                        status = entry.stat()
+                        files.append(
+                            (entry.name, status.st_ino, status.st_mtime_ns, status.st_size)
+                        )
+    except OSError:
+        pass
+    listed = tuple(sorted(files))
     try:
         status = os.stat(os.path.join(real, "config.json"))
     except OSError:
-        return real, None, None, None
-    return real, status.st_dev, status.st_ino, status.st_mtime_ns
+        return real, None, None, None, listed
+    return real, status.st_dev, status.st_ino, status.st_mtime_ns, listed
 
 
 def _time(mtime_ns: int | None) -> str | None:

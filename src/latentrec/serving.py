@@ -281,7 +281,11 @@ def create_app(
     # ids may hold "/" (sent as %2F): path parameters take the rest of the path, and the
     # similar-items route comes first so that its suffix is not read as part of an id
     @app.get("/items/{item_id:path}/similar")
-    def similar(item_id: PathId, k: K = 10) -> list[RecommendationOut]:
+    def similar(request: Request, item_id: PathId, k: K = 10) -> list[RecommendationOut]:
+        if not request.scope.get("raw_path", b"/similar").endswith(b"/similar"):
+            # sent as "%2Fsimilar": the end of an item's id, which routing sees decoded
+            whole = f"{item_id}/similar"
+            return JSONResponse(_item(holder.current().recommender, whole).model_dump())
         return [_out(r) for r in holder.current().recommender.similar_items(item_id, k=k)]
 
     @app.get("/items/{item_id:path}")
@@ -368,6 +372,17 @@ def _add_visitor_routes(app: FastAPI, holder: ModelHolder, store: Store) -> None
         if not rated:
             detail = "no stored ratings for this visitor: rate some items first (POST /ratings)"
             raise HTTPException(status_code=409, detail=detail)
+        # ratings stored under an earlier model whose scale the one now served does not take
+        # are left out, as items it does not know are
+        fitting = {item_id: r for item_id, r in rated.items() if recommender.takes_rating(r)}
+        if not fitting:
+            low, high = recommender.rating_range
+            detail = (
+                f"none of this visitor's {len(rated)} stored ratings fits the model now served "
+                f"(ratings {low:g}..{high:g}): rate some items again (POST /ratings)"
+            )
+            raise HTTPException(status_code=409, detail=detail)
+        rated = fitting
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # items a newer model does not know are left out
             new = recommender.fold_in(rated)

@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import Tensor
 
 from latentrec import checkpoints, distributed, fused, kernels
-from latentrec.data import Ratings, Split, item_features
+from latentrec.data import LARGEST_SEED, Ratings, Split, item_features
 from latentrec.errors import ConfigError, DataError, TrainingError, listed
 from latentrec.memory import Plan, available_bytes, format_bytes, parse_size, plan, sample_rows
 from latentrec.metrics import mae, rmse
@@ -148,6 +148,14 @@ class TrainConfig:
             raise ConfigError(f"l2 must be zero or positive, got {self.l2!r}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if (
+            not isinstance(self.seed, int)
+            or isinstance(self.seed, bool)
+            or not (0 <= self.seed <= LARGEST_SEED)
+        ):
+            raise ConfigError(
+                f"seed must be a whole number from 0 to {LARGEST_SEED}, got {self.seed!r}"
+            )
         if not isinstance(self.negatives, int) or self.negatives < 0:
             raise ConfigError(f"negatives must be a whole number >= 0, got {self.negatives!r}")
         if self.memory_budget is not None:
