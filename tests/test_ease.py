@@ -351,6 +351,31 @@ def test_relevant_min_counts_only_the_liked_test_ratings(tmp_path: Path):
     assert summary["ranking"]["ndcg@10"] == pytest.approx(expected, rel=1e-6)
 
 
+def test_relevant_min_over_interactions_made_from_ratings(tmp_path: Path):
+    # regression (review): with --positive-min the test rows weigh 1, and --relevant-min 4
+    # matched none of them: "n/a" with exit 0
+    board = tmp_path / "board.csv"
+    rows = [f"{u},{i},{5 if (u + i) % 2 == 0 else 1}" for u in range(30) for i in range(40)]
+    board.write_text("userId,movieId,rating\n" + "\n".join(rows) + "\n")
+    train, test = load_ratings(str(board)).positives(4).split(0.2, seed=42, by="user")
+    rec = Recommender(fit(train, "ease", progress=False)[0], train)
+    every = evaluate_ranking(rec, test, 10)
+    assert evaluate_ranking(rec, test, 10, relevant_min=4) == every  # each was rated 4 or more
+    with pytest.raises(ConfigError, match=r"relevant_min 4\.5 is above positive_min 4"):
+        evaluate_ranking(rec, test, 10, relevant_min=4.5)
+    with pytest.raises(ConfigError, match="relevant_min must be a finite number"):
+        evaluate_ranking(rec, test, 10, relevant_min=float("nan"))
+    common = ("train", "--data", board, "--model", "ease", "--split", "user", "--positive-min")
+    result = invoke(*common, "4", "--test-fraction", "0.2", "--relevant-min", "4", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["ranking"]["ndcg@10"] == pytest.approx(every["ndcg@10"], rel=1e-6)
+    refused = invoke(*common, "4", "--relevant-min", "4.5", "--out", tmp_path / "m")
+    assert "--relevant-min 4.5 is above --positive-min 4" in one_error_line(refused)
+    assert not (tmp_path / "m").exists()
+    assert "finite number, got nan" in one_error_line(invoke(*common[:-1], "--relevant-min", "nan"))
+
+
 def test_a_negative_feature_weight_is_one_line(tmp_path: Path):
     result = invoke("train", "--model", "ease", "--feature-weight", "-1", "--out", tmp_path / "m")
     assert "feature_weight must be a number >= 0, got -1.0" in one_error_line(result)

@@ -42,7 +42,12 @@ from latentrec.data import (
 from latentrec.errors import ConfigError, DataError, LatentrecError, UnknownIdError, listed
 from latentrec.metrics import RANKING_METRICS
 from latentrec.models import DEFAULT_MODEL, MODELS, model_class
-from latentrec.recommend import Recommendation, Recommender, evaluate_ranking
+from latentrec.recommend import (
+    Recommendation,
+    Recommender,
+    evaluate_ranking,
+    relevance_floor,
+)
 from latentrec.storage import CHECKPOINT_DIR, check_publish, check_target, load, publish, save
 from latentrec.training import (
     STEP_PENALTIES,
@@ -492,7 +497,10 @@ def train(
     ] = None,
     relevant_min: Annotated[
         float | None,
-        typer.Option(help="Ranking metrics: only test ratings at or above this are relevant."),
+        typer.Option(
+            help="Ranking metrics: only test ratings at or above this are relevant (with "
+            "--positive-min, at most it: the interactions keep no stars)."
+        ),
     ] = None,
     l2: Annotated[
         float | None,
@@ -598,6 +606,15 @@ def train(
     if publish_to is not None and (out is not None or resume is not None):
         raise ConfigError(
             "--publish saves to a new version of its own; give it without --out and --resume"
+        )
+    if relevant_min is not None and not math.isfinite(relevant_min):
+        raise ConfigError(f"--relevant-min must be a finite number, got {relevant_min}")
+    if None not in (relevant_min, positive_min) and relevant_min > positive_min:
+        raise ConfigError(
+            f"--relevant-min {relevant_min:g} is above --positive-min {positive_min:g}: each "
+            f"rating of {positive_min:g} or more became one interaction without its stars, so "
+            f"every one is relevant; give --relevant-min at most {positive_min:g}, or leave "
+            "--positive-min out"
         )
     if out is not None:
         check_target(out)  # a bad --out is refused now, not after training
@@ -731,7 +748,7 @@ def _train_run(
     if net.predicts_ratings:
         scores = f"test RMSE {_fmt(history.rmse)}  MAE {_fmt(history.mae)}  "
     else:  # a ranking model: how its lists do on the test users
-        relevant_min = run.get("relevant_min")
+        relevant_min = relevance_floor(parts.test, run.get("relevant_min"))
         known = (parts.test.user_index >= 0) & (parts.test.item_index >= 0)
         if relevant_min is not None:
             known &= parts.test.rating >= relevant_min

@@ -7,6 +7,7 @@ from a handful of ratings (no retraining).
 from __future__ import annotations
 
 import difflib
+import math
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -606,6 +607,27 @@ def popular_batch(recommender: Recommender, users: Sequence[Any], k: int = 10) -
     return lists
 
 
+def relevance_floor(test: Ratings, relevant_min: float | None) -> float | None:
+    """The rating at or above which a test row counts as relevant (None: every row).
+
+    Interactions made from ratings (`Ratings.positives`) kept no stars, only that each was
+    rated `positive_min` or more: a floor at or below it counts every row, and one above it
+    cannot be told apart, so it is refused rather than matching nothing."""
+    if relevant_min is None:
+        return None
+    if not math.isfinite(relevant_min):
+        raise ConfigError(f"relevant_min must be a finite number, got {relevant_min!r}")
+    if test.positive_min is None:
+        return relevant_min
+    if relevant_min > test.positive_min:
+        raise ConfigError(
+            f"relevant_min {relevant_min:g} is above positive_min {test.positive_min:g}: each "
+            f"rating of {test.positive_min:g} or more became one interaction without its stars; "
+            f"ask for at most {test.positive_min:g}, or give no positive_min"
+        )
+    return None
+
+
 def evaluate_ranking(
     recommender: Recommender,
     test: Ratings,
@@ -619,8 +641,10 @@ def evaluate_ranking(
     Args:
         test: ratings in the model's id maps (`Ratings.reindexed`); unknown users are skipped.
         method: "model" (the recommender) or "popular" (the most-popular baseline).
-        relevant_min: only test ratings at or above it are relevant (None: every test item).
+        relevant_min: only test ratings at or above it are relevant (None: every test item;
+            see `relevance_floor` for interactions made from ratings).
     """
+    relevant_min = relevance_floor(test, relevant_min)
     known = (test.user_index >= 0) & (test.item_index >= 0)
     if relevant_min is not None:
         known &= test.rating >= relevant_min
