@@ -282,7 +282,7 @@ def create_app(
     # similar-items route comes first so that its suffix is not read as part of an id
     @app.get("/items/{item_id:path}/similar")
     def similar(request: Request, item_id: PathId, k: K = 10) -> list[RecommendationOut]:
-        if not request.scope.get("raw_path", b"/similar").endswith(b"/similar"):
+        if not (request.scope.get("raw_path") or b"/similar").endswith(b"/similar"):
             # sent as "%2Fsimilar": the end of an item's id, which routing sees decoded
             whole = f"{item_id}/similar"
             return JSONResponse(_item(holder.current().recommender, whole).model_dump())
