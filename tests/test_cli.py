@@ -194,6 +194,15 @@ def test_memory_table_json_and_plot(tmp_path: Path):
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_memory_json_names_what_each_solved_model_needs():
+    # regression (review): with solved models alone the last line held no JSON
+    result = invoke("memory", "--model", "ease,als", "--json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout.strip().splitlines()[-1])
+    assert [(row["model"], row["solved"]) for row in rows] == [("ease", True), ("als", True)]
+    assert rows[0]["n_items"] == 9724 and rows[0]["solve_bytes"] > 9724**2 * 4
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
@@ -287,8 +296,17 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     assert f"latentrec train --resume {out}" in interrupted.output
     assert not (out / "config.json").exists()
     monkeypatch.undo()
-    resumed = runner.invoke(app, ["train", "--resume", str(out), "--json"])
+    # regression (review): the run resumed from, and saved into, the --out it was started
+    # with, whatever directory --resume named; options given with --resume were ignored
+    moved = tmp_path / "moved"
+    out.rename(moved)
+    refused = runner.invoke(app, ["train", "--resume", str(moved), "--epochs", "4"])
+    assert refused.exit_code == 2 and "Traceback" not in refused.output
+    assert "leave out --epochs" in refused.stderr.strip().splitlines()[-1]
+    resumed = runner.invoke(app, ["train", "--resume", str(moved), "--json"])
     assert resumed.exit_code == 0, resumed.output
+    assert not out.exists()
+    out = moved
     assert "resuming from the checkpoint at step 120 (epoch 2, step 31 of 89)" in resumed.output
     first = json.loads(whole.output.strip().splitlines()[-1])
     second = json.loads(resumed.output.strip().splitlines()[-1])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -40,6 +42,21 @@ def test_directory_holds_no_pickle(trained, tmp_path: Path):
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         ["config.json", "ids.json", "model.safetensors", "train.safetensors"]
     )
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077])
+def test_a_saved_model_has_the_modes_the_umask_gives(trained, tmp_path: Path, mask):
+    # regression (review): the directory was 0700 and the safetensors files 0600 whatever the
+    # umask (mkdtemp's and safetensors' own modes), so a service user could not read them
+    net, train = trained
+    before = os.umask(mask)
+    try:
+        folder = save(net, tmp_path / "m", train)
+    finally:
+        os.umask(before)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o777 & ~mask
+    for path in folder.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask, path.name
 
 
 def test_failed_save_leaves_the_previous_model_intact(trained, tmp_path: Path, monkeypatch):

@@ -380,6 +380,7 @@ def _positives(ratings: Ratings, minimum: float | None) -> Ratings:
 @app.command()
 @user_errors
 def train(
+    context_: typer.Context,
     data: DataOption = BUNDLED,
     with_: Annotated[
         str | None,
@@ -647,13 +648,26 @@ def train(
     }
     notes = None
     if resume is not None:
+        given_too = [
+            parameter.opts[0]
+            for parameter in context_.command.params
+            if parameter.name not in ("resume", "as_json")
+            and getattr(context_.get_parameter_source(parameter.name), "name", None)
+            in ("COMMANDLINE", "ENVIRONMENT")
+        ]
+        if given_too:
+            raise ConfigError(
+                "--resume continues a run with the options it was started with; leave out "
+                f"{', '.join(given_too)} (or start a new run with --out)"
+            )
         notes = checkpoints.notes_of(resume / CHECKPOINT_DIR)
         if notes is None:
             raise ConfigError(
                 f"no checkpoint in {resume / CHECKPOINT_DIR}; was the run started with "
                 "--checkpoint-every and this --out?"
             )
-        run = notes["run"]
+        # the run's directory is the one given now: a run moved or copied resumes there
+        run = notes["run"] | {"out": str(resume)}
     elif context.restart and out is not None and checkpoint_every is not None:
         # torchrun restarted the worker group: carry on from the last checkpoint, if any
         notes = checkpoints.notes_of(out / CHECKPOINT_DIR)
@@ -1367,6 +1381,7 @@ def memory_command(
     target = str(resolve_device(device))
     ratings = load_ratings(data)
     rows = memory.sample_rows(ratings, max(b * n for b, n in shapes))
+    solves = []  # for --json: what each solved model's solve needs
     for name in solved:  # no steps to measure: what its solve needs, from the config
         fields = model_class(name).Config.field_names()
         sizes = sweeps["n_factors"] if "n_factors" in fields and sweeps["n_factors"] else [None]
@@ -1378,9 +1393,20 @@ def memory_command(
                 f"{config.n_items:,} items",
                 soft_wrap=True,
             )
+            solves.append(
+                {
+                    "model": name,
+                    "config": config.shape(),
+                    "solved": True,
+                    "solve_bytes": config.solve_bytes(),
+                    "n_items": config.n_items,
+                }
+            )
     if not variants:
         if plot is not None:
             raise ConfigError("--plot draws training steps; give a model trained by steps too")
+        if as_json:
+            print_json(solves)
         return
     configs = [
         # each model with the optimiser it trains with by default, whose state it keeps
@@ -1402,7 +1428,7 @@ def memory_command(
     if plot is not None:
         console.print(f"plot written to {memory.plot(uses, plot)}")
     if as_json:
-        print_json([use.to_json() for use in uses])
+        print_json([use.to_json() for use in uses] + solves)
 
 
 def _print_report(report: memory.MemoryReport, as_json: bool) -> None:

@@ -31,6 +31,7 @@ from latentrec.data import Ratings
 from latentrec.errors import ConfigError, LatentrecError
 from latentrec.models import MODELS, ModelConfig, build_model, config_from_json, model_class
 from latentrec.optim import BETAS, EPS, OPTIMIZERS, StepRunner, make_optimizer
+from latentrec.storage import umask
 
 _UNITS = {
     "": 1,
@@ -552,6 +553,7 @@ def plot(uses: list[MemoryUse], path: str | Path, title: str = "Peak memory of o
     figure.tight_layout()
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".png", delete=False) as handle:
+        os.fchmod(handle.fileno(), 0o666 & ~umask())  # a new file's mode, not 0600
         figure.savefig(handle, format="png", dpi=120)
     plt.close(figure)
     Path(handle.name).replace(target)

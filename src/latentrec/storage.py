@@ -113,6 +113,7 @@ def save(
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.{STAGING}-", dir=target.parent))
+        os.chmod(staging, 0o777 & ~umask())  # a new directory's mode, not mkdtemp's 0700
     except OSError as err:
         raise _save_failed(directory, err) from err
     lock = _try_lock(staging)  # tells a concurrent save's clean-up that this one is in use
@@ -367,6 +368,7 @@ def _write(model: LatentModel, folder: Path, ratings: Ratings, info: dict[str, A
 def _write_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
     save_file(tensors, str(path), metadata={"format": FORMAT})
     with open(path, "rb+") as handle:
+        os.fchmod(handle.fileno(), 0o666 & ~umask())  # a new file's mode: safetensors', 0600
         os.fsync(handle.fileno())  # on disk before the directory is switched in
 
 
@@ -892,13 +894,24 @@ def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
 def _atomic(path: Path, write) -> None:
     """Call write(temporary path) beside `path`, then rename it to `path`."""
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
+    try:
+        os.fchmod(handle, 0o666 & ~umask())  # a new file's mode, not mkstemp's 0600
+    finally:
+        os.close(handle)
     try:
         write(Path(temporary))
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def umask() -> int:
+    """The process's file mode creation mask (files and directories made through temporary
+    names get the modes a plain create would give them)."""
+    mask = os.umask(0o022)  # reading the mask means setting it: put it straight back
+    os.umask(mask)
+    return mask
 
 
 def _fsync_directory(folder: Path) -> None:

@@ -34,6 +34,7 @@ from latentrec.errors import ConfigError, DataError, LatentrecError
 from latentrec.metrics import RANKING_METRICS
 from latentrec.models import ModelConfig, model_class
 from latentrec.recommend import Recommender, evaluate_ranking
+from latentrec.storage import umask
 from latentrec.training import TrainConfig, fit, l2_for
 
 FORMAT = "latentrec-tuning"
@@ -123,7 +124,7 @@ class TuneResult:
         )
         try:
             with os.fdopen(handle, "w", encoding="utf-8") as stream:
-                os.fchmod(stream.fileno(), 0o666 & ~_umask())  # a new file's, not mkstemp's 0600
+                os.fchmod(stream.fileno(), 0o666 & ~umask())  # a new file's, not mkstemp's 0600
                 stream.write(text)
                 stream.flush()
                 os.fsync(stream.fileno())
@@ -201,7 +202,7 @@ def tune(
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
         direction = "maximize" if maximize else "minimize"
-        sampler = optuna.samplers.TPESampler(seed=seed)
+        sampler = optuna.samplers.TPESampler(seed=seed % 2**32)  # it takes 32-bit seeds
         study = optuna.create_study(direction=direction, sampler=sampler)
         # trial 0: where an untuned run on the fit rows starts
         study.enqueue_trial(_defaults(model, space, parts.train))
@@ -452,12 +453,6 @@ def _resolved(model: str, options: dict[str, Any]) -> dict[str, Any]:
         model, **{k: v for k, v in options.items() if k in train_fields and k not in model_fields}
     )
     return {**{name: getattr(config, name) for name in RESOLVED}, **options}
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)  # reading the mask means setting it: put it straight back
-    os.umask(mask)
-    return mask
 
 
 def _tuning_file_at(path: Path) -> dict[str, Any] | None:
