@@ -124,6 +124,12 @@ def test_tune_splits_only_the_rows_it_is_given_per_user(ratings, monkeypatch):
         tune(ratings.split(0.1), "dot", trials=1)
 
 
+def test_a_seed_past_32_bits_tunes_as_train_takes_it(ratings):
+    # regression (review): optuna's sampler takes 32-bit seeds, and 2^32 was a traceback
+    result = tune(ratings, "ease", trials=1, seed=2**32)
+    assert len(result.trials) == 1
+
+
 def test_a_ranking_model_is_scored_on_lists_and_refuses_rmse(ratings):
     result = tune(ratings, "ease", trials=3, metric="precision@5")
     assert result.metric == "precision@5" and 0 < result.best_value <= 1
