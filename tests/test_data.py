@@ -253,6 +253,18 @@ def test_a_seed_numpy_or_torch_cannot_take_is_refused_by_name(seed):
         fit(ratings, "dot", epochs=1, seed=seed, progress=False)
 
 
+def test_rows_of_unknown_ids_have_no_raw_ids_to_show():
+    # regression (review): a split's test rows unseen in training showed the map's last id
+    train, test = load_ratings("movielens-small").split(0.2, seed=42, by="user")
+    cold = test.item_index < 0
+    assert cold.any()
+    with pytest.raises(DataError, match=r"rows hold items the id map does not know"):
+        test.to_frame()
+    known = test.take(np.flatnonzero(~cold & (test.user_index >= 0)))
+    frame = known.to_frame()
+    assert frame.item.tolist() == train.items.ids[known.item_index].tolist()
+
+
 def test_random_split_is_a_seeded_numpy_permutation():
     ratings = load_ratings("movielens-small")
     train, test = ratings.split(test_fraction=0.1, seed=42)

@@ -182,11 +182,22 @@ class Ratings:
     @property
     def user_ids(self) -> np.ndarray:
         """Raw user id of each rating (unknown indexes are not allowed here)."""
-        return self.users.ids[self.user_index]
+        return self._raw_ids(self.users, self.user_index, "user")
 
     @property
     def item_ids(self) -> np.ndarray:
-        return self.items.ids[self.item_index]
+        """Raw item id of each rating (unknown indexes are not allowed here)."""
+        return self._raw_ids(self.items, self.item_index, "item")
+
+    def _raw_ids(self, ids: IdMap, index: np.ndarray, what: str) -> np.ndarray:
+        unknown = int(np.count_nonzero(index < 0))
+        if unknown:  # index -1 would read the map's last id
+            raise DataError(
+                f"{self.source}: {unknown} rows hold {what}s the id map does not know (a "
+                f"split's test rows whose {what} training never saw keep no raw id); leave "
+                f"them out first, e.g. ratings.take(np.flatnonzero(ratings.{what}_index >= 0))"
+            )
+        return ids.ids[index]
 
     @property
     def rating_range(self) -> tuple[float, float]:
