@@ -99,6 +99,14 @@ def test_accumulation_sets_steps_from_effective_batch(board):
         ({"device": "tpu"}, "device"),
         ({"n_factor": 3}, "unknown option"),
         ({"effective_batch_size": 10, "batch_size": 64}, "effective_batch_size"),
+        # what a config file may hold (review: a traceback, or a comparison's TypeError)
+        ({"eps": "x"}, "eps must be a number, got 'x'"),
+        ({"eps": 0.0}, "eps must be a positive number"),
+        ({"lr": "0.1"}, "lr must be a number, got '0.1'"),
+        ({"wd": None}, "wd must be a number, got None"),
+        ({"l2": "x"}, "l2 must be a number"),
+        ({"betas": [0.9]}, r"betas must be two numbers in \[0, 1\), got \[0.9\]"),
+        ({"betas": (0.9, 1.0)}, "betas must be two numbers"),
     ],
 )
 def test_bad_options_fail_early_naming_the_field(board, options, needle):

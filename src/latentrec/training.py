@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import numbers
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -59,6 +60,16 @@ PREDICT_BYTES = 64 << 20
 STEP_PENALTIES = ("l2",)
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 ENGINES = ("auto", "fused", "autograd", "solve")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_number(name: str, value: Any) -> None:
+    """A training option that must be a number (a config file may hold anything)."""
+    if not _is_number(value):
+        raise ConfigError(f"{name} must be a number, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -140,6 +151,17 @@ class TrainConfig:
             object.__setattr__(
                 self, "accumulate", math.ceil(self.effective_batch_size / self.batch_size)
             )
+        for name in ("lr", "wd", "eps", "pct_start", *(("l2",) if self.l2 is not None else ())):
+            _check_number(name, getattr(self, name))
+        betas = self.betas
+        if (
+            not isinstance(betas, (tuple, list))
+            or len(betas) != 2
+            or not all(_is_number(b) and 0 <= b < 1 for b in betas)
+        ):
+            raise ConfigError(f"betas must be two numbers in [0, 1), got {betas!r}")
+        if not (self.eps > 0 and math.isfinite(self.eps)):
+            raise ConfigError(f"eps must be a positive number, got {self.eps!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"lr must be a positive number, got {self.lr!r}")
         if not (self.wd >= 0 and math.isfinite(self.wd)):
