@@ -252,6 +252,39 @@ def test_explain_tables_and_map(trained_dir: Path, tmp_path: Path):
     assert plot.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_plots_replace_only_plots_latentrec_wrote(trained_dir: Path, tmp_path: Path):
+    # regression (review): --plot replaced any file, and wrote through a symbolic link
+    from matplotlib import pyplot as plt
+
+    theirs = tmp_path / "theirs.png"
+    figure = plt.figure()
+    figure.savefig(theirs)  # a PNG, but not latentrec's
+    plt.close(figure)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    link = tmp_path / "link.png"
+    link.symlink_to(notes)
+    kept = {path: path.read_bytes() for path in (theirs, notes)}
+    for plot, needle in (
+        (theirs, "exists and is not a plot latentrec wrote; choose another --plot or remove it"),
+        (link, "is a symbolic link; latentrec replaces only plots it wrote"),
+    ):
+        for command in (
+            ["explain", trained_dir],
+            ["memory", "--factors", "4", "--batch-size", "8"],
+        ):
+            result = invoke(*command, "--plot", plot)
+            assert result.exit_code == 2, result.output
+            assert needle in result.output and len(result.output.strip().splitlines()) == 1
+    assert {path: path.read_bytes() for path in (theirs, notes)} == kept and link.is_symlink()
+    ours = tmp_path / "map.png"
+    for _ in range(2):  # its own plot is replaced
+        result = invoke("explain", trained_dir, "--plot", ours)
+        assert result.exit_code == 0, result.output
+    assert ours.read_bytes()[:4] == b"\x89PNG"
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
 def test_evaluate_ranking_metrics(trained_dir: Path):
     result = invoke(
         "evaluate", trained_dir, "--metrics", "rmse,ndcg@10,recall@10,precision@10", "--json"

@@ -371,6 +371,32 @@ def test_ids_of_2_63_and_more_stay_distinct_and_exact(tmp_path: Path):
     assert ratings.items.is_numeric  # the small ids of the other column stay numbers
 
 
+@pytest.mark.parametrize(
+    ("rows", "users"),
+    [
+        (["1,10,5", "01,20,4"], ["01", "1"]),
+        (["1,10,5", "+1,20,4"], ["+1", "1"]),
+        (["1,10,5", "1.0,20,4"], ["1", "1.0"]),
+        (["5,10,5", "0x5,20,4"], ["0x5", "5"]),
+        (["1,10,5", " 1,20,4"], [" 1", "1"]),
+        (["0,10,5", "-0,20,4"], ["-0", "0"]),
+        (["0,10,5", "1,20,4", '"-0",30,3'], ["-0", "0", "1"]),  # quoted
+        (["001,10,5", "002,20,4"], [1, 2]),  # one spelling each: numbers
+        (["1.0,10,5", "2.0,20,4"], [1, 2]),
+        (["1,10,0.5", "10,20,4"], [1, 10]),
+    ],
+)
+def test_one_number_spelt_two_ways_is_two_ids(rows, users, tmp_path: Path):
+    # regression (review): Arrow read "1", "01", "+1", "1.0", "0x1" and " 1" as one number,
+    # so two users of the file became one (README: "two ids never merge")
+    path = tmp_path / "ratings.csv"
+    path.write_text("user,item,rating\n" + "\n".join(rows) + "\n")
+    ratings = load_ratings(path)
+    assert sorted(ratings.users.ids.tolist(), key=str) == users
+    assert ratings.items.ids.tolist() == [10, 20, 30][: ratings.n_items]
+    assert len(ratings) == len(rows)
+
+
 def test_unsigned_and_float_id_columns_of_parquet(tmp_path: Path):
     frame = pd.DataFrame(
         {

@@ -286,6 +286,14 @@ def test_train_on_the_database_with_the_bundled_sample(tmp_path):
     assert recommender.recommend(visitors[0], k=3)  # a visitor is a user of the model
     assert recommender.recommend(1, k=3)  # and the sample's users keep their ids
 
+    # regression (review): evaluating on the database alone took every visitor for unseen
+    result = invoke("evaluate", out, "--data", url, "--json")
+    assert result.exit_code == 0, result.output
+    scored = json.loads(result.stdout.strip().splitlines()[-1])
+    rows = load_ratings(url)
+    unknown_items = sum(recommender.items.index_of(i) < 0 for i in rows.item_ids.tolist())
+    assert scored["n"] == 500 and scored["cold_ratings"] == unknown_items < 50
+
 
 def test_a_bad_url_is_one_line_without_the_password(tmp_path):
     for url in [

@@ -322,6 +322,20 @@ def test_als_refuses_weights_that_make_no_confidence():
         fit(negative, "als", progress=False)
 
 
+def test_als_fold_in_refuses_weights_past_what_its_solve_holds():
+    """Regression (review): a new user's weight of 1e308 made every score inf (1e20: scores in
+    the thousands, the solve's digits lost); a million times the heaviest training weight is
+    the most taken, with finite scores."""
+    data = interactions()
+    rec = Recommender(fit(data, "als", progress=False)[0], data)
+    assert rec.heaviest_weight == 1e6
+    for weight in (1e308, 1.01e6):
+        with pytest.raises(ConfigError, match=r"each weighing more than 0 and at most 1e\+06"):
+            rec.fold_in({1000: weight})
+    scores = [r.score for r in rec.recommend(rec.fold_in({1000: 1e6, 1001: 1.0}), k=10)]
+    assert np.isfinite(scores).all() and max(scores) < 10
+
+
 def test_relevant_min_counts_only_the_liked_test_ratings(tmp_path: Path):
     board = tmp_path / "board.csv"
     rows = [f"{u},{i},{5 if (u + i) % 2 == 0 else 1}" for u in range(30) for i in range(40)]

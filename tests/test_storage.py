@@ -165,3 +165,17 @@ def test_no_checkpoint_and_a_foreign_json_read_as_none(tmp_path):
     assert load_checkpoint(tmp_path / "missing") is None
     (tmp_path / "step-000000001.json").write_text('{"format": "other"}')
     assert load_checkpoint(tmp_path) is None
+
+
+def test_checkpoints_all_damaged_are_named_not_read_as_none(tmp_path):
+    # regression (review): a damaged checkpoint read as "no checkpoint in ..."
+    save_checkpoint(tmp_path, 5, _tensors(5.0), {"epoch": 0})
+    tensors = tmp_path / "step-000000005.safetensors"
+    tensors.write_bytes(tensors.read_bytes()[:40])
+    with pytest.raises(
+        ModelFileError, match=r"no complete checkpoint in .*1 damaged \(step-000000005: "
+    ):
+        load_checkpoint(tmp_path)
+    tensors.unlink()
+    with pytest.raises(ModelFileError, match="1 damaged"):
+        load_checkpoint(tmp_path)

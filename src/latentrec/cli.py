@@ -35,6 +35,7 @@ from latentrec.data import (
     LARGEST_SEED,
     Ratings,
     Split,
+    as_trained,
     combine,
     is_database_url,
     load_ratings,
@@ -1098,7 +1099,8 @@ def evaluate_command(
     saved = load(model_dir)
     columns = {"user_col": user_col, "item_col": item_col, "rating_col": rating_col}
     ratings = load_ratings(data, **columns, implicit=implicit, count_col=count_col)
-    ratings = _positives(ratings, positive_min)
+    # a database's visitors as a model trained on it `--with` another source named them
+    ratings = as_trained(_positives(ratings, positive_min), saved.ratings.users)
     known = ratings.reindexed(saved.ratings.users, saved.ratings.items)
     cold = int(((known.user_index < 0) | (known.item_index < 0)).sum())
     result: dict[str, Any] = {"n": len(known), "cold_ratings": cold}
@@ -1311,10 +1313,10 @@ def _plot_map(points: list, path: Path) -> Path:
         axes.annotate(label, (point.x, point.y), fontsize=7, parse_math=False)
     axes.set_title(f"item factors of the {len(points)} most-rated items, first two components")
     figure.tight_layout()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(target, dpi=120)
-    plt.close(figure)
-    return target
+    try:
+        return memory.save_plot(figure, target)
+    finally:
+        plt.close(figure)
 
 
 def _numbers(text: str, option: str) -> list[int]:

@@ -583,6 +583,17 @@ def combine(first: Ratings, second: Ratings) -> Ratings:
     return _summed_pairs(ratings, rating.astype(np.float64)) if first.implicit else ratings
 
 
+def as_trained(ratings: Ratings, trained: IdMap) -> Ratings:
+    """A database's ratings with their visitors named as a model trained with `combine` named
+    them (`visitor:<id>`), where `trained` (that model's users) holds such names; else as
+    they are."""
+    if not is_database_url(ratings.source) or trained.is_numeric:
+        return ratings
+    if not any(isinstance(u, str) and u.startswith(VISITOR_PREFIX) for u in trained.ids):
+        return ratings
+    return replace(ratings, users=IdMap(_ids_apart(ratings)))
+
+
 def _ids_apart(ratings: Ratings) -> np.ndarray:
     """The user ids of `ratings` for `combine`: a database's prefixed, as text."""
     if not is_database_url(ratings.source):
@@ -1099,22 +1110,78 @@ def _exact_whole(values: np.ndarray) -> bool:
 
 
 def _text_ids(table: pa.Table, path: Path, read: dict[str, Any], columns: list[str]) -> pa.Table:
-    """Read the id `columns` of a CSV again as text where Arrow parsed them as floats that are
-    not all exact whole numbers (ids of 2^63 and more, "1.5"): a float would merge ids."""
-    floating = [
+    """Read the id `columns` of a CSV again as text where their numbers could merge two ids:
+    floats that are not all exact whole numbers (ids of 2^63 and more, "1.5"), and numbers
+    spelt two ways in one column ("1" and "01", "1.0", "+1", "0x1", " 1"), which Arrow reads
+    as one number. A column whose every number has one spelling stays numbers."""
+    numeric = [
         c
         for c in columns
-        if pa.types.is_floating(table.column(c).type)
-        and not _exact_whole(table.column(c).to_numpy())
+        if pa.types.is_integer(table.column(c).type) or pa.types.is_floating(table.column(c).type)
     ]
-    if not floating:
+    suspect = [c for c in numeric if pa.types.is_floating(table.column(c).type)]
+    if len(suspect) < len(numeric) and _other_spellings(path, read["delimiter"]):
+        suspect = numeric
+    if not suspect:
         return table
     text = _read_csv_arrow(
-        path, parse=dict(read), convert={"column_types": dict.fromkeys(floating, pa.string())}
+        path,
+        parse=dict(read),
+        convert={"column_types": dict.fromkeys(suspect, pa.string()), "include_columns": suspect},
     )
-    for name in floating:
+    for name in suspect:
+        numbers = table.column(name)
+        whole = not pa.types.is_floating(numbers.type) or _exact_whole(numbers.to_numpy())
+        if (
+            whole
+            and pc.count_distinct(numbers).as_py() == pc.count_distinct(text.column(name)).as_py()
+        ):
+            continue  # one spelling a number: numbers
         table = table.set_column(table.column_names.index(name), name, text.column(name))
     return table
+
+
+def _other_spellings(path: Path, delimiter: str) -> bool:
+    """Whether a CSV may spell a whole number in a way other than plain digits (a sign "+",
+    a leading zero, "-0", "0x", a space or a tab beside a value): one compiled pass over its
+    bytes, before the exact check that reads the id columns as text. True for a compressed
+    file, or without numba."""
+    if path.suffix.lower() in (".gz", ".bz2", ".lz4", ".zst", ".zstd") or _scan_bytes is None:
+        return True
+    if path.stat().st_size == 0:
+        return False
+    data = np.memmap(path, dtype=np.uint8, mode="r")
+    try:
+        return bool(_scan_bytes(data, ord(delimiter)))
+    finally:
+        del data
+
+
+def _scan(data: np.ndarray, delimiter: int) -> bool:  # pragma: no cover - compiled
+    previous = 10  # the file starts as a line does
+    last = len(data) - 1
+    for at in range(len(data)):
+        byte = data[at]
+        if byte <= 48:  # what matters lies at or below "0"; digits 1-9 pass at once
+            if byte == 48:  # "-0", or "0" then a digit or x at a value's start
+                if previous == 45:
+                    return True
+                starts = previous in (delimiter, 10, 13, 34)  # after , \n \r or a quote
+                after = data[at + 1] if at < last else 10
+                if starts and (48 <= after <= 57 or (after | 32) == 120):
+                    return True
+            elif byte in (43, 32, 9) and byte != delimiter:  # + space tab
+                return True
+        previous = byte
+    return False
+
+
+try:
+    import numba
+
+    _scan_bytes = numba.njit(cache=True, nogil=True)(_scan)
+except ImportError:  # numba is a dependency; without it the exact check always runs
+    _scan_bytes = None
 
 
 # ----------------------------------------------------------------------------- synthetic

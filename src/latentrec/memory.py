@@ -551,22 +551,65 @@ def plot(uses: list[MemoryUse], path: str | Path, title: str = "Peak memory of o
     axes.legend()
     plt.setp(axes.get_xticklabels(), rotation=30, ha="right")
     figure.tight_layout()
+    try:
+        return save_plot(figure, target)
+    finally:
+        plt.close(figure)
+
+
+# the PNG text key and value that mark a plot latentrec wrote (the only files it replaces)
+PLOT_MARK = ("Software", "latentrec")
+
+
+def save_plot(figure: Any, target: Path) -> Path:
+    """Write a matplotlib figure to `target` (a path `plot_path` passed) as PNG, atomically:
+    through a temporary file beside it, marked as latentrec's (`PLOT_MARK`), checked again just
+    before it replaces anything."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".png", delete=False) as handle:
-        os.fchmod(handle.fileno(), 0o666 & ~umask())  # a new file's mode, not 0600
-        figure.savefig(handle, format="png", dpi=120)
-    plt.close(figure)
-    Path(handle.name).replace(target)
+    handle, temporary = tempfile.mkstemp(
+        prefix=f".{target.name}.", suffix=".tmp", dir=target.parent
+    )
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            os.fchmod(stream.fileno(), 0o666 & ~umask())  # a new file's mode, not 0600
+            figure.savefig(stream, format="png", dpi=120, metadata=dict([PLOT_MARK]))
+        plot_path(target)  # a file that appeared meanwhile is not replaced
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
     return target
 
 
+def _latentrec_plot(path: Path) -> bool:
+    """Whether `path` is a PNG file latentrec wrote (it carries `PLOT_MARK`)."""
+    from PIL import Image
+
+    key, value = PLOT_MARK
+    try:
+        with Image.open(path) as image:
+            return image.format == "PNG" and image.info.get(key) == value
+    except Exception:  # not an image Pillow reads, or not readable: not latentrec's
+        return False
+
+
 def plot_path(path: str | Path) -> Path:
-    """The plot's path, checked before any measuring starts."""
+    """The plot's path, checked before any measuring starts: a new file, or one latentrec
+    wrote (never a file of the user's, nor a symbolic link)."""
     target = Path(path).expanduser()
     if target.suffix.lower() != ".png":
         raise ConfigError(f"the plot is written as PNG; give a file ending in .png, not {target}")
+    if target.is_symlink():
+        raise ConfigError(
+            f"the plot path {target} is a symbolic link; latentrec replaces only plots it "
+            "wrote: choose another --plot"
+        )
     if target.is_dir():
         raise ConfigError(f"the plot path {target} is a directory; give a file ending in .png")
+    if target.exists() and not (target.is_file() and _latentrec_plot(target)):
+        raise ConfigError(
+            f"{target} exists and is not a plot latentrec wrote; choose another --plot or remove it"
+        )
     folder = target.parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent  # the plot's missing folders are created under this one

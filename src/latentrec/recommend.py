@@ -25,6 +25,8 @@ from latentrec.models import LatentModel
 from latentrec.storage import load
 
 BATCH_CHUNK = 2048  # users scored at once by recommend_batch: a (chunk x items) matrix
+# a new user's interaction weighs at most this many times the heaviest training one
+HEAVIEST_WEIGHT_FACTOR = 1e6
 
 
 class Recommendation(NamedTuple):
@@ -457,7 +459,13 @@ class Recommender:
 
     def _weighs(self, rating: float) -> bool:
         interactions = not self.model.predicts_ratings and self.ratings.positive_min is None
-        return not interactions or rating > 0
+        return not interactions or 0 < rating <= self.heaviest_weight
+
+    @property
+    def heaviest_weight(self) -> float:
+        """The most a new user's interaction may weigh: a million times the heaviest training
+        interaction (past that, a confidence-weighted solve such as als's loses its digits)."""
+        return HEAVIEST_WEIGHT_FACTOR * max(self.ratings.rating_range[1], 1.0)
 
     def _in_range(self, rating: float) -> bool:
         rated = (
@@ -486,7 +494,9 @@ class Recommender:
             if not self._weighs(rating):
                 raise ConfigError(
                     f"rating {rating:g} for item {item_id!r}: the {self.model.kind} model takes "
-                    "a new user's ratings as interactions, each weighing more than 0"
+                    "a new user's ratings as interactions, each weighing more than 0 and at "
+                    f"most {self.heaviest_weight:g} (a million times its heaviest training "
+                    "interaction)"
                 )
             if not self._in_range(rating):
                 raise ConfigError(

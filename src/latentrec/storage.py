@@ -863,18 +863,21 @@ def clear_checkpoints(directory: str | Path) -> None:
 def load_checkpoint(directory: str | Path) -> Checkpoint | None:
     """The newest complete checkpoint in `directory`, or None when there is none.
 
-    A damaged newest checkpoint is skipped for an older complete one, if any.
+    A damaged newest checkpoint is skipped for an older complete one, if any; where there are
+    checkpoints and every one is damaged, ModelFileError says so (not "none").
     """
     folder = Path(directory).expanduser()
     if not folder.is_dir():
         return None
+    damaged: list[str] = []
     for meta_path in sorted(folder.glob("step-*.json"), reverse=True):
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
+                continue  # not a checkpoint's
             tensors = load_file(str(meta_path.with_suffix(".safetensors")))
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError, SafetensorError, ValueError):
-            continue
-        if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
+        except (OSError, ValueError, SafetensorError) as err:  # ValueError: JSON, UTF-8
+            damaged.append(f"{meta_path.stem}: {getattr(err, 'strerror', None) or err}")
             continue
         if meta.get("version") != FORMAT_VERSION:
             raise ModelFileError(
@@ -882,6 +885,11 @@ def load_checkpoint(directory: str | Path) -> Checkpoint | None:
                 f"latentrec reads version {FORMAT_VERSION}"
             )
         return Checkpoint(int(meta["step"]), tensors, meta)
+    if damaged:
+        raise ModelFileError(
+            f"no complete checkpoint in {folder}: {len(damaged)} damaged ({damaged[0]}); "
+            "restore the folder from a copy, or start the run again without --resume"
+        )
     return None
 
 
