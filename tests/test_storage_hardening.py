@@ -252,10 +252,10 @@ def test_a_save_killed_between_any_two_steps_leaves_the_old_or_the_new_model(
 
 
 def test_load_reads_the_model_set_aside_by_a_save_killed_between_two_renames(model_dir: Path):
-    aside = model_dir.parent / ".model.old-abcd1234"
+    aside = model_dir.parent / ".model.old-0123456789abcdef"
     model_dir.rename(aside)
     assert load(model_dir).info == {"version": 1}
-    (model_dir.parent / ".other.old-abcd1234").mkdir()
+    (model_dir.parent / ".other.old-0123456789abcdef").mkdir()
     with pytest.raises(ModelFileError, match="no model directory"):
         load(model_dir.parent / "other")
 
@@ -263,28 +263,41 @@ def test_load_reads_the_model_set_aside_by_a_save_killed_between_two_renames(mod
 def test_the_next_save_removes_only_latentrec_debris(trained, model_dir: Path):
     net, train = trained
     parent = model_dir.parent
-    torn = parent / ".model.tmp-abcd1234"  # a staging directory of a killed save
+    torn = parent / ".model.tmp-0123456789abcdef"  # a staging directory of a killed save
     torn.mkdir()
     (torn / "model.safetensors").write_bytes(b"\x00" * 10)
     (torn / "config.json").write_text('{"format": "latent')
-    shutil.copytree(model_dir, parent / ".model.old-efgh5678")  # a model set aside
-    (parent / ".model.tmp-empty123").mkdir()  # a probe or staging killed at once
-    lookalike = parent / ".model.tmp-mine1234"  # the right name, a user's content
+    shutil.copytree(model_dir, parent / ".model.old-fedcba9876543210")  # a model set aside
+    (parent / ".model.tmp-00000000000e0123").mkdir()  # a probe or staging killed at once
+    lookalike = parent / ".model.tmp-000000000000e123"  # the right name, a user's content
     lookalike.mkdir()
     (lookalike / "diary.txt").write_text("precious")
-    other = parent / ".other.tmp-abcd1234"  # debris of another target is not this save's
+    other = parent / ".other.tmp-0123456789abcdef"  # debris of another target is not this save's
     shutil.copytree(model_dir, other)
     save(net, model_dir, train, info={"version": 2})
     assert sorted(p.name for p in parent.iterdir()) == sorted(
-        [".model.tmp-mine1234", ".other.tmp-abcd1234", "model"]
+        [".model.tmp-000000000000e123", ".other.tmp-0123456789abcdef", "model"]
     )
     assert (lookalike / "diary.txt").read_text() == "precious"
+
+
+def test_a_backup_named_by_hand_like_debris_is_kept_and_never_loaded(trained, model_dir: Path):
+    # regression (review): `.model.old-20240101`, a copy made by hand, matched the debris
+    # names: the next save removed it, and with `model` gone, load read it
+    net, train = trained
+    backup = model_dir.parent / ".model.old-20240101"
+    shutil.copytree(model_dir, backup)
+    save(net, model_dir, train, info={"version": 2})
+    assert load(backup).info == {"version": 1}
+    shutil.rmtree(model_dir)
+    with pytest.raises(ModelFileError, match="no model directory"):
+        load(model_dir)
 
 
 @pytest.mark.skipif(storage.fcntl is None, reason="needs flock")
 def test_a_staging_directory_another_save_is_writing_is_left_alone(trained, model_dir: Path):
     net, train = trained
-    busy = model_dir.parent / ".model.tmp-busy1234"
+    busy = model_dir.parent / ".model.tmp-00000000000b1234"
     busy.mkdir()
     (busy / "model.safetensors").write_bytes(b"half")
     lock = storage._try_lock(busy)  # as the other save holds it while it writes
@@ -504,7 +517,7 @@ def test_check_target_refuses_what_os_access_refuses(tmp_path: Path, monkeypatch
 def test_what_safetensors_leaves_when_killed_is_latentrec_debris(trained, model_dir: Path):
     """A save killed inside safetensors' write leaves its `.tmpXXXXXX` file in staging."""
     net, train = trained
-    staging = model_dir.parent / ".model.tmp-abcd1234"
+    staging = model_dir.parent / ".model.tmp-0123456789abcdef"
     staging.mkdir()
     (staging / ".tmp3GlaQd").write_bytes(b"")
     checkpoints = model_dir / CHECKPOINT_DIR

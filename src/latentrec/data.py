@@ -52,7 +52,16 @@ class IdMap:
     _index: pd.Index = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        index = pd.Index(self.ids)
+        ids = np.asarray(self.ids)
+        if ids.dtype.kind == "f":  # ids are whole numbers or text (pandas makes floats of gaps)
+            if len(ids) and not _exact_whole(ids):
+                raise DataError(
+                    "ids are whole numbers or text; these are floating-point numbers that are "
+                    "not all whole (or lie past 2^53); give them as integers or as text"
+                )
+            ids = ids.astype(np.int64)
+        object.__setattr__(self, "ids", ids)
+        index = pd.Index(ids)
         if not index.is_unique:
             raise DataError("an IdMap needs unique ids; found duplicates")
         object.__setattr__(self, "_index", index)
@@ -85,7 +94,7 @@ class IdMap:
         raw_id = self.coerce(raw_id)
         try:
             position = self._index.get_loc(raw_id)
-        except (KeyError, TypeError):
+        except (KeyError, TypeError, pd.errors.InvalidIndexError):  # a list is no one id
             return UNKNOWN
         return int(position) if isinstance(position, (int, np.integer)) else UNKNOWN
 
@@ -158,6 +167,15 @@ class Ratings:
             # int64 for the two; the same values
             if len(ids) < 2**31 - 1 and index.dtype != np.int32:
                 object.__setattr__(self, name, index.astype(np.int32))
+            if n and index.dtype.kind not in "iu":
+                raise DataError(f"{name} must hold whole numbers, not {index.dtype}")
+            if n and (int(index.min()) < -1 or int(index.max()) >= len(ids)):
+                bad = int(index.min()) if int(index.min()) < -1 else int(index.max())
+                raise DataError(
+                    f"{name} holds {bad}, outside its id map's indexes 0..{len(ids) - 1} (and "
+                    "-1, an id the map does not know); build the indexes from the maps, e.g. "
+                    "with IdMap.from_values"
+                )
         if self.timestamp is not None and len(self.timestamp) != n:
             raise DataError(f"timestamp has {len(self.timestamp)} rows, rating has {n}")
 
@@ -188,6 +206,18 @@ class Ratings:
     def item_ids(self) -> np.ndarray:
         """Raw item id of each rating (unknown indexes are not allowed here)."""
         return self._raw_ids(self.items, self.item_index, "item")
+
+    def require_known(self, purpose: str) -> None:
+        """DataError unless every row's user and item are in the id maps (no index -1, which a
+        split's test rows hold for ids training never saw); `purpose` names what needs it."""
+        for what, index in (("user", self.user_index), ("item", self.item_index)):
+            unknown = int(np.count_nonzero(index < 0))
+            if unknown:
+                raise DataError(
+                    f"{self.source}: {unknown} rows hold {what}s their id map does not know "
+                    f"(index -1, as a split's test rows do), which {purpose} cannot take; leave "
+                    f"them out first, e.g. ratings.take(np.flatnonzero(ratings.{what}_index >= 0))"
+                )
 
     def _raw_ids(self, ids: IdMap, index: np.ndarray, what: str) -> np.ndarray:
         unknown = int(np.count_nonzero(index < 0))
@@ -295,7 +325,10 @@ class Ratings:
             the train set's maps (-1 where an id appears only in the test set).
         """
         n = len(self)
-        if by in ("random", "user") and not 0.0 < test_fraction < 1.0:
+        fraction_kinds = (int, float, np.integer, np.floating)
+        if by in ("random", "user") and (
+            not isinstance(test_fraction, fraction_kinds) or not 0.0 < test_fraction < 1.0
+        ):
             raise DataError(
                 f"test_fraction must be between 0 and 1 (exclusive), got {test_fraction}"
             )
@@ -557,6 +590,8 @@ def combine(first: Ratings, second: Ratings) -> Ratings:
             "interactions with --implicit (implicit=True)"
         )
     parts = (first, second)
+    for part in parts:
+        part.require_known("combine")  # index -1 would read the map's last id
     user_values = _joined([_ids_apart(part)[part.user_index] for part in parts])
     item_values = _joined([part.items.ids[part.item_index] for part in parts])
     users, user_index = IdMap.from_values(user_values)
@@ -1239,7 +1274,24 @@ def synthetic_ratings(**options: Any) -> Ratings:
     popularity; a library that keeps one rating per pair then trains on all the rows).
     Deterministic for a seed.
     """
+    unknown = sorted(set(options) - set(SyntheticSpec.__dataclass_fields__))
+    if unknown:
+        raise DataError(
+            f"unknown synthetic option {unknown[0]!r}; the options are "
+            + ", ".join(SyntheticSpec.__dataclass_fields__)
+        )
+    for name, value in options.items():
+        whole = SyntheticSpec.__dataclass_fields__[name].type != "float"
+        kinds = (int, np.integer) if whole else (int, float, np.integer, np.floating)
+        if not isinstance(value, kinds) or isinstance(value, bool) or not np.isfinite(value):
+            raise DataError(
+                f"synthetic option {name} must be a {'whole number' if whole else 'number'}, "
+                f"got {value!r}"
+            )
     spec = SyntheticSpec(**options)
+    for name in ("noise", "skew"):
+        if getattr(spec, name) < 0:
+            raise DataError(f"synthetic option {name} must be 0 or more, got {getattr(spec, name)}")
     for name in ("ratings", "users", "items", "factors"):
         if getattr(spec, name) < 1:
             raise DataError(

@@ -82,6 +82,8 @@ class NewUser:
     ignored: tuple[Any, ...] = field(default=())
     # the same ratings folded into the paired rating model, when the Recommender has one
     partner: NewUser | None = None
+    # the Recommender that folded them in: their rows fit its model (and its copies) alone
+    owner: Any = field(default=None, repr=False, compare=False)
 
     def __repr__(self) -> str:
         return f"NewUser({len(self.ratings)} ratings, {len(self.ignored)} ignored)"
@@ -107,6 +109,7 @@ class Recommender:
     def __init__(
         self, model: LatentModel, ratings: Ratings, rating_model: Recommender | None = None
     ) -> None:
+        ratings.require_known("a Recommender (it takes the model's training ratings)")
         if ratings.n_users != model.n_users or ratings.n_items != model.n_items:
             raise ConfigError(
                 f"the ratings have {ratings.n_users} users and {ratings.n_items} items; the "
@@ -229,16 +232,32 @@ class Recommender:
     def seen(self, user: Any) -> np.ndarray:
         """Indexes of the items this user rated (in training, or in their fold-in)."""
         if isinstance(user, NewUser):
-            return user.rated_index
+            return self._own(user).rated_index
         index = self.user_index(user)
         return self._seen_items[self._seen_indptr[index] : self._seen_indptr[index + 1]]
+
+    def _own(self, user: NewUser) -> NewUser:
+        """`user`, folded in by this Recommender or one of the same model (ConfigError for
+        another model's: their rows and item indexes would be read as this one's)."""
+        owner = user.owner
+        if owner is None or owner is self:
+            return user
+        same = owner.model.config.to_json() == self.model.config.to_json() and _same_map(
+            owner.items, self.items
+        )  # the same model loaded twice, say
+        if not same:
+            raise ConfigError(
+                "this new user was folded in by another Recommender (another model); fold "
+                "their ratings in again with this one"
+            )
+        return user
 
     def title(self, item_index: int) -> str | None:
         return self.ratings.title(self.items.ids[item_index])
 
     def _user_rows(self, user: Any) -> list[Tensor]:
         if isinstance(user, NewUser):
-            return [row.to(self._device) for row in user.rows]
+            return [row.to(self._device) for row in self._own(user).rows]
         index = torch.tensor([self.user_index(user)], device=self._device)
         return self.model.user_rows(index)
 
@@ -250,12 +269,18 @@ class Recommender:
         model's (this one, or the one paired with a ranking model)."""
         if not self.model.predicts_ratings and self.rating_model is not None:
             partner = user.partner if isinstance(user, NewUser) else user
+            if partner is None:
+                raise UnknownIdError(
+                    "the rating model knows none of the items this new user rated, so it "
+                    "predicts no ratings for them; fold in ratings of items it knows"
+                )
             return self.rating_model.predict(partner, item_ids)
         if not self.model.predicts_ratings:
             raise ConfigError(
                 f"the {self.model.kind} model ranks items and predicts no ratings; use a rating "
                 "model (dot, nn) for predicted ratings"
             )
+        item_ids = _id_list(item_ids, "item_ids")
         items = torch.tensor([self.item_index(i) for i in item_ids], dtype=torch.int64)
         if len(items) == 0:
             return np.zeros(0)
@@ -284,14 +309,18 @@ class Recommender:
         allowed = np.ones(self.items.__len__(), dtype=bool)
         if candidates is not None:
             allowed[:] = False
-            allowed[[self.item_index(i) for i in candidates]] = True
+            allowed[[self.item_index(i) for i in _id_list(candidates, "candidates")]] = True
         if exclude_seen:
             allowed[self.seen(user)] = False
         available = int(allowed.sum())
         if k > available:
-            raise ConfigError(
-                f"k={k} but only {available} candidate items remain for this user; "
+            advice = (
                 f"ask for at most {available}"
+                if available
+                else "none is left to recommend (exclude_seen=False lists rated items too)"
+            )
+            raise ConfigError(
+                f"k={k} but only {available} candidate items remain for this user; {advice}"
             )
         mask = torch.from_numpy(~allowed).to(self._device)[None]
         return self._with_predictions(user, self._top(scores.masked_fill(mask, -torch.inf), k)[0])
@@ -300,9 +329,12 @@ class Recommender:
     def recommend_batch(
         self, users: Sequence[Any], k: int = 10, exclude_seen: bool = True
     ) -> list[list[Recommendation]]:
-        """`recommend` for many known users at once: a matrix product and top-k per chunk of
-        users. Gives the same lists as one-by-one calls."""
+        """`recommend` for many users at once (known ids: a matrix product and top-k per chunk
+        of users; with NewUsers among them, one by one). Gives the same lists as one-by-one
+        calls."""
         _check_k(k)
+        if any(isinstance(u, NewUser) for u in users):  # folded in: each by its own rows
+            return [self.recommend(u, k, exclude_seen) for u in users]
         index = np.array([self.user_index(u) for u in users], dtype=np.int64)
         results: list[list[Recommendation]] = []
         for start in range(0, len(index), BATCH_CHUNK):
@@ -379,6 +411,9 @@ class Recommender:
         does, close matches (`exact=False`) as suggestions."""
         if not self.ratings.titles:
             raise DataError("this model has no item titles to search")
+        if not isinstance(query, str):
+            raise ConfigError(f"the title search takes text, got {query!r}")
+        _check_k(limit, "limit")
         needle = query.strip().lower()
         if not needle:
             raise ConfigError("the title search needs some text")
@@ -435,7 +470,9 @@ class Recommender:
             theirs = {i: r for i, r in known.items() if self.rating_model.items.index_of(i) >= 0}
             if theirs:
                 partner = self.rating_model.fold_in(theirs, steps)
-        return NewUser(tuple(rows), np.unique(rated_index), dict(known), tuple(ignored), partner)
+        return NewUser(
+            tuple(rows), np.unique(rated_index), dict(known), tuple(ignored), partner, owner=self
+        )
 
     def _interactions(self, known: dict[Any, float]) -> dict[Any, float]:
         """What a new user's ratings are to the model: all of them, except for a ranking model
@@ -507,7 +544,13 @@ class Recommender:
             if index < 0:
                 ignored.append(item_id)
             else:
-                known[_plain(self.items.ids[index])] = rating
+                item = _plain(self.items.ids[index])
+                if item in known:
+                    raise ConfigError(
+                        f"item {item!r} is rated twice ({item_id!r} is another way of writing "
+                        "it); give each item one rating"
+                    )
+                known[item] = rating
         if ignored:
             warnings.warn(
                 f"ignoring {len(ignored)} item id(s) the model does not know: "
@@ -562,6 +605,7 @@ class Recommender:
         """The user's rated items that pushed `item_id` up most: those rated above the user's
         mean whose vectors are closest (cosine) to the item's. Weight = cosine x (rating - mean),
         kept where both are positive."""
+        _check_k(n, "n")
         index = self.item_index(item_id)
         rated, values = self.rated(user)
         if len(rated) == 0:
@@ -587,16 +631,27 @@ class Recommender:
     def rated(self, user: Any) -> tuple[np.ndarray, np.ndarray]:
         """Item indexes and ratings of everything this user rated."""
         if isinstance(user, NewUser):
-            index = np.array([self.items.index_of(i) for i in user.ratings], dtype=np.int64)
+            index = np.array(
+                [self.items.index_of(i) for i in self._own(user).ratings], dtype=np.int64
+            )
             return index, np.array(list(user.ratings.values()), dtype=np.float64)
         position = self.user_index(user)
         start, end = self._rated_indptr[position], self._rated_indptr[position + 1]
         return self._rated_items[start:end], self._rated_values[start:end].astype(np.float64)
 
 
-def _check_k(k: int) -> None:
+def _check_k(k: int, name: str = "k") -> None:
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
-        raise ConfigError(f"k must be a positive whole number, got {k!r}")
+        raise ConfigError(f"{name} must be a positive whole number, got {k!r}")
+
+
+def _id_list(ids: Any, name: str) -> list[Any]:
+    """`ids` as a list of ids; ConfigError for one id given where a list goes."""
+    if isinstance(ids, str | bytes | np.generic | int | float) or not isinstance(ids, Iterable):
+        raise ConfigError(
+            f"{name} is a list of item ids, got the single id {ids!r}; pass [{ids!r}]"
+        )
+    return list(ids)
 
 
 def popular_batch(recommender: Recommender, users: Sequence[Any], k: int = 10) -> list[list[Any]]:
@@ -638,6 +693,10 @@ def relevance_floor(test: Ratings, relevant_min: float | None) -> float | None:
     return None
 
 
+def _same_map(ours: IdMap, theirs: IdMap) -> bool:
+    return ours is theirs or (len(ours) == len(theirs) and np.array_equal(ours.ids, theirs.ids))
+
+
 def evaluate_ranking(
     recommender: Recommender,
     test: Ratings,
@@ -649,12 +708,16 @@ def evaluate_ranking(
     user's test items; candidates are all training items minus the user's training items.
 
     Args:
-        test: ratings in the model's id maps (`Ratings.reindexed`); unknown users are skipped.
+        test: ratings (in other id maps than the model's, they are expressed in its maps);
+            users and items the model does not know are skipped.
         method: "model" (the recommender) or "popular" (the most-popular baseline).
         relevant_min: only test ratings at or above it are relevant (None: every test item;
             see `relevance_floor` for interactions made from ratings).
     """
+    _check_k(k)
     relevant_min = relevance_floor(test, relevant_min)
+    if not (_same_map(test.users, recommender.users) and _same_map(test.items, recommender.items)):
+        test = test.reindexed(recommender.users, recommender.items)  # indexes of other maps
     known = (test.user_index >= 0) & (test.item_index >= 0)
     if relevant_min is not None:
         known &= test.rating >= relevant_min

@@ -7,10 +7,10 @@ A model directory holds:
                      so recommending can leave out what a user has rated
   ids.json           raw user and item ids, in index order, and item titles where known
 
-`save` writes a staging directory `.NAME.tmp-XXXXXXXX` beside the target and switches it in
+`save` writes a staging directory `.NAME.tmp-<16 hex digits>` beside the target and switches it in
 with one atomic step: Linux's renameat2(RENAME_EXCHANGE) swaps the two directory entries, so
 a reader finds the old model or the new one and never nothing. Where the system cannot
-exchange, the old directory is renamed aside to `.NAME.old-XXXXXXXX` and the new one into
+exchange, the old directory is renamed aside to `.NAME.old-<16 hex digits>` and the new one into
 place; a save killed between those two renames leaves no target, and `load` then reads the
 model set aside. The next save removes what killed saves left (staging directories, models set
 aside). `save` replaces only what `check_target` finds to be latentrec's own: nothing a user
@@ -37,10 +37,11 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -65,7 +66,10 @@ FORMAT_VERSION = 1
 FILES = ("config.json", "model.safetensors", "train.safetensors", "ids.json")
 CHECKPOINT_FORMAT = "latentrec-checkpoint"
 CHECKPOINT_DIR = "checkpoint"
-STAGING, SET_ASIDE = "tmp", "old"  # `.NAME.tmp-XXXXXXXX`, `.NAME.old-XXXXXXXX` beside NAME
+STAGING, SET_ASIDE = "tmp", "old"  # `.NAME.tmp-<token>`, `.NAME.old-<token>` beside NAME
+# the token: 16 random hex digits, a name no backup made by hand (".model.old-20240101") has
+TOKEN_DIGITS = 16
+_TOKEN = f"[0-9a-f]{{{TOKEN_DIGITS}}}"
 # safetensors writes a file through a temporary `.tmpXXXXXX` beside it: a kill can leave one
 _SAFETENSORS_TEMPORARY = re.compile(r"\.tmp[A-Za-z0-9]{6}")
 _CHECKPOINT_FILE = re.compile(
@@ -109,11 +113,14 @@ def save(
             f"the ratings have {ratings.n_users} users and {ratings.n_items} items but the model "
             f"was built for {model.n_users} and {model.n_items}; save it with its training ratings"
         )
+    info = _plain_info(info)
+    if not isinstance(directory, str | os.PathLike):
+        raise ConfigError(f"directory must be a path, got {directory!r}")
     target = check_target(directory)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.{STAGING}-", dir=target.parent))
-        os.chmod(staging, 0o777 & ~umask())  # a new directory's mode, not mkdtemp's 0700
+        staging = _made_beside(target, STAGING)
+        os.chmod(staging, 0o777 & ~umask())  # a new directory's mode, not mkdir's 0700
     except OSError as err:
         raise _save_failed(directory, err) from err
     lock = _try_lock(staging)  # tells a concurrent save's clean-up that this one is in use
@@ -241,15 +248,17 @@ def _check_writable(target: Path) -> None:
     missing = [target.name, *below]
     longest = os.pathconf(existing, "PC_NAME_MAX") if hasattr(os, "pathconf") else 255
     for name in missing:
-        if len(os.fsencode(f".{name}.{STAGING}-12345678")) > longest:
+        if len(os.fsencode(f".{name}.{STAGING}-{'0' * TOKEN_DIGITS}")) > longest:
             raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), name[:40] + "...")
     for folder in (existing, target) if target.is_dir() else (existing,):
         if not os.access(folder, os.W_OK | os.X_OK):
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(folder))
     # named as a staging directory where one would be, so a kill here leaves debris the next
     # save removes
-    prefix = f".{target.name}.{STAGING}-" if existing == target.parent else f".{STAGING}-probe-"
-    probe = tempfile.mkdtemp(prefix=prefix, dir=existing)
+    if existing == target.parent:
+        probe = _made_beside(target, STAGING)
+    else:
+        probe = tempfile.mkdtemp(prefix=f".{STAGING}-probe-", dir=existing)
     with contextlib.suppress(FileNotFoundError):  # a concurrent save may have cleared it
         os.rmdir(probe)
 
@@ -336,6 +345,36 @@ def _small_json(path: Path) -> Any:
         return None
 
 
+def _plain_info(info: Any) -> dict[str, Any]:
+    """`info` as the JSON object `load` reads back: numpy numbers as numbers, paths as text;
+    ConfigError, before anything is written, for what JSON cannot hold."""
+    if info is None:
+        return {}
+    if not isinstance(info, Mapping):
+        raise ConfigError(f"info must be a dict of JSON-able values, not {type(info).__name__}")
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, np.generic | np.ndarray):
+            return value.tolist()
+        if isinstance(value, os.PathLike):
+            return os.fspath(value)
+        raise TypeError(f"{type(value).__name__} is not JSON-able")
+
+    try:
+        return json.loads(json.dumps(dict(info), default=plain))
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"info must hold JSON-able values: {err}") from err
+
+
+def _title(value: Any) -> str | None:
+    """A title as ids.json keeps it: text, or null where unknown (None, pandas' NaN)."""
+    if isinstance(value, str):
+        return value
+    if value is None or (isinstance(value, float | np.floating) and not np.isfinite(value)):
+        return None
+    return str(value)
+
+
 def _write(model: LatentModel, folder: Path, ratings: Ratings, info: dict[str, Any]) -> None:
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     _write_tensors(weights, folder / "model.safetensors")
@@ -348,7 +387,7 @@ def _write(model: LatentModel, folder: Path, ratings: Ratings, info: dict[str, A
     _write_tensors(train, folder / "train.safetensors")
     titles = None
     if ratings.titles:
-        titles = [ratings.titles.get(item_id) for item_id in ratings.items.ids.tolist()]
+        titles = [_title(ratings.titles.get(item_id)) for item_id in ratings.items.ids.tolist()]
     _write_json(
         folder / "ids.json",
         {"users": ratings.users.to_json(), "items": ratings.items.to_json(), "titles": titles},
@@ -357,7 +396,7 @@ def _write(model: LatentModel, folder: Path, ratings: Ratings, info: dict[str, A
         "format": FORMAT,
         "version": FORMAT_VERSION,
         "model": model.config.to_json(),
-        "source": ratings.source,
+        "source": "" if ratings.source is None else str(ratings.source),
         "implicit": ratings.implicit,
         "positive_min": ratings.positive_min,
         "info": info,
@@ -391,7 +430,7 @@ def _switch(staging: Path, target: Path) -> Path | None:
     if _exchange(staging, target):
         return staging  # the previous model, under the staging name
     # two steps: a save killed between them leaves the previous model aside, where load finds it
-    aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.{SET_ASIDE}-", dir=target.parent))
+    aside = _made_beside(target, SET_ASIDE)
     aside.rmdir()
     os.rename(target, aside)
     try:
@@ -438,11 +477,22 @@ def _renameat2() -> Callable[..., int] | None:
     return function
 
 
+def _made_beside(target: Path, kind: str) -> Path:
+    """A new empty directory `.NAME.KIND-<token>` beside `target` (mode 0700, as mkdtemp's)."""
+    while True:
+        folder = target.parent / f".{target.name}.{kind}-{secrets.token_hex(TOKEN_DIGITS // 2)}"
+        try:
+            folder.mkdir(mode=0o700)
+            return folder
+        except FileExistsError:
+            continue
+
+
 def _remove_debris(target: Path) -> None:
     """Remove what killed saves to `target` left beside it: staging directories and models
     set aside, recognised by their names and by holding nothing but latentrec's files. One
     that another save holds locked is its staging directory, still being written."""
-    pattern = re.compile(rf"\.{re.escape(target.name)}\.({STAGING}|{SET_ASIDE})-[a-z0-9_]{{8}}")
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.({STAGING}|{SET_ASIDE})-{_TOKEN}")
     try:
         entries = list(os.scandir(target.parent))
     except OSError:
@@ -586,15 +636,22 @@ def load(directory: str | Path, device: str | torch.device = "cpu") -> SavedMode
     folder = Path(directory).expanduser()
     for _ in range(3):
         found = _committed(folder)
-        before = _identity(found)
+        # held open while it is read, the directory's inode cannot be freed and given to the
+        # next save's: a changed identity afterwards means another directory took the name
+        held = _hold(found)
         try:
-            saved = _load(found, device)
-        except ModelFileError:
+            before = _identity(found) if held is None else _fd_identity(held)
+            try:
+                saved = _load(found, device)
+            except ModelFileError:
+                if _identity(found) == before:
+                    raise
+                continue  # a save switched a new model in while this one was read: read again
             if _identity(found) == before:
-                raise
-            continue  # a save switched a new model in while this one was read: read again
-        if _identity(found) == before:
-            return saved
+                return saved
+        finally:
+            if held is not None:
+                os.close(held)
     raise ModelFileError(f"{folder} kept changing while it was read; try again when the save ends")
 
 
@@ -603,7 +660,7 @@ def _committed(folder: Path) -> Path:
     two renames, the previous model it set aside."""
     if os.path.lexists(folder):
         return folder
-    pattern = re.compile(rf"\.{re.escape(folder.name)}\.{SET_ASIDE}-[a-z0-9_]{{8}}")
+    pattern = re.compile(rf"\.{re.escape(folder.name)}\.{SET_ASIDE}-{_TOKEN}")
     try:
         entries = list(os.scandir(folder.parent))
     except OSError:
@@ -617,6 +674,18 @@ def _committed(folder: Path) -> Path:
         and _not_ours(Path(entry.path)) is None
     ]
     return max(aside, key=lambda path: path.stat().st_mtime, default=folder)
+
+
+def _hold(folder: Path) -> int | None:
+    try:
+        return os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return None
+
+
+def _fd_identity(handle: int) -> tuple[int, int]:
+    status = os.fstat(handle)
+    return status.st_dev, status.st_ino
 
 
 def _identity(folder: Path) -> tuple[int, int] | None:
@@ -704,7 +773,7 @@ def _check_weights_fit(path: Path, config: ModelConfig) -> None:
         with safe_open(str(path), framework="pt") as handle:
             names = handle.keys()  # a safe_open handle is not itself iterable
             found = {name: tuple(handle.get_slice(name).get_shape()) for name in names}
-    except (SafetensorError, OSError, ValueError) as err:
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise ModelFileError(f"{path} is damaged or not a safetensors file: {err}") from err
     problems = [f"{name} is missing" for name in sorted(expected.keys() - found.keys())]
     problems += [f"{name} is unexpected" for name in sorted(found.keys() - expected.keys())]
@@ -720,7 +789,10 @@ def _check_weights_fit(path: Path, config: ModelConfig) -> None:
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        with open(path, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):  # /dev/zero never ends
+                raise ModelFileError(f"{path} is not a regular file; a model's files are")
+            return json.loads(handle.read().decode("utf-8"))
     except (ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError
         detail = "nested too deeply" if isinstance(err, RecursionError) else str(err)
         raise ModelFileError(f"{path} is damaged: {detail}") from err
@@ -731,7 +803,7 @@ def _read_json(path: Path) -> Any:
 def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as err:
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:  # RuntimeError: cut short
         raise ModelFileError(f"{path} is damaged or not a safetensors file: {err}") from err
 
 

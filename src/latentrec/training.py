@@ -168,7 +168,9 @@ class TrainConfig:
             raise ConfigError(f"wd must be zero or positive, got {self.wd!r}")
         if self.l2 is not None and not (self.l2 >= 0 and math.isfinite(self.l2)):
             raise ConfigError(f"l2 must be zero or positive, got {self.l2!r}")
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+        if not isinstance(self.device, str) or (
+            self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:")
+        ):
             raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if (
             not isinstance(self.seed, int)
@@ -305,7 +307,13 @@ def make_configs(
     n_users, n_items and global_mean come from `train`; rating_range and y_range too unless
     set (`fit` documents how).
     """
-    options = dict(options or {})
+    # numpy's numbers as Python's: the configs check them, and JSON keeps them
+    options = {k: v.item() if isinstance(v, np.generic) else v for k, v in (options or {}).items()}
+    if train_config is not None and not isinstance(train_config, TrainConfig):
+        raise ConfigError(
+            f"the third argument is a TrainConfig, not {type(train_config).__name__}; give "
+            "training options as keywords, e.g. fit(data, 'dot', epochs=5)"
+        )
     cls = model_class(model.kind if isinstance(model, ModelConfig) else model)
     model_fields = cls.Config.field_names() - {"n_users", "n_items"}
     train_fields = {f.name for f in fields(TrainConfig)}
@@ -501,6 +509,7 @@ def fit(
     train, test, cold = _unpack(data)
     if len(train) == 0:
         raise DataError("there are no training ratings to fit")
+    train.require_known("training")
     kind = model.kind if isinstance(model, ModelConfig) else model
     if train.implicit and model_class(kind).predicts_ratings:
         raise DataError(
@@ -1125,6 +1134,12 @@ def evaluate(net: LatentModel, ratings: Ratings) -> dict[str, float]:
         raise ConfigError(
             f"the {net.kind} model ranks items and predicts no ratings: it has no RMSE; "
             "evaluate it with ranking metrics (ndcg@10, precision@10)"
+        )
+    if ratings.n_users != net.n_users or ratings.n_items != net.n_items:
+        raise DataError(
+            f"{ratings.source} is in id maps of {ratings.n_users} users and {ratings.n_items} "
+            f"items, the model's of {net.n_users} and {net.n_items}: express the ratings in "
+            "the model's maps, ratings.reindexed(train.users, train.items)"
         )
     device = net.device
     users, items, target = _tensors(ratings, device)
