@@ -215,6 +215,30 @@ def test_fold_in_of_a_training_users_ratings_predicts_like_their_trained_row():
         assert float(torch.corrcoef(torch.stack([folded, trained]))[0, 1]) > 0.95
 
 
+@pytest.mark.parametrize("scale", [1e10, 1e-6])
+def test_any_rating_scale_samples_alike(small, scale):
+    """Regression (review): ratings of 1e10 made every sample NaN, and the model was saved;
+    the sampler now works on the ratings over their span / 4.5, so predictions scale."""
+    from dataclasses import replace
+
+    def scaled(part):
+        return replace(part, rating=(part.rating.astype(np.float64) * scale).astype(np.float32))
+
+    base, _ = latentrec.fit(small, "bayes", progress=False, n_factors=4, seed=5, **FAST)
+    other, history = latentrec.fit(
+        (scaled(small.train), scaled(small.test)), "bayes", progress=False, n_factors=4,
+        seed=5, **FAST,
+    )  # fmt: skip
+    assert base.config.unit == 1.0 and other.config.unit == pytest.approx(scale)
+    assert history.epochs[-1].test_rmse == pytest.approx(
+        evaluate(base, small.test)["rmse"] * scale, rel=1e-3
+    )
+    recommender = Recommender(other, scaled(small.train))
+    rated = small.train.item_index[small.train.user_index == 0]
+    given = {small.train.items.ids[i]: 3.0 * scale for i in rated[:5]}
+    assert np.isfinite(recommender.predict(recommender.fold_in(given), [given.popitem()[0]])).all()
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [

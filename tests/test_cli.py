@@ -285,6 +285,24 @@ def test_plots_replace_only_plots_latentrec_wrote(trained_dir: Path, tmp_path: P
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
 
 
+def test_a_new_user_rating_an_item_twice(trained_dir: Path):
+    # regression (review): the second rating silently replaced the first
+    result = invoke("recommend", trained_dir, "--new-user", "1:5,1:3")
+    assert result.exit_code == 2 and "rates item '1' twice" in result.output
+
+
+def test_explain_names_an_untitled_item_by_its_id(tmp_path: Path):
+    # regression (review): the heading read "why user 3 gets None"
+    data = tmp_path / "untitled.csv"
+    rows = [f"{u},{i},{(u * i) % 5 + 1}" for u in range(1, 21) for i in range(1, 16) if (u + i) % 3]
+    data.write_text("user,item,rating\n" + "\n".join(rows) + "\n")
+    model = tmp_path / "model"
+    assert invoke("train", "--data", data, "--epochs", "1", "--out", model).exit_code == 0
+    result = invoke("explain", model, "--user", "3", "--item", "5", "-n", "2")
+    assert result.exit_code == 0, result.output
+    assert "why user 3 gets 5" in result.output
+
+
 def test_evaluate_ranking_metrics(trained_dir: Path):
     result = invoke(
         "evaluate", trained_dir, "--metrics", "rmse,ndcg@10,recall@10,precision@10", "--json"
@@ -361,6 +379,12 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path, monkeypatch):
             ["train", "--model", "bayes", "--l2", "0.1"],
             "--l2 applies to the dot, nn, ease and als models, not bayes",
         ),
+        # regression (review): options the run would ignore, taken silently
+        (["train", "--last-n", "1"], "last_n and cutoff choose the time split's test rows"),
+        (["train", "--split", "time", "--cutoff", "9", "--test-fraction", "0.5"], "time split"),
+        (["train", "--relevant-min", "4"], "the dot model is scored by RMSE"),
+        (["train", "--rating-range=1,1e39"], "the largest rating float32"),
+        (["train", "--data", "synthetic:ratings=500,noise=-1"], "noise must be 0 or more"),
     ],
 )
 def test_checkpoint_and_engine_mistakes_end_in_one_line(args, needle):

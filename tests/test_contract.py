@@ -91,8 +91,9 @@ class ToyModel(LatentModel):
 
 NAMES = [*sorted(MODELS), "toy"]  # the registry as collected, and the toy model
 EXTRAS = ("biases", "map")
-# fields filled from the training ratings; every other field is architecture with a default
-DATA_FIELDS = {"n_users", "n_items", "global_mean", "rating_range", "y_range"}
+# fields filled from the training ratings (bayes: also the unit its sampler divides them by);
+# every other field is architecture with a default
+DATA_FIELDS = {"n_users", "n_items", "global_mean", "rating_range", "y_range", "unit"}
 # training options every model takes (TrainConfig's); the models' own defaults otherwise
 BOARD_TRAINING = {"epochs": 30, "batch_size": 64, "lr": 0.01, "wd": 0.01, "progress": False}
 UNKNOWN = 99_999  # neither a user nor an item id of the checkerboard

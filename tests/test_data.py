@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -395,6 +397,42 @@ def test_one_number_spelt_two_ways_is_two_ids(rows, users, tmp_path: Path):
     assert sorted(ratings.users.ids.tolist(), key=str) == users
     assert ratings.items.ids.tolist() == [10, 20, 30][: ratings.n_items]
     assert len(ratings) == len(rows)
+
+
+def test_files_that_hold_no_ids_are_one_clear_error(tmp_path: Path):
+    # regression (review): tracebacks, exit 1
+    latin = tmp_path / "latin1.csv"
+    latin.write_bytes(b"user,item,rating\nRen\xe9,10,4\nBob,11,3\n")
+    with pytest.raises(
+        DataError, match=r"column 'user' holds binary values.*save the file as UTF-8"
+    ):
+        load_ratings(latin)
+    twice = tmp_path / "twice.csv"
+    twice.write_text("user,item,rating,rating\n1,10,4,3\n2,11,3,3\n")
+    with pytest.raises(DataError, match="names the column 'rating' 2 times"):
+        load_ratings(twice)
+    listed = tmp_path / "list.parquet"
+    pq.write_table(pa.table({"user": [1, 2], "item": [[10], [11]], "rating": [4, 3]}), listed)
+    with pytest.raises(DataError, match=r"column 'item' holds list<element: int64> values"):
+        load_ratings(listed)
+
+
+def test_timestamps_keep_fractions_read_dates_and_refuse_what_is_no_time(tmp_path: Path):
+    path = tmp_path / "times.csv"
+    path.write_text("user,item,rating,timestamp\n1,10,4,1.7\n1,11,3,1.2\n2,10,5,1.5\n")
+    ratings = load_ratings(path)
+    assert ratings.timestamp.tolist() == [1.7, 1.2, 1.5]  # were cut to 1, 1, 1
+    assert len(ratings.split(by="time", cutoff=1.5).test) == 2
+    path.write_text("user,item,rating,timestamp\n1,10,4,2020-01-01\n1,11,3,2020-01-02\n")
+    assert load_ratings(path).timestamp.tolist() == [1577836800, 1577923200]
+    for bad in ("inf", "1e30"):  # were -2^63: the newest rows sorted first
+        path.write_text(f"user,item,rating,timestamp\n1,10,4,1\n1,11,3,{bad}\n")
+        with pytest.raises(DataError, match=r"has (inf|1e\+30) on data row 2, which is no time"):
+            load_ratings(path)
+    with pytest.raises(DataError, match="cutoff must be a finite time, got nan"):
+        ratings.split(by="time", cutoff=float("nan"))
+    with pytest.raises(DataError, match="last_n and cutoff choose the time split's test rows"):
+        ratings.split(by="random", last_n=1)
 
 
 def test_unsigned_and_float_id_columns_of_parquet(tmp_path: Path):

@@ -323,6 +323,12 @@ def _rating_range(text: str) -> list[float]:
         ) from None
     if not (math.isfinite(low) and math.isfinite(high) and low < high):
         raise ConfigError(f"--rating-range needs finite LOW < HIGH, got {text!r}")
+    largest = 3.4028234663852886e38  # float32's largest
+    if max(-low, high) > largest:
+        raise ConfigError(
+            f"--rating-range {text} reaches past {largest:.3g}, the largest rating float32 "
+            "(in which ratings are kept) holds; give a range within it"
+        )
     return [low, high]
 
 
@@ -342,6 +348,36 @@ def _load_split(
     if test is not None:
         return Split.from_parts(ratings, _positives(load_ratings(test, **columns), positive_min))
     return ratings.split(test_fraction, seed=seed, by=split, last_n=last_n, cutoff=cutoff)
+
+
+def _given_options(context_: typer.Context) -> set[str]:
+    """The names of the options given on the command line (or through the environment)."""
+    return {
+        parameter.name
+        for parameter in context_.command.params
+        if parameter.name is not None
+        and getattr(context_.get_parameter_source(parameter.name), "name", None)
+        in ("COMMANDLINE", "ENVIRONMENT")
+    }
+
+
+def _check_split_options(given: set[str], test: Path | None, split: str) -> None:
+    """ConfigError for a split option that the split asked for would ignore."""
+    if test is not None:
+        ignored = [
+            f"--{n.replace('_', '-')}"
+            for n in ("split", "test_fraction", "last_n", "cutoff")
+            if n in given
+        ]
+        if ignored:
+            raise ConfigError(
+                f"--test names the test set, so there is no split: leave out {', '.join(ignored)}"
+            )
+    elif split == "time" and "test_fraction" in given:
+        raise ConfigError(
+            "--test-fraction holds out a share in the random and user splits; the time split "
+            "holds out each user's --last-n latest ratings or those from --cutoff on"
+        )
 
 
 def _load_sources(data: str, also: str | None, columns: dict[str, Any]) -> Ratings:
@@ -608,6 +644,12 @@ def train(
     if publish_to is not None and (out is not None or resume is not None):
         raise ConfigError(
             "--publish saves to a new version of its own; give it without --out and --resume"
+        )
+    _check_split_options(_given_options(context_), test, split)
+    if relevant_min is not None and model_class(model).predicts_ratings:
+        raise ConfigError(
+            f"--relevant-min picks the relevant test items of a ranking model's lists; the "
+            f"{model} model is scored by RMSE: leave it out, or train a ranking model"
         )
     if relevant_min is not None and not math.isfinite(relevant_min):
         raise ConfigError(f"--relevant-min must be a finite number, got {relevant_min}")
@@ -889,6 +931,7 @@ def _with_tuned(
 @app.command(name="tune")
 @user_errors
 def tune_command(
+    context_: typer.Context,
     out: Annotated[
         Path, typer.Option(help="Write the best configuration here (JSON), for train --config.")
     ],
@@ -945,6 +988,7 @@ def tune_command(
     The data is split as train splits it (same options, same seed), and only the training
     part is searched: the test ratings play no part in the choice.
     """
+    _check_split_options(_given_options(context_), test, split)
     seconds = _budget(budget) if budget is not None else None
     target = check_output(out)  # a bad --out is refused now, not after the search
     columns = {
@@ -1164,11 +1208,14 @@ def _new_user_ratings(text: str) -> dict[str, float]:
         try:
             if not sep or not item.strip():
                 raise ValueError
-            ratings[item.strip()] = float(value)
+            rating = float(value)
         except ValueError:
             raise ConfigError(
                 f"--new-user takes item:rating pairs like '318:5,296:4.5', got {part!r}"
             ) from None
+        if item.strip() in ratings:
+            raise ConfigError(f"--new-user rates item {item.strip()!r} twice; rate it once")
+        ratings[item.strip()] = rating
     if not ratings:
         raise ConfigError("--new-user needs at least one item:rating pair")
     return ratings
@@ -1279,8 +1326,9 @@ def explain(
             console.print(f"item map written to {_plot_map(points, plot)}")
     if user is not None:
         reasons = recommender.explain(user, item, n)
+        named = recommender.title(recommender.item_index(item))
         table = Table(
-            title=shown(f"why user {user} gets {recommender.title(recommender.item_index(item))}")
+            title=shown(f"why user {user} gets {named or recommender.items.coerce(item)}")
         )
         for column in ("item", "title", "rating", "weight"):
             table.add_column(column, justify="left" if column == "title" else "right")

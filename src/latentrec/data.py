@@ -334,6 +334,11 @@ class Ratings:
             )
         _check_seed(seed)
         rng = np.random.default_rng(seed)
+        if by in ("random", "user") and (last_n is not None or cutoff is not None):
+            raise DataError(
+                f"last_n and cutoff choose the time split's test rows (by='time'); the {by} "
+                "split holds out test_fraction: leave them out, or split by time"
+            )
         if by == "random":
             order = rng.permutation(n)
             n_test = round(n * test_fraction)
@@ -359,6 +364,8 @@ class Ratings:
         if (last_n is None) == (cutoff is None):
             raise DataError("a time split needs exactly one of last_n (per user) or cutoff")
         if cutoff is not None:
+            if not isinstance(cutoff, int | float | np.number) or not np.isfinite(cutoff):
+                raise DataError(f"cutoff must be a finite time, got {cutoff!r}")
             return self.timestamp >= cutoff
         if last_n is None or last_n < 1:
             raise DataError(f"last_n must be a positive number of ratings, got {last_n}")
@@ -906,6 +913,12 @@ def _load_table(
         delimiter = "\t" if ".tsv" in suffixes or ".tab" in suffixes else _sniff_delimiter(path)
         table = _read_csv_arrow(path, parse={"delimiter": delimiter})
     names = table.column_names
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise DataError(
+            f"{path} names the column {twice[0]!r} {names.count(twice[0])} times; give each "
+            "column its own name in the header"
+        )
     if (
         user_col is None
         and item_col is None
@@ -1017,11 +1030,37 @@ def _from_columns(
     items, item_index = IdMap.from_values(_ids(table.column(item), item, source))
     stamps = None
     if timestamp is not None:
-        stamps = _numeric(table.column(timestamp), timestamp, source).astype(np.int64)
+        stamps = _timestamps(table.column(timestamp), timestamp, source)
     ratings = Ratings(
         user_index, item_index, values.astype(np.float32), users, items, stamps, titles, source
     )
     return _summed_pairs(ratings, values) if implicit else ratings
+
+
+_LATEST = np.iinfo(np.int64).max
+
+
+def _timestamps(column: pa.ChunkedArray, name: str, source: str) -> np.ndarray:
+    """A timestamp column as numbers: dates and times as seconds since 1970 (UTC), numbers
+    as they are (int64; float64 where some have a fraction). Values past int64 or not finite
+    are an error naming the row: cast, they would sort the newest rows first."""
+    if pa.types.is_date(column.type) or pa.types.is_timestamp(column.type):
+        if column.null_count:
+            row = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
+            raise DataError(f"{source}: column {name!r} has an empty value on data row {row + 1}")
+        seconds = pc.cast(column, pa.timestamp("s", getattr(column.type, "tz", None)))
+        return pc.cast(seconds, pa.int64()).to_numpy()
+    values = _numeric(column, name, source)
+    if values.dtype.kind != "f":
+        return values.astype(np.int64, copy=False)
+    bad = np.flatnonzero(~(np.abs(values) < 2.0**63))
+    if len(bad):
+        raise DataError(
+            f"{source}: column {name!r} has {values[bad[0]]:g} on data row {bad[0] + 1}, which "
+            "is no time (not finite, or past what int64 seconds hold)"
+        )
+    whole = bool(np.all(values == np.round(values)))
+    return values.astype(np.int64) if whole else values.astype(np.float64, copy=False)
 
 
 def _ratings(column: pa.ChunkedArray, name: str, source: str) -> np.ndarray:
@@ -1073,7 +1112,7 @@ def _summed_pairs(ratings: Ratings, weight: np.ndarray) -> Ratings:
         )
     stamps = None
     if ratings.timestamp is not None:
-        stamps = np.full(len(pairs), np.iinfo(np.int64).max)
+        stamps = np.full(len(pairs), np.inf if ratings.timestamp.dtype.kind == "f" else _LATEST)
         np.minimum.at(stamps, codes, ratings.timestamp)
     return replace(
         ratings,
@@ -1133,7 +1172,15 @@ def _ids(column: pa.ChunkedArray, name: str, source: str) -> np.ndarray:
                 f"{source}: column {name!r} holds ids as floating-point numbers of 2^53 or "
                 "more, which have lost digits; store the ids as integers or as text"
             )
-    return np.asarray(column.cast(pa.string()).to_pylist(), dtype=object)
+    try:
+        text = column.cast(pa.string())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+        raise DataError(
+            f"{source}: column {name!r} holds {column.type} values, which are not ids "
+            f"({_first_line(err)}); ids are whole numbers or UTF-8 text"
+            + ("; save the file as UTF-8" if pa.types.is_binary(column.type) else "")
+        ) from err
+    return np.asarray(text.to_pylist(), dtype=object)
 
 
 def _exact_whole(values: np.ndarray) -> bool:

@@ -216,7 +216,7 @@ class Recommender:
             known = self.users.describe("user")
             raise UnknownIdError(
                 f"unknown user id {self.users.coerce(user_id)!r}: the model knows {known}; "
-                "use fold_in() with their ratings for a new user"
+                "fold a new user in from their ratings (fold_in(), or --new-user in the CLI)"
             )
         return index
 

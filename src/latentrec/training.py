@@ -153,6 +153,9 @@ class TrainConfig:
             )
         for name in ("lr", "wd", "eps", "pct_start", *(("l2",) if self.l2 is not None else ())):
             _check_number(name, getattr(self, name))
+        for name in ("evaluate_every_epoch", *(("progress",) if self.progress is not None else ())):
+            if not isinstance(getattr(self, name), bool):  # "no" would read as true
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         betas = self.betas
         if (
             not isinstance(betas, (tuple, list))
@@ -348,7 +351,7 @@ def make_configs(
         global_mean=(
             base.global_mean
             if base.global_mean is not None
-            else float(np.mean(train.rating))
+            else _mean(train.rating)
             if len(train)
             else 0.0
         ),
@@ -356,6 +359,19 @@ def make_configs(
         y_range=_y_range(scale, base.y_range),
     )
     return model_config, train_config
+
+
+def _mean(values: np.ndarray) -> float:
+    """The mean as numpy takes it of float32 ratings; in float64 where that overflows (ratings
+    near float32's largest)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = float(np.mean(values))
+    return mean if math.isfinite(mean) else float(np.mean(values, dtype=np.float64))
+
+
+# the largest rating (in size) that float32 training takes: a batch's summed squared errors
+# stay below float32's largest, about 3.4e38
+LARGEST_FLOAT32_RATING = 1e15
 
 
 def l2_for(ratings: Ratings) -> float:
@@ -533,6 +549,14 @@ def fit(
     context = distributed.setup(resolve_device(config.device))
     device = distributed.device_for(resolve_device(config.device), context)
     solved = "solve" in model_class(model_config.kind).engines
+    low, high = train.rating_range
+    if not solved and config.dtype == "float32" and max(-low, high) > LARGEST_FLOAT32_RATING:
+        raise DataError(
+            f"{train.source}: ratings reach {max(-low, high):g}; the {model_config.kind} model "
+            f"trains in float32, whose squared errors overflow past ratings of about "
+            f"{LARGEST_FLOAT32_RATING:g}: divide the ratings by a power of ten, train in "
+            "float64 (dtype), or use the bayes model, which takes any scale"
+        )
     memory_plan = None
     if config.memory_budget is not None and not solved:
         memory_plan = _plan_batches(train, model_config, config, device)

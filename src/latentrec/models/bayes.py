@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from types import MappingProxyType
 from typing import Any, ClassVar, NamedTuple
 
 import numba
@@ -46,12 +47,14 @@ from latentrec.models.base import (
     LatentModel,
     ModelConfig,
     embedding,
+    is_finite,
     search_space,
     whole,
 )
 
 # hyperpriors: Gamma(A0, B0) on every precision, N(0, 1 / (GAMMA0 x precision)) on every mean
 A0, B0, GAMMA0 = 1.0, 1.0, 1.0
+STAR_SPAN = 4.5  # MovieLens stars, 0.5..5: the rating span the hyperpriors suit
 INIT_STD = 0.1  # the factors' first values
 CHUNKS = 64  # blocks of rows the parallel kernels share out
 
@@ -451,6 +454,7 @@ class BayesConfig(ModelConfig):
     """
 
     kind: ClassVar[str] = "bayes"
+    earlier = MappingProxyType({"unit": 1.0})
     tunable = search_space(n_factors=("int_log", 4, 64), burn_in=("int", 0, 50))
     # chosen on validation rows of the bundled data (benchmarks/validate_bayes.py)
     n_factors: int = 10
@@ -459,9 +463,16 @@ class BayesConfig(ModelConfig):
     kept: int = 100
     implicit_signals: bool = True
     item_features: bool = True
+    # set by fitting: the rating span over 4.5 (MovieLens stars' 0.5..5, the scale the priors
+    # suit); the sampler works on ratings divided by it, and the item vectors are kept times
+    # it, so any scale samples alike (1 in models saved before it came)
+    unit: float = 1.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if not (is_finite(self.unit) and self.unit > 0):
+            raise ConfigError(f"unit must be a positive number, got {self.unit!r}")
+        object.__setattr__(self, "unit", float(self.unit))
         for name in ("n_factors", "samples", "kept"):
             object.__setattr__(self, name, whole(name, getattr(self, name)))
         object.__setattr__(self, "burn_in", whole("burn_in", self.burn_in, least=0))
@@ -553,11 +564,14 @@ class Bayes(LatentModel):
         features = data.item_features() if self.config.item_features else None
         seed = int(torch.randint(0, 2**62, ()))  # from fit's seeded torch generator
         rng = np.random.default_rng(seed)
-        offset = float(self.global_mean)
+        span = float(np.ptp(ratings)) if len(ratings) else 0.0
+        unit = span / STAR_SPAN if span > 0 and math.isfinite(span) else 1.0
+        self.config = replace(self.config, unit=unit)
+        offset = float(self.global_mean) / unit
         device = self.user_factors.weight.device
         sampler = _Sampler(
-            self.config, users, items, ratings, offset, rng, features,
-            device if device.type == "cuda" else None,  # elsewhere the CPU's kernels
+            self.config, users, items, np.asarray(ratings, dtype=np.float64) / unit, offset,
+            rng, features, device if device.type == "cuda" else None,  # elsewhere the CPU's
         )  # fmt: skip
         rmse = math.nan
         for sample in range(self.config.samples):
@@ -585,7 +599,7 @@ class Bayes(LatentModel):
         place = slice(slot * config.vector, (slot + 1) * config.vector)
         like = self.user_factors.weight  # the tables' dtype and device
         self.user_factors.weight[:, place] = torch.from_numpy(sampler.user_vectors).to(like)
-        items = sampler.item_vectors / config.kept
+        items = sampler.item_vectors * (config.unit / config.kept)  # in the ratings' units
         self.item_factors.weight[:, place] = torch.from_numpy(items).to(like)
         if config.implicit_signals:
             self.implicit_factors[:, place] = torch.from_numpy(sampler.item_implicit).to(like)
@@ -628,10 +642,12 @@ class Bayes(LatentModel):
         config = self.config
         kept, k = config.kept, config.vector
         index = item_index.cpu()
-        items = self.item_factors.weight.detach().double().cpu()[index]
+        items = self.item_factors.weight.detach().double().cpu()[index] / config.unit
         items = items.reshape(-1, kept, k).transpose(0, 1) * kept  # kept x ratings x vector
         design = items[:, :, : k - 1]  # the user's free places: factors and bias
-        target = ratings.double().cpu() - float(self.global_mean) - items[:, :, k - 1]
+        # in the sampler's units (the ratings over `unit`), as the priors and the noise are
+        target = (ratings.double().cpu() - float(self.global_mean)) / config.unit
+        target = target - items[:, :, k - 1]
         mean = self.user_prior_mean.double().cpu().clone()
         if config.implicit_signals and len(index):
             implicit = self.implicit_factors.double().cpu()[index].reshape(-1, kept, k)
