@@ -90,6 +90,26 @@ def test_a_schema_behind_the_code_names_the_command_that_upgrades_it(database_ur
     execute(database_url, "UPDATE alembic_version SET version_num = '9999'")
     with pytest.raises(DatabaseError, match="revision 9999, which this latentrec does not know"):
         Store(database_url)
+    # regression (review): upgrade showed alembic's "Can't locate revision identified by"
+    with pytest.raises(DatabaseError, match="revision 9999, which this latentrec does not know"):
+        Store.upgrade(database_url)
+
+
+def test_urls_that_keep_nothing_or_name_no_file_are_one_line(tmp_path):
+    """Regression (review): `db upgrade` of an in-memory URL said it was upgraded (and serve
+    then said to upgrade it); a directory or device was opened, and SQLite wrote a journal
+    beside it; an argument the driver ignores was a two-line SQLAlchemy warning."""
+    for url in ("sqlite://", "sqlite:///:memory:"):
+        for call in (Store.upgrade, Store, load_ratings):
+            with pytest.raises(DatabaseError, match="is an in-memory database"):
+                call(url)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    with pytest.raises(DatabaseError, match="which is not a regular file"):
+        Store.upgrade(f"sqlite:///{folder}")
+    assert [p.name for p in tmp_path.iterdir()] == ["folder"]
+    with pytest.raises(DatabaseError, match=r"Query string argument\(s\) 'foo' are not accepted"):
+        Store.upgrade(f"sqlite:///{tmp_path / 'q.db'}?foo=bar")
 
 
 def test_a_missing_sqlite_file_is_not_created_by_opening_it(tmp_path):

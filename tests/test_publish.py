@@ -377,12 +377,16 @@ def test_publishing_under_load_fails_no_request(models, tmp_path):
 
 
 @pytest.mark.slow
-def test_sighup_reloads_the_model(models, tmp_path):
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sighup_reloads_the_model(models, tmp_path, workers):
+    """With several workers, uvicorn replaces them one by one (regression, review: a new
+    worker slower to start than uvicorn's default 5 s left the old ones serving)."""
     first, second, train = models
     folder = tmp_path / "models"
     one = publish(first, folder, train)
     log = tmp_path / "serve.log"
-    process, url = _serve(folder / CURRENT, log, "--check-every", "0")  # only SIGHUP reloads
+    # only SIGHUP reloads
+    process, url = _serve(folder / CURRENT, log, "--check-every", "0", "--workers", workers)
     try:
         two = publish(second, folder, train)
         time.sleep(1.5)

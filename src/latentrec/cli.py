@@ -1611,7 +1611,24 @@ def serve(
         # the app answers 431 over MAX_HEADER_BYTES; where uvicorn parses with h11 (no
         # httptools installed), h11 itself drops far larger request heads before they are read
         h11_max_incomplete_event_size=4 * MAX_HEADER_BYTES,
+        **_worker_start_limit(),
     )
+
+
+# seconds a new worker may take to start (import torch, load the model) when SIGHUP replaces
+# the workers one by one; uvicorn's default, 5 s, kept the old workers on a busy machine
+WORKER_START_SECONDS = 300
+
+
+def _worker_start_limit() -> dict[str, Any]:
+    import inspect
+
+    import uvicorn
+
+    parameters = inspect.signature(uvicorn.run).parameters
+    if "timeout_worker_healthcheck" in parameters:  # uvicorn 0.36 and later
+        return {"timeout_worker_healthcheck": WORKER_START_SECONDS}
+    return {}
 
 
 def _log_config() -> dict[str, Any]:

@@ -24,6 +24,7 @@ import re
 import secrets
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -142,6 +143,9 @@ class Store:
                 with conn.begin():
                     revision = MigrationContext.configure(conn).get_current_revision()
         except CommandError as err:  # a revision this latentrec does not know
+            with contextlib.suppress(sa.exc.SQLAlchemyError), engine.connect() as conn:
+                current = MigrationContext.configure(conn).get_current_revision()
+                raise DatabaseError(f"cannot upgrade: {_behind(shown, current, _head())}") from err
             raise DatabaseError(f"cannot upgrade the database at {shown}: {err}") from err
         except sa.exc.SQLAlchemyError as err:
             raise DatabaseError(
@@ -374,6 +378,11 @@ def _engine(url: str, shown: str, create: bool = False) -> sa.Engine:
             "postgresql+psycopg://user:password@host:5432/database"
         ) from None
     backend = parsed.get_backend_name()
+    if backend == "sqlite" and _in_memory(parsed.database or ""):
+        raise DatabaseError(
+            f"{shown} is an in-memory database: each connection gets an empty one, gone when "
+            "it closes; give a file, such as sqlite:///latentrec.db"
+        )
     if backend not in BACKENDS:
         raise DatabaseError(
             f"the database URL {shown} is for {backend}; latentrec keeps visitors' ratings in "
@@ -390,8 +399,11 @@ def _engine(url: str, shown: str, create: bool = False) -> sa.Engine:
         if "connect_timeout" not in parsed.query:
             options["connect_args"] = {"connect_timeout": 10}
     try:
-        engine = sa.create_engine(parsed, **options)
-    except (sa.exc.SQLAlchemyError, ImportError) as err:
+        with warnings.catch_warnings():
+            # SQLAlchemy warns of a query argument the driver does not take: one line here
+            warnings.simplefilter("error", sa.exc.SAWarning)
+            engine = sa.create_engine(parsed, **options)
+    except (sa.exc.SQLAlchemyError, sa.exc.SAWarning, ImportError) as err:
         raise DatabaseError(f"cannot use the database URL {shown}: {err}") from None
     if backend == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_connect)
@@ -399,11 +411,17 @@ def _engine(url: str, shown: str, create: bool = False) -> sa.Engine:
     return engine
 
 
+def _in_memory(database: str) -> bool:
+    return database in ("", ":memory:") or "mode=memory" in database
+
+
 def _check_sqlite_file(url: sa.URL, shown: str, create: bool) -> None:
     database = url.database or ""
     if database in ("", ":memory:") or database.startswith("file:"):
         return
     path = Path(database)
+    if path.exists() and not path.is_file():  # SQLite would write a journal beside /dev/null
+        raise DatabaseError(f"{shown} names {path}, which is not a regular file; give a file")
     if not path.exists() and not create:
         raise DatabaseError(
             f"no database at {shown} ({path} does not exist): create it with "
