@@ -213,3 +213,18 @@ def test_float_ids_are_numbers_a_user_can_look_up():
     assert [r.item_id for r in rec.recommend(1, k=1)] == [20]
     with pytest.raises(DataError, match="ids are whole numbers or text"):
         IdMap(np.array([1.0, 1.5]))
+
+
+def test_a_new_user_of_a_dot_model_trained_on_one_user_gets_finite_scores():
+    # regression (review): the prior's variance over one trained user was NaN: every score NaN
+    ratings = Ratings(
+        np.zeros(4, dtype=np.int64),
+        np.arange(4),
+        np.array([5.0, 4.0, 2.0, 1.0]),
+        IdMap(np.array([1])),
+        IdMap(np.array([10, 20, 30, 40])),
+        source="one user",
+    )
+    rec = L.Recommender(L.fit(ratings, "dot", epochs=2, progress=False)[0], ratings)
+    listed = rec.recommend(rec.fold_in({10: 5.0, 20: 3.0}), k=2)
+    assert len(listed) == 2 and np.isfinite([r.score for r in listed]).all()

@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from latentrec.cli import app
+from tests.test_contract import one_error_line
 
 runner = CliRunner()
 
@@ -303,6 +304,19 @@ def test_explain_names_an_untitled_item_by_its_id(tmp_path: Path):
     assert "why user 3 gets 5" in result.output
 
 
+def test_evaluate_reads_metric_names_as_written_once(trained_dir: Path):
+    # regression (review): ndcg@010 and ndcg@<huge> were tracebacks; "" an empty table
+    result = invoke("evaluate", trained_dir, "--metrics", "ndcg@010,ndcg@10", "--json")
+    assert result.exit_code == 0, result.output
+    assert "ndcg@10" in json.loads(result.stdout.strip().splitlines()[-1])
+    for metrics, needle in (
+        ("ndcg@" + "9" * 20, "unknown metric"),
+        ("ndcg@\u00b2", "unknown metric"),
+        (",", "--metrics names no metric"),
+    ):
+        assert needle in one_error_line(invoke("evaluate", trained_dir, "--metrics", metrics))
+
+
 def test_evaluate_ranking_metrics(trained_dir: Path):
     result = invoke(
         "evaluate", trained_dir, "--metrics", "rmse,ndcg@10,recall@10,precision@10", "--json"
@@ -385,6 +399,15 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path, monkeypatch):
         (["train", "--relevant-min", "4"], "the dot model is scored by RMSE"),
         (["train", "--rating-range=1,1e39"], "the largest rating float32"),
         (["train", "--data", "synthetic:ratings=500,noise=-1"], "noise must be 0 or more"),
+        # regression (review): tracebacks, exit 1, or a value silently cut
+        (["train", "--data", "synthetic:ratings=7.9"], "ratings must be a whole number"),
+        (["train", "--data", "synthetic:ratings=1e400"], "ratings must be a whole number"),
+        (["train", "--memory-budget", "9" * 400 + "GiB"], "is past any machine's"),
+        (["memory", "--device", "foo"], "device must be auto, cpu or cuda, got 'foo'"),
+        (["memory", "--model", ","], "--model names no model"),
+        (["memory", "--batch-size", "8192", "--accumulate", "4096"], "a step of 33,554,432"),
+        (["memory", "--accumulate", "1" + "0" * 20], "whole numbers up to 16,777,216"),
+        (["tune", "--out", "x.json", "--metric", "ndcg@\u00b2"], "unknown metric 'ndcg@\u00b2'"),
     ],
 )
 def test_checkpoint_and_engine_mistakes_end_in_one_line(args, needle):

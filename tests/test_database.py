@@ -327,6 +327,9 @@ def test_a_bad_url_is_one_line_without_the_password(tmp_path):
             assert "s3cr3t-pw" not in line, line
             assert "database" in line or "no such file" in line, line
     assert safe_url("postgresql://u:p%40ss@h/db") == "postgresql://u:***@h/db"
+    # regression (review): a one-letter password was hidden inside every word holding it
+    line = one_error_line(invoke("db", "upgrade", "--db", "postgresql+psycopg://u:o@127.0.0.1:1/d"))
+    assert "u:***@127.0.0.1" in line and "connection" in line, line
 
 
 def test_two_writers_at_once_on_sqlite(tmp_path):

@@ -41,7 +41,7 @@ from latentrec.data import (
     load_ratings,
 )
 from latentrec.errors import ConfigError, DataError, LatentrecError, UnknownIdError, listed
-from latentrec.metrics import RANKING_METRICS
+from latentrec.metrics import LARGEST_K, RANKING_METRICS, cutoff_of
 from latentrec.models import DEFAULT_MODEL, MODELS, model_class
 from latentrec.recommend import (
     Recommendation,
@@ -1151,7 +1151,15 @@ def evaluate_command(
     if metrics is None:
         rated = saved.model.predicts_ratings and not ratings.implicit
         metrics = "rmse,mae" if rated else "ndcg@10,precision@10"
-    wanted = [m.strip().lower() for m in metrics.split(",") if m.strip()]
+    wanted = []
+    for given_name in (m.strip().lower() for m in metrics.split(",") if m.strip()):
+        base, at, k = given_name.partition("@")
+        cutoff = cutoff_of(k) if at else None
+        name = f"{base}@{cutoff}" if cutoff is not None else given_name  # ndcg@010: ndcg@10
+        if name not in wanted:
+            wanted.append(name)
+    if not wanted:
+        raise ConfigError(f"--metrics names no metric: {metrics!r}; give e.g. rmse or ndcg@10")
     if ratings.implicit and {"rmse", "mae"} & set(wanted):
         raise ConfigError(
             f"{ratings.source} holds interactions, not ratings: rmse and mae need ratings; ask "
@@ -1162,10 +1170,10 @@ def evaluate_command(
         base, _, k = name.partition("@")
         if name in ("rmse", "mae"):
             continue
-        if base not in (*RANKING_METRICS, "coverage") or not k.isdigit() or int(k) < 1:
+        if base not in (*RANKING_METRICS, "coverage") or cutoff_of(k) is None:
             raise ConfigError(
                 f"unknown metric {name!r}: use rmse, mae, or precision@K, recall@K, ndcg@K, "
-                "hit_rate@K, map@K, coverage@K"
+                f"hit_rate@K, map@K, coverage@K (K from 1 to {LARGEST_K:,})"
             )
         ranking_ks.add(int(k))
     if {"rmse", "mae"} & set(wanted):
@@ -1374,7 +1382,14 @@ def _numbers(text: str, option: str) -> list[int]:
         raise ConfigError(f"{option} takes comma-separated whole numbers, got {text!r}") from None
     if not values or min(values) < 1:
         raise ConfigError(f"{option} takes whole numbers >= 1, got {text!r}")
+    if max(values) > LARGEST_COUNT:
+        raise ConfigError(f"{option} takes whole numbers up to {LARGEST_COUNT:,}, got {text!r}")
     return values
+
+
+# the most a --factors, --batch-size or --accumulate value may be (a measured step's rows and
+# tables are drawn for it)
+LARGEST_COUNT = 1 << 24
 
 
 @app.command(name="memory")
@@ -1407,6 +1422,9 @@ def memory_command(
         return
     if plot is not None:
         memory.plot_path(plot)
+    TrainConfig(device=device)  # the check train makes: auto, cpu, cuda or cuda:N
+    if not [part for part in model.split(",") if part.strip()]:
+        raise ConfigError(f"--model names no model: {model!r}; give e.g. {DEFAULT_MODEL}")
     sweeps = {
         "n_factors": _numbers(factors, "--factors") if factors else None,
         "layers": [_layers(spec) for spec in layers] if layers else None,
@@ -1428,9 +1446,16 @@ def memory_command(
         for b in _numbers(batch_size, "--batch-size")
         for n in _numbers(accumulate, "--accumulate")
     ]
+    if variants and max(b * n for b, n in shapes) > LARGEST_COUNT:
+        b, n = max(shapes, key=lambda shape: shape[0] * shape[1])
+        raise ConfigError(
+            f"--batch-size {b} x --accumulate {n} is a step of {b * n:,} rows, past the "
+            f"{LARGEST_COUNT:,} a measured step takes; give smaller ones"
+        )
     target = str(resolve_device(device))
     ratings = load_ratings(data)
-    rows = memory.sample_rows(ratings, max(b * n for b, n in shapes))
+    # a step reads micro-batch x accumulate rows; past the data's size they repeat anyway
+    rows = memory.sample_rows(ratings, min(max(b * n for b, n in shapes), max(len(ratings), 1)))
     solves = []  # for --json: what each solved model's solve needs
     for name in solved:  # no steps to measure: what its solve needs, from the config
         fields = model_class(name).Config.field_names()

@@ -12,6 +12,7 @@ index of -1 marks an id the map does not know (a user or item seen only in a tes
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from collections.abc import Iterable, Mapping
@@ -1306,10 +1307,15 @@ def parse_synthetic(text: str) -> dict[str, Any]:
         kind = allowed[key].type
         try:
             number = float(value.replace("_", ""))
-            result[key] = number if kind == "float" else int(number)
         except ValueError:
             raise DataError(f"synthetic option {key} must be a number, got {value!r}") from None
+        if kind != "float" and not (math.isfinite(number) and number.is_integer()):
+            raise DataError(f"synthetic option {key} must be a whole number, got {value!r}")
+        result[key] = number if kind == "float" else int(number)
     return result
+
+
+LARGEST_SYNTHETIC = 2**31 - 1  # ratings, users, items or factors a synthetic set may have
 
 
 def synthetic_ratings(**options: Any) -> Ratings:
@@ -1330,11 +1336,14 @@ def synthetic_ratings(**options: Any) -> Ratings:
     for name, value in options.items():
         whole = SyntheticSpec.__dataclass_fields__[name].type != "float"
         kinds = (int, np.integer) if whole else (int, float, np.integer, np.floating)
-        if not isinstance(value, kinds) or isinstance(value, bool) or not np.isfinite(value):
-            raise DataError(
-                f"synthetic option {name} must be a {'whole number' if whole else 'number'}, "
-                f"got {value!r}"
-            )
+        if (
+            not isinstance(value, kinds)
+            or isinstance(value, bool)
+            or not math.isfinite(value)
+            or (whole and name != "seed" and abs(value) > LARGEST_SYNTHETIC)
+        ):
+            what = f"whole number up to {LARGEST_SYNTHETIC:,}" if whole else "finite number"
+            raise DataError(f"synthetic option {name} must be a {what}, got {value!r}")
     spec = SyntheticSpec(**options)
     for name in ("noise", "skew"):
         if getattr(spec, name) < 0:

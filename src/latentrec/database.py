@@ -516,7 +516,10 @@ def _reason(err: Exception, password: str | None) -> str:
     lines = str(cause).strip().splitlines()
     reason = lines[0] if lines else type(cause).__name__
     if password:
-        reason = reason.replace(password, "***")
+        # as a word of its own (a URL's user:password@, a quoted value): a short password
+        # replaced everywhere would mangle the words that hold its letters
+        pattern = rf"(?<![A-Za-z0-9]){re.escape(password)}(?![A-Za-z0-9])"
+        reason = re.sub(pattern, "***", reason)
     return reason
 
 

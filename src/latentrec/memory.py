@@ -65,7 +65,10 @@ def parse_size(text: str | int) -> int:
             f"cannot read the memory size {text!r}: write a number and a unit such as "
             "512MiB, 2GiB or 1.5GB"
         )
-    size = int(float(match.group(1)) * _UNITS[unit])
+    value = float(match.group(1)) * _UNITS[unit]
+    if not math.isfinite(value) or value >= 2**63:
+        raise ConfigError(f"the memory size {text!r} is past any machine's; give one such as 2GiB")
+    size = int(value)
     if size < 1:
         raise ConfigError(f"a memory size must be positive, got {text!r}")
     return size

@@ -127,3 +127,15 @@ def ranking_metrics(recommended_lists, relevant_sets, k: int, n_items: int) -> d
     result[f"coverage@{k}"] = coverage(recommended_lists, n_items, k)
     result["users"] = len(scored)
     return result
+
+
+LARGEST_K = 1_000_000  # the longest list a ranking metric scores
+
+
+def cutoff_of(text: str) -> int | None:
+    """K of a metric name's "@K" part: ASCII digits ("010" is 10) from 1 to LARGEST_K; None
+    for anything else."""
+    if not text or not text.isascii() or not text.isdigit():
+        return None
+    k = int(text)
+    return k if 1 <= k <= LARGEST_K else None

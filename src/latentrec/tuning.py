@@ -31,7 +31,7 @@ import torch
 
 from latentrec.data import Ratings, Split
 from latentrec.errors import ConfigError, DataError, LatentrecError
-from latentrec.metrics import RANKING_METRICS
+from latentrec.metrics import LARGEST_K, RANKING_METRICS, cutoff_of
 from latentrec.models import ModelConfig, model_class
 from latentrec.recommend import Recommender, evaluate_ranking
 from latentrec.storage import umask
@@ -297,12 +297,14 @@ def _metric(model: str, metric: str | None) -> tuple[str, bool]:
             )
         return name, False
     base, _, k = name.partition("@")
-    if base not in RANKING_METRICS or not k.isdigit() or int(k) < 1:
+    cutoff = cutoff_of(k)
+    if base not in RANKING_METRICS or cutoff is None:
         raise ConfigError(
             f"unknown metric {metric!r}: use rmse or mae (rating models), or "
-            f"{', '.join(f'{m}@K' for m in RANKING_METRICS)} (K a whole number, e.g. ndcg@10)"
+            f"{', '.join(f'{m}@K' for m in RANKING_METRICS)} (K a whole number from 1 to "
+            f"{LARGEST_K:,}, e.g. ndcg@10)"
         )
-    return f"{base}@{int(k)}", True
+    return f"{base}@{cutoff}", True
 
 
 def _validation_split(data: Ratings, fraction: float, seed: int, metric: str) -> Split:

@@ -131,7 +131,9 @@ class DotProductBias(LatentModel):
         rows = torch.cat([self.user_factors.weight, self.user_bias.weight], 1).double().cpu()
         x = self._logit(self(users, items))
         noise = float(((self._logit(ratings.to(x)) - x) ** 2).mean())
-        return _Prior(rows.mean(0), rows.var(0).clamp(min=1e-6), max(noise, 1e-3))
+        # one trained user has no spread (var is NaN): a wide prior, the ratings decide
+        spread = rows.var(0) if len(rows) > 1 else torch.ones(rows.shape[1], dtype=rows.dtype)
+        return _Prior(rows.mean(0), spread.clamp(min=1e-6), max(noise, 1e-3))
 
     @torch.no_grad()
     def fold_in(self, item_index: Tensor, ratings: Tensor, prior: Any, steps: int) -> list[Tensor]:
