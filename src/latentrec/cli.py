@@ -691,13 +691,8 @@ def train(
     }
     notes = None
     if resume is not None:
-        given_too = [
-            parameter.opts[0]
-            for parameter in context_.command.params
-            if parameter.name not in ("resume", "as_json")
-            and getattr(context_.get_parameter_source(parameter.name), "name", None)
-            in ("COMMANDLINE", "ENVIRONMENT")
-        ]
+        named = _given_options(context_) - {"resume", "as_json"}
+        given_too = [p.opts[0] for p in context_.command.params if p.name in named]
         if given_too:
             raise ConfigError(
                 "--resume continues a run with the options it was started with; leave out "

@@ -170,8 +170,9 @@ class Ratings:
                 object.__setattr__(self, name, index.astype(np.int32))
             if n and index.dtype.kind not in "iu":
                 raise DataError(f"{name} must hold whole numbers, not {index.dtype}")
-            if n and (int(index.min()) < -1 or int(index.max()) >= len(ids)):
-                bad = int(index.min()) if int(index.min()) < -1 else int(index.max())
+            low, high = (int(index.min()), int(index.max())) if n else (0, -1)
+            if low < -1 or high >= len(ids):
+                bad = low if low < -1 else high
                 raise DataError(
                     f"{name} holds {bad}, outside its id map's indexes 0..{len(ids) - 1} (and "
                     "-1, an id the map does not know); build the indexes from the maps, e.g. "

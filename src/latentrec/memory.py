@@ -31,7 +31,7 @@ from latentrec.data import Ratings
 from latentrec.errors import ConfigError, LatentrecError
 from latentrec.models import MODELS, ModelConfig, build_model, config_from_json, model_class
 from latentrec.optim import BETAS, EPS, OPTIMIZERS, StepRunner, make_optimizer
-from latentrec.storage import umask
+from latentrec.storage import write_atomically
 
 _UNITS = {
     "": 1,
@@ -565,22 +565,15 @@ PLOT_MARK = ("Software", "latentrec")
 
 
 def save_plot(figure: Any, target: Path) -> Path:
-    """Write a matplotlib figure to `target` (a path `plot_path` passed) as PNG, atomically:
-    through a temporary file beside it, marked as latentrec's (`PLOT_MARK`), checked again just
-    before it replaces anything."""
+    """Write a matplotlib figure to `target` (a path `plot_path` passed) as PNG, atomically,
+    marked as latentrec's (`PLOT_MARK`) and checked again just before it replaces anything."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=".tmp", dir=target.parent
-    )
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            os.fchmod(stream.fileno(), 0o666 & ~umask())  # a new file's mode, not 0600
-            figure.savefig(stream, format="png", dpi=120, metadata=dict([PLOT_MARK]))
+
+    def write(temporary: Path) -> None:
+        figure.savefig(temporary, format="png", dpi=120, metadata=dict([PLOT_MARK]))
         plot_path(target)  # a file that appeared meanwhile is not replaced
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+
+    write_atomically(target, write)
     return target
 
 

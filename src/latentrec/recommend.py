@@ -7,6 +7,7 @@ from a handful of ratings (no retraining).
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -498,10 +499,11 @@ class Recommender:
         interactions = not self.model.predicts_ratings and self.ratings.positive_min is None
         return not interactions or 0 < rating <= self.heaviest_weight
 
-    @property
+    @functools.cached_property
     def heaviest_weight(self) -> float:
         """The most a new user's interaction may weigh: a million times the heaviest training
-        interaction (past that, a confidence-weighted solve such as als's loses its digits)."""
+        interaction (past that, a confidence-weighted solve such as als's loses its digits). Once
+        per recommender: it reads every training rating, and the service asks it per rating."""
         return HEAVIEST_WEIGHT_FACTOR * max(self.ratings.rating_range[1], 1.0)
 
     def _in_range(self, rating: float) -> bool:

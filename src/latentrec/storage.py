@@ -640,7 +640,7 @@ def load(directory: str | Path, device: str | torch.device = "cpu") -> SavedMode
         # next save's: a changed identity afterwards means another directory took the name
         held = _hold(found)
         try:
-            before = _identity(found) if held is None else _fd_identity(held)
+            before = _identity(found if held is None else held)
             try:
                 saved = _load(found, device)
             except ModelFileError:
@@ -683,12 +683,8 @@ def _hold(folder: Path) -> int | None:
         return None
 
 
-def _fd_identity(handle: int) -> tuple[int, int]:
-    status = os.fstat(handle)
-    return status.st_dev, status.st_ino
-
-
-def _identity(folder: Path) -> tuple[int, int] | None:
+def _identity(folder: Path | int) -> tuple[int, int] | None:
+    """The device and inode of a path, or of an open descriptor; None where it is gone."""
     try:
         status = os.stat(folder)
     except OSError:
@@ -905,10 +901,10 @@ def save_checkpoint(
     stem = f"step-{step:09d}"
     weights = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     tensors_path = folder / f"{stem}.safetensors"
-    _atomic(tensors_path, lambda path: _save_tensors(weights, path))
+    write_atomically(tensors_path, lambda path: _save_tensors(weights, path))
     meta_path = folder / f"{stem}.json"
     record = {"format": CHECKPOINT_FORMAT, "version": FORMAT_VERSION, "step": step, **meta}
-    _atomic(meta_path, lambda path: _write_json(path, record))  # the pair is complete now
+    write_atomically(meta_path, lambda path: _write_json(path, record))  # the pair is complete now
     _fsync_directory(folder)
     for old in folder.glob("step-*.json"):
         if old != meta_path:
@@ -971,7 +967,7 @@ def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
         os.fsync(handle.fileno())
 
 
-def _atomic(path: Path, write) -> None:
+def write_atomically(path: Path, write: Callable[[Path], Any]) -> None:
     """Call write(temporary path) beside `path`, then rename it to `path`."""
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
