@@ -292,6 +292,16 @@ def test_a_new_user_rating_an_item_twice(trained_dir: Path):
     assert result.exit_code == 2 and "rates item '1' twice" in result.output
 
 
+def test_explain_fails_on_an_unknown_item_before_any_table(trained_dir: Path, tmp_path: Path):
+    # regression (noticed): the bias tables were printed, then the error
+    plot = tmp_path / "map.png"
+    for extra in ((), ("--plot", plot)):
+        result = invoke("explain", trained_dir, "--user", "1", "--item", "999999", *extra)
+        assert result.exit_code == 2
+        assert result.output.strip().startswith("error: unknown item id 999999"), result.output
+    assert not plot.exists()
+
+
 def test_explain_names_an_untitled_item_by_its_id(tmp_path: Path):
     # regression (review): the heading read "why user 3 gets None"
     data = tmp_path / "untitled.csv"

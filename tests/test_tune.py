@@ -4,6 +4,7 @@ the rows it is given, the file it writes and `train --config` reads, and the CLI
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from dataclasses import fields
 from pathlib import Path
@@ -208,6 +209,14 @@ def test_the_file_round_trips_into_train_config(ratings_file: Path, tmp_path: Pa
     # tune replaces its own file
     assert invoke("tune", "--data", ratings_file, "--trials", 1, "--out", out).exit_code == 0
     assert json.loads(out.read_text())["trials"] == 1
+
+
+def test_a_budget_spent_before_the_search_still_runs_the_defaults(ratings):
+    # regression (noticed): a budget shorter than the set-up ran no trial: "check the data"
+    spent = tune(ratings, "ease", budget_seconds=1e-300, seed=1)
+    assert len(spent.trials) == 1 and math.isfinite(spent.best_value)
+    assert len(tune(ratings, "ease", budget_seconds=1e-300, trials=3, seed=1).trials) == 1
+    assert len(tune(ratings, "ease", trials=2, seed=1).trials) == 2
 
 
 def test_budget_text():

@@ -1313,6 +1313,8 @@ def explain(
     recommender = Recommender.from_dir(model_dir)
     if plot is not None:
         recommender.require("map")  # before any table: the plot is what was asked for
+    # an unknown user or item fails now, not after the other tables
+    reasons = None if user is None else recommender.explain(user, item, n)
     for extra in sorted({"biases", "map"} - recommender.model.extras):
         errors.print(f"the {recommender.model.kind} model has no {extra!r}: that table is left out")
     result: dict[str, Any] = {}
@@ -1327,8 +1329,7 @@ def explain(
         result["map"] = [p._asdict() | {"item_id": p.item_id} for p in points]
         if plot is not None:
             console.print(f"item map written to {_plot_map(points, plot)}")
-    if user is not None:
-        reasons = recommender.explain(user, item, n)
+    if reasons is not None:
         named = recommender.title(recommender.item_index(item))
         table = Table(
             title=shown(f"why user {user} gets {named or recommender.items.coerce(item)}")

@@ -154,7 +154,8 @@ def tune(
     Args:
         data: the rows to tune on: training rows only, never a test set's.
         model: a registered model's name.
-        budget_seconds: start no trial after this many seconds (the one running finishes).
+        budget_seconds: start no trial after this many seconds (the one running finishes;
+            the first, the model's defaults, always runs).
         trials: run at most this many trials; with neither limit, `DEFAULT_TRIALS`.
         metric: "rmse" or "mae" (rating models), or a ranking metric such as "ndcg@10",
             "precision@10", "recall@10"; None: rmse for a rating model, ndcg@10 otherwise.
@@ -204,15 +205,14 @@ def tune(
         direction = "maximize" if maximize else "minimize"
         sampler = optuna.samplers.TPESampler(seed=seed % 2**32)  # it takes 32-bit seeds
         study = optuna.create_study(direction=direction, sampler=sampler)
-        # trial 0: where an untuned run on the fit rows starts
+        # trial 0: where an untuned run on the fit rows starts, run whatever the budget
         study.enqueue_trial(_defaults(model, space, parts.train))
-        study.optimize(
-            search.objective,
-            n_trials=trials,
-            timeout=budget_seconds,
-            catch=(_TrialFailed,),
-            callbacks=[search.record],
-        )
+        run = {"func": search.objective, "catch": (_TrialFailed,), "callbacks": [search.record]}
+        study.optimize(n_trials=1, **run)
+        left = None if budget_seconds is None else budget_seconds - (time.perf_counter() - started)
+        more = None if trials is None else trials - 1
+        if (left is None or left > 0) and (more is None or more > 0):
+            study.optimize(n_trials=more, timeout=left, **run)
     finally:
         optuna.logging.set_verbosity(previous)
     best = search.best
