@@ -153,6 +153,30 @@ def test_new_users_in_a_batch_get_their_own_lists(small):
             "n must be a positive whole number",
         ),
         (lambda r, rec: L.evaluate_ranking(rec, r, k=2.0), ConfigError, "k must be a positive"),
+        (
+            lambda r, rec: L.evaluate_ranking(rec, r.split(0.2)),
+            ConfigError,
+            r"takes the test rows as Ratings, got Split \(a Split: pass its \.test\)",
+        ),
+        (lambda r, rec: L.evaluate_ranking(rec.model, r), ConfigError, "takes a Recommender"),
+        (
+            lambda r, rec: L.evaluate_ranking(rec, r, relevant_min="4"),
+            ConfigError,
+            "relevant_min must be a number, got '4'",
+        ),
+        (lambda r, rec: rec.fold_in([1, 2]), ConfigError, "as {item_id: rating, ...}, got list"),
+        (lambda r, rec: L.Recommender(rec, r), ConfigError, "takes a model"),
+        (lambda r, rec: L.Recommender(rec.model, r, rating_model=5), ConfigError, "rating_model"),
+        (
+            lambda r, rec: L.fit(r, "als", epochs=3, progress=False),
+            ConfigError,
+            "epochs train by steps; the als model is solved",
+        ),
+        (
+            lambda r, rec: L.tune(r, "ease", trials=1, lr=0.1),
+            ConfigError,
+            "lr train by steps; the ease model is solved",
+        ),
     ],
 )
 def test_misuse_is_a_clear_error(small, call, error, needle):
@@ -228,3 +252,19 @@ def test_a_new_user_of_a_dot_model_trained_on_one_user_gets_finite_scores():
     rec = L.Recommender(L.fit(ratings, "dot", epochs=2, progress=False)[0], ratings)
     listed = rec.recommend(rec.fold_in({10: 5.0, 20: 3.0}), k=2)
     assert len(listed) == 2 and np.isfinite([r.score for r in listed]).all()
+
+
+def test_a_user_without_training_rows_gets_no_list():
+    # regression (review): after positives() a user with no liked rating kept their id; their
+    # list was the items in index order, every score 0
+    ratings = tiny(users=(0, 1, 2), items=(0, 1, 2), n_items=4)
+    liked = ratings.positives(4)  # user 3 (index 2) rated 3 only
+    rec = L.Recommender(L.fit(liked, "ease", progress=False)[0], liked)
+    for call in (lambda: rec.recommend(3, k=1), lambda: rec.recommend_batch([1, 3], k=1)):
+        with pytest.raises(L.UnknownIdError, match="user 3 has no training interactions"):
+            call()
+    assert len(rec.recommend(1, k=1)) == 1
+    test = tiny(users=(0, 2), items=(3, 3), n_items=4)  # ratings 5 and 4
+    assert L.evaluate_ranking(rec, test, 1)["users"] == 1  # user 3 is not scored
+    with pytest.raises(DataError, match="no test user has training rows"):
+        L.evaluate_ranking(rec, tiny(users=(2,), items=(3,), n_items=4), 1)

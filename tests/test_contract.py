@@ -129,7 +129,9 @@ def trained(request, toy_registered, board, tmp_path_factory) -> Trained:
     train, test = board
     if ranks_only(request.param):
         train, test = train.positives(4), test.positives(4)
-    net, _ = fit((train, test), request.param, **BOARD_TRAINING)
+    solved = "solve" in MODELS[request.param].engines  # a solved model refuses step options
+    options = {"progress": False} if solved else BOARD_TRAINING
+    net, _ = fit((train, test), request.param, **options)
     model_dir = save(net, tmp_path_factory.mktemp(request.param) / "model", train)
     return Trained(request.param, net, train, test, Recommender(net, train), model_dir)
 
@@ -450,11 +452,12 @@ def test_the_command_line_says_in_one_line_when_an_extra_is_missing(trained, tmp
 @pytest.mark.parametrize("name", NAMES)
 def test_defaults_have_one_source(name, board, board_csv, tmp_path):
     out = tmp_path / "model"
-    steps = [] if "solve" in MODELS[name].engines else ["--epochs", 1]  # solved: no epochs
-    result = invoke("train", "--data", board_csv, "--model", name, *steps, "--out", out, "--json")
+    steps = {} if "solve" in MODELS[name].engines else {"epochs": 1}  # solved: no epochs
+    flags = [part for k, v in steps.items() for part in (f"--{k}", v)]
+    result = invoke("train", "--data", board_csv, "--model", name, *flags, "--out", out, "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    fitted, _ = fit(board[0], name, epochs=1, progress=False)  # a ranking model too
+    fitted, _ = fit(board[0], name, progress=False, **steps)
 
     def architecture(config: ModelConfig) -> dict[str, Any]:
         return {k: v for k, v in config.options().items() if k not in DATA_FIELDS}

@@ -390,6 +390,38 @@ def test_relevant_min_over_interactions_made_from_ratings(tmp_path: Path):
     assert "finite number, got nan" in one_error_line(invoke(*common[:-1], "--relevant-min", "nan"))
 
 
+def test_a_test_pair_also_in_training_is_not_relevant(tmp_path: Path):
+    # regression (review): pairs rated again landed in both parts of a row split; such an item
+    # is never recommended (the user has it), yet counted as relevant: NDCG fell 0.38 -> 0.05
+    board = tmp_path / "board.csv"
+    rows = [f"{u},{i},{5 if (u + i) % 2 == 0 else 1}" for u in range(30) for i in range(40)]
+    board.write_text("userId,movieId,rating\n" + "\n".join(rows) + "\n")
+    train, test = load_ratings(str(board)).split(0.2, seed=42, by="user")
+    rec = Recommender(fit(train, "ease", progress=False)[0], train)
+    again = train.take(np.flatnonzero(train.user_index % 3 == 0))  # some users' training pairs
+    mixed = test.take(np.arange(len(test)))
+    mixed = replace(
+        mixed,
+        user_index=np.r_[test.user_index, again.user_index],
+        item_index=np.r_[test.item_index, again.item_index],
+        rating=np.r_[test.rating, again.rating],
+        timestamp=None,
+    )
+    assert evaluate_ranking(rec, mixed, 10) == evaluate_ranking(rec, test, 10)
+    with pytest.raises(DataError, match="every relevant test item is among its user's training"):
+        evaluate_ranking(rec, again, 10)
+    with pytest.raises(DataError, match=r"at or above relevant_min 6 \(they range from 1 to 5\)"):
+        evaluate_ranking(rec, test, 10, relevant_min=6)
+    result = invoke(
+        "train", "--data", board, "--model", "ease", "--split", "user", "--relevant-min", "6",
+        "--out", tmp_path / "m", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "no ranking metrics: no test rating" in result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1])["ranking"] is None
+    assert (tmp_path / "m" / "config.json").exists()
+
+
 def test_a_negative_feature_weight_is_one_line(tmp_path: Path):
     result = invoke("train", "--model", "ease", "--feature-weight", "-1", "--out", tmp_path / "m")
     assert "feature_weight must be a number >= 0, got -1.0" in one_error_line(result)

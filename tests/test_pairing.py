@@ -136,3 +136,29 @@ def test_a_model_trained_on_liked_ratings_folds_in_only_liked_ones(train, tmp_pa
         rec.fold_in({1: 2.0})
     with pytest.raises(ConfigError, match="outside the model's range"):
         rec.fold_in({318: 9.0})
+
+
+def test_the_service_takes_what_fold_in_takes_from_a_model_of_interactions(train, tmp_path):
+    # regression (review): the service checked weights against the training weights' range
+    # (1..1), so a weight the CLI and fold_in take (4.5) was a 422
+    plays = replace(train, rating=np.ones(len(train), dtype=np.float32), implicit=True)
+    net, _ = fit(plays, "ease", progress=False)
+    rec = Recommender(net, plays)
+    client = TestClient(create_app(rec))
+    assert client.get("/health").json()["rating_range"] == [1.0, 1.0]
+    body = {"ratings": [{"item_id": 318, "rating": 4.5}, {"item_id": 296, "rating": 1}], "k": 3}
+    folded = client.post("/recommendations", json=body)
+    assert folded.status_code == 200, folded.text
+    expected = rec.recommend(rec.fold_in({318: 4.5, 296: 1.0}), k=3)
+    assert [r["item_id"] for r in folded.json()] == [r.item_id for r in expected]
+    body["ratings"][0]["rating"] = 0
+    refused = client.post("/recommendations", json=body)
+    assert refused.status_code == 422
+    assert "rating must be above 0 and at most 1e+06 (an interaction's weight)" in refused.text
+
+
+def test_a_rating_model_may_be_given_by_its_directory(pair, dirs):
+    # regression (review): a path (as from_dir takes) was an AttributeError
+    saved = Recommender.from_dir(dirs[0])
+    by_path = Recommender(saved.model, saved.ratings, rating_model=dirs[1])
+    assert by_path.recommend(1, k=3) == pair.recommend(1, k=3)

@@ -281,6 +281,7 @@ def test_a_tuning_file_trains_what_its_trials_trained(ratings, tmp_path):
         (["train", "--config", "{unknown}"], "sets bogus, which the ease model does not take"),
         (["train", "--config", "{bad_value}"], "l2 must be a positive number"),
         (["train", "--config", "{other_model}"], "model must be one of"),
+        (["train", "--config", "{stepped}"], "s.json sets epochs, lr, which train by steps"),
     ],
 )
 def test_mistakes_are_one_line_with_exit_2(args, needle, ratings_file: Path, tmp_path: Path):
@@ -293,6 +294,7 @@ def test_mistakes_are_one_line_with_exit_2(args, needle, ratings_file: Path, tmp
         "unknown": write(tmp_path / "u.json", TUNED | {"options": {"l2": 5.0, "bogus": 1}}),
         "bad_value": write(tmp_path / "v.json", TUNED | {"options": {"l2": -1}}),
         "other_model": write(tmp_path / "m.json", TUNED | {"model": "nope"}),
+        "stepped": write(tmp_path / "s.json", TUNED | {"options": {"epochs": 3, "lr": 0.1}}),
     }
     args = [a.format(**paths) for a in args]
     if args[0] == "tune" and "--out" not in args:

@@ -801,17 +801,17 @@ def _train_run(
         scores = f"test RMSE {_fmt(history.rmse)}  MAE {_fmt(history.mae)}  "
     else:  # a ranking model: how its lists do on the test users
         relevant_min = relevance_floor(parts.test, run.get("relevant_min"))
-        known = (parts.test.user_index >= 0) & (parts.test.item_index >= 0)
-        if relevant_min is not None:
-            known &= parts.test.rating >= relevant_min
-        if known.any():
-            recommender = Recommender(net, parts.train)
-            ranking = evaluate_ranking(recommender, parts.test, 10, relevant_min=relevant_min)
-            info["ranking"] = ranking
-            scores = f"test NDCG@10 {ranking['ndcg@10']:.4f}  P@10 {ranking['precision@10']:.4f}  "
-        else:  # no test user and item the model knows: nothing to rank
+        try:
+            ranking = evaluate_ranking(
+                Recommender(net, parts.train), parts.test, 10, relevant_min=relevant_min
+            )
+        except DataError as err:  # nothing to rank: the model is trained (and saved) all the same
+            errors.print(f"no ranking metrics: {err}")
             info["ranking"] = None
             scores = "test NDCG@10 n/a  P@10 n/a  "
+        else:
+            info["ranking"] = ranking
+            scores = f"test NDCG@10 {ranking['ndcg@10']:.4f}  P@10 {ranking['precision@10']:.4f}  "
     console.print(
         scores + f"({history.n_test:,} ratings); trained on {history.n_train:,} ratings in "
         f"{history.train_seconds:.2f} s ({history.ratings_per_second:,.0f} ratings/s)"

@@ -9,6 +9,8 @@ from __future__ import annotations
 import difflib
 import functools
 import math
+import numbers
+import os
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from latentrec.data import IdMap, Ratings
+from latentrec.data import IdMap, Ratings, Split
 from latentrec.errors import ConfigError, DataError, UnknownIdError
 from latentrec.metrics import ranking_metrics
 from latentrec.models import LatentModel
@@ -108,8 +110,28 @@ class Recommender:
     """
 
     def __init__(
-        self, model: LatentModel, ratings: Ratings, rating_model: Recommender | None = None
+        self,
+        model: LatentModel,
+        ratings: Ratings,
+        rating_model: Recommender | str | Path | None = None,
     ) -> None:
+        if not isinstance(model, LatentModel):
+            raise ConfigError(
+                f"a Recommender takes a model (fit's or load's), got {type(model).__name__}; "
+                "for a model directory use Recommender.from_dir"
+            )
+        if not isinstance(ratings, Ratings):
+            raise ConfigError(
+                f"a Recommender takes the model's training ratings as Ratings, got "
+                f"{type(ratings).__name__}"
+            )
+        if isinstance(rating_model, str | os.PathLike):
+            rating_model = Recommender.from_dir(rating_model)
+        elif rating_model is not None and not isinstance(rating_model, Recommender):
+            raise ConfigError(
+                f"rating_model is a Recommender over a rating model or its directory, got "
+                f"{type(rating_model).__name__}"
+            )
         ratings.require_known("a Recommender (it takes the model's training ratings)")
         if ratings.n_users != model.n_users or ratings.n_items != model.n_items:
             raise ConfigError(
@@ -221,6 +243,20 @@ class Recommender:
             )
         return index
 
+    def _listed_user(self, user_id: Any) -> int:
+        """The index of a user whose list means something: one with training rows (a user in
+        the id maps without any, as `Ratings.positives` leaves them, has only the factors
+        they started with)."""
+        index = self.user_index(user_id)
+        if self._rated_indptr[index + 1] == self._rated_indptr[index]:
+            rows = "interactions" if self.ratings.implicit else "ratings"
+            raise UnknownIdError(
+                f"user {_plain(self.users.ids[index])!r} has no training {rows}: the model learned "
+                "nothing of their taste; fold them in from their ratings (fold_in(), or "
+                "--new-user in the CLI)"
+            )
+        return index
+
     def item_index(self, item_id: Any) -> int:
         index = self.items.index_of(item_id)
         if index < 0:
@@ -306,6 +342,8 @@ class Recommender:
             candidates: raw item ids to choose from; all items when None.
         """
         _check_k(k)
+        if not isinstance(user, NewUser):
+            self._listed_user(user)
         scores = self.model.rank(self._user_rows(user), self.model.item_rows())
         allowed = np.ones(self.items.__len__(), dtype=bool)
         if candidates is not None:
@@ -336,7 +374,7 @@ class Recommender:
         _check_k(k)
         if any(isinstance(u, NewUser) for u in users):  # folded in: each by its own rows
             return [self.recommend(u, k, exclude_seen) for u in users]
-        index = np.array([self.user_index(u) for u in users], dtype=np.int64)
+        index = np.array([self._listed_user(u) for u in users], dtype=np.int64)
         results: list[list[Recommendation]] = []
         for start in range(0, len(index), BATCH_CHUNK):
             chunk = index[start : start + BATCH_CHUNK]
@@ -495,9 +533,21 @@ class Recommender:
         the model (or its rating model) reads stars, above 0 where it reads interactions."""
         return bool(np.isfinite(rating)) and self._weighs(rating) and self._in_range(rating)
 
+    @property
+    def rating_rule(self) -> str:
+        """What `takes_rating` accepts, in words ("between 1 and 5", or for interactions
+        "above 0 and at most ...")."""
+        if self._reads_interactions:
+            return f"above 0 and at most {self.heaviest_weight:g} (an interaction's weight)"
+        low, high = self.rating_range
+        return f"between {low:g} and {high:g}"
+
+    @property
+    def _reads_interactions(self) -> bool:
+        return not self.model.predicts_ratings and self.ratings.positive_min is None
+
     def _weighs(self, rating: float) -> bool:
-        interactions = not self.model.predicts_ratings and self.ratings.positive_min is None
-        return not interactions or 0 < rating <= self.heaviest_weight
+        return not self._reads_interactions or 0 < rating <= self.heaviest_weight
 
     @functools.cached_property
     def heaviest_weight(self) -> float:
@@ -516,6 +566,11 @@ class Recommender:
         return not rated or low <= rating <= high
 
     def _known_ratings(self, ratings: Mapping[Any, float]) -> tuple[dict[Any, float], list[Any]]:
+        if not isinstance(ratings, Mapping):
+            raise ConfigError(
+                f"fold_in takes the new user's ratings as {{item_id: rating, ...}}, got "
+                f"{type(ratings).__name__}"
+            )
         if not ratings:
             raise ConfigError("fold_in needs at least one rating: {item_id: rating, ...}")
         low, high = self.rating_range
@@ -706,8 +761,11 @@ def evaluate_ranking(
     method: str = "model",
     relevant_min: float | None = None,
 ) -> dict[str, float]:
-    """Ranking metrics at k over the test users the model knows: relevant items are each
-    user's test items; candidates are all training items minus the user's training items.
+    """Ranking metrics at k over the test users the model knows (those with training rows):
+    relevant items are each user's test items; candidates are all training items minus the
+    user's training items. A test item the user also has among the training rows (a pair
+    rated again) is no candidate, so it is not counted as relevant either; a user left with no
+    relevant item is not scored.
 
     Args:
         test: ratings (in other id maps than the model's, they are expressed in its maps);
@@ -717,18 +775,52 @@ def evaluate_ranking(
             see `relevance_floor` for interactions made from ratings).
     """
     _check_k(k)
+    if not isinstance(recommender, Recommender):
+        raise ConfigError(
+            f"evaluate_ranking takes a Recommender, got {type(recommender).__name__}: "
+            "Recommender(model, training_ratings)"
+        )
+    if not isinstance(test, Ratings):
+        raise ConfigError(
+            f"evaluate_ranking takes the test rows as Ratings, got {type(test).__name__}"
+            + (" (a Split: pass its .test)" if isinstance(test, Split) else "")
+        )
+    if relevant_min is not None and (
+        not isinstance(relevant_min, numbers.Real) or isinstance(relevant_min, bool)
+    ):
+        raise ConfigError(f"relevant_min must be a number, got {relevant_min!r}")
     relevant_min = relevance_floor(test, relevant_min)
     if not (_same_map(test.users, recommender.users) and _same_map(test.items, recommender.items)):
         test = test.reindexed(recommender.users, recommender.items)  # indexes of other maps
     known = (test.user_index >= 0) & (test.item_index >= 0)
-    if relevant_min is not None:
-        known &= test.rating >= relevant_min
-    users = np.unique(test.user_index[known])
-    if len(users) == 0:
+    if not known.any():
         raise DataError("no test rating belongs to a user and an item the model knows")
-    relevant: dict[int, set[int]] = {int(u): set() for u in users}
+    if relevant_min is not None:
+        weights = test.rating[known]
+        known &= test.rating >= relevant_min
+        if not known.any():
+            raise DataError(
+                f"no test rating of a user and an item the model knows is at or above "
+                f"relevant_min {relevant_min:g} (they range from {float(weights.min()):g} to "
+                f"{float(weights.max()):g}): nothing is relevant"
+            )
+    indptr, seen = recommender._seen_indptr, recommender._seen_items
+    relevant: dict[int, set[int]] = {}
     for user, item in zip(test.user_index[known], test.item_index[known], strict=True):
-        relevant[int(user)].add(int(item))
+        relevant.setdefault(int(user), set()).add(int(item))
+    for user, items in relevant.items():
+        items.difference_update(seen[indptr[user] : indptr[user + 1]].tolist())
+    trained = np.diff(recommender._seen_indptr) > 0  # a user without training rows has no list
+    relevant = {u: items for u, items in relevant.items() if trained[u]}
+    if not relevant:
+        raise DataError("no test user has training rows: the model has no list for any of them")
+    users = np.array(sorted(u for u, items in relevant.items() if items), dtype=np.int64)
+    if len(users) == 0:
+        raise DataError(
+            "every relevant test item is among its user's training items (pairs rated again), "
+            "and a user's training items are never recommended: nothing to score; split the "
+            "pairs, not the rows, or give a test set of new pairs"
+        )
     user_ids = [recommender.users.ids[u] for u in users]
     if method == "popular":
         lists = popular_batch(recommender, user_ids, k)

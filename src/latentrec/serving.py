@@ -157,7 +157,8 @@ class Health(BaseModel):
     items: int
     rating_range: tuple[float, float] = Field(
         description="The scale ratings are given on (lowest, highest): the range of "
-        "POST /recommendations' ratings."
+        "POST /recommendations' ratings (a ranking model of interactions: its training "
+        "weights' range, and it takes any weight above 0)."
     )
     predicts_ratings: bool = Field(
         description="Whether recommendations' scores are predicted ratings (a rating model) or "
@@ -300,7 +301,7 @@ def create_app(
     def recommend_new(request: FoldInRequest) -> list[RecommendationOut]:
         served = holder.current()
         recommender = served.recommender
-        _check_range(request.ratings, *served.rating_range)
+        _check_ratings(request.ratings, recommender)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # unknown items are left out; all unknown is a 404
             new = recommender.fold_in({r.item_id: r.rating for r in request.ratings})
@@ -320,7 +321,7 @@ def _add_visitor_routes(app: FastAPI, holder: ModelHolder, store: Store) -> None
         first call, with a cookie); rating an item again replaces its rating."""
         served = holder.current()
         recommender = served.recommender
-        _check_range(body.ratings, *served.rating_range)
+        _check_ratings(body.ratings, recommender)
         chosen: dict[str, float] = {}  # the latest rating of each item, in first-given order
         for rating in body.ratings:
             index = recommender.item_index(rating.item_id)  # an unknown item is a 404
@@ -406,12 +407,14 @@ def _visitor(request: Request, store: Store) -> str | None:
     return cookie if store.has_visitor(cookie) else None
 
 
-def _check_range(ratings: list[RatingIn], low: float, high: float) -> None:
+def _check_ratings(ratings: list[RatingIn], recommender: Recommender) -> None:
+    """422 for a rating that fold-in would refuse (outside the scale, or for a model of
+    interactions a weight of 0 or less), naming its place and the rule."""
     for position, rating in enumerate(ratings):
-        if not low <= rating.rating <= high:
+        if not recommender.takes_rating(rating.rating):
             raise _field_error(
                 ("body", "ratings", position, "rating"),
-                f"rating must be between {low:g} and {high:g}",
+                f"rating must be {recommender.rating_rule}",
             )
 
 

@@ -58,6 +58,17 @@ PREDICT_BYTES = 64 << 20
 # training options that only models trained by steps take, though solved models may have a
 # field of the same name (the ridge penalty l2 of ease and als)
 STEP_PENALTIES = ("l2",)
+# training options that only training by steps reads: a solved model refuses them
+STEP_ONLY = (
+    "epochs",
+    "lr",
+    "wd",
+    "batch_size",
+    "accumulate",
+    "effective_batch_size",
+    "negatives",
+    "optimizer",
+)
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 ENGINES = ("auto", "fused", "autograd", "solve")
 
@@ -325,6 +336,12 @@ def make_configs(
         unknown |= {k for k in STEP_PENALTIES if k in options and k not in model_fields}
     if unknown:
         raise ConfigError(_unknown_options(unknown, cls, model_fields, train_fields))
+    stepped = [k for k in STEP_ONLY if options.get(k) is not None and k not in model_fields]
+    if "solve" in cls.engines and stepped:
+        raise ConfigError(
+            f"{', '.join(stepped)} train by steps; the {cls.Config.kind} model is solved: "
+            "leave them out"
+        )
     model_options = {k: v for k, v in options.items() if k in model_fields}
     # a name both configs have (l2) is the model's: a solved model's penalty is its own
     train_options = {

@@ -35,7 +35,7 @@ from latentrec.metrics import LARGEST_K, RANKING_METRICS, cutoff_of
 from latentrec.models import ModelConfig, model_class
 from latentrec.recommend import Recommender, evaluate_ranking
 from latentrec.storage import umask
-from latentrec.training import TrainConfig, fit, l2_for
+from latentrec.training import STEP_ONLY, TrainConfig, fit, l2_for
 
 FORMAT = "latentrec-tuning"
 # 4: ease's sessions' runs came in (an older file solves without them, keeping every other
@@ -429,6 +429,12 @@ def read_tuned(path: str | Path) -> tuple[str, dict[str, Any]]:
             f"{target} sets {', '.join(unknown)}, which the {data['model']} model does not "
             f"take; its options are {', '.join(sorted(model_fields))}, and training options "
             f"{', '.join(sorted(train_fields))}"
+        )
+    stepped = [k for k in STEP_ONLY if options.get(k) is not None and k not in model_fields]
+    if "solve" in cls.engines and stepped:
+        raise ConfigError(
+            f"{target} sets {', '.join(stepped)}, which train by steps, but the "
+            f"{data['model']} model is solved: remove them from the file"
         )
     try:
         cls.Config.from_json({k: v for k, v in options.items() if k in model_fields})
