@@ -17,13 +17,15 @@ from numba.np.ufunc import parallel
 from safetensors.torch import save_file
 from torch import nn
 
-from latentrec import distributed, fit
+from latentrec import DataError, distributed, fit
 from latentrec.data import IdMap, Ratings
 
 # name -> (model, options); the per-rank batch is half the single process's
 CASES = {
     "dot": ("dot", {"n_factors": 6, "batch_size": 64}),
     "dot-accumulate": ("dot", {"n_factors": 6, "batch_size": 16, "accumulate": 4}),
+    # regression (review): every rank drew the same negatives for its own share
+    "dot-negatives": ("dot", {"n_factors": 6, "batch_size": 16, "accumulate": 4, "negatives": 2}),
     "nn-accumulate": (
         "nn",
         {"layers": (16, 8), "emb_dropout": 0.0, "batch_size": 16, "accumulate": 4},
@@ -127,7 +129,16 @@ def main(out: Path) -> None:
             weights = {k: v.contiguous() for k, v in net.state_dict().items()}
             save_file(weights, str(out / f"{name}.safetensors"))
             (out / f"{name}.world").write_text(str(history.world_size))
+    # regression (review): ranks that read different rows (a source changing while they read
+    # it) trained on, each its own data, or crashed in a collective with a traceback
+    other = ratings(251 if dist.get_rank() == 1 else 250)
+    try:
+        fit(other, "dot", engine="autograd", **EXACT)
+        refused = None
+    except DataError as err:
+        refused = str(err)
     report = {
+        "different_data": refused,
         "exchange_error": exchange_error(),
         "static_graph_error": static_graph_error(),
         "torch_threads": torch.get_num_threads(),

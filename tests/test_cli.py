@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from latentrec import load, load_ratings
 from latentrec.cli import app
+from latentrec.storage import umask
 from tests.test_contract import one_error_line
 
 runner = CliRunner()
@@ -385,6 +386,20 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     refused = runner.invoke(app, ["train", "--resume", str(moved), "--epochs", "4"])
     assert refused.exit_code == 2 and "Traceback" not in refused.output
     assert "leave out --epochs" in refused.stderr.strip().splitlines()[-1]
+    # regression (review): the same command again discarded the checkpoint and started over
+    again = runner.invoke(app, [*args, str(moved)])
+    assert "holds the checkpoint of an interrupted run (step 120)" in one_error_line(again)
+    assert f"`latentrec train --resume {moved}`" in again.stderr
+    kept = sorted(p.name for p in (moved / "checkpoint").iterdir())
+    assert kept == ["step-000000120.json", "step-000000120.safetensors"]
+    modes = {(moved / "checkpoint" / name).stat().st_mode & 0o777 for name in kept}
+    assert modes == {0o666 & ~umask()}  # the tensors too, not safetensors' 0600
+    # ... and --resume into a directory holding another file trained first, then refused
+    (moved / "notes.txt").write_text("mine")
+    foreign = runner.invoke(app, ["train", "--resume", str(moved)])
+    assert "a resumed run saves its model there: move" in one_error_line(foreign)
+    assert "resuming" not in foreign.output
+    (moved / "notes.txt").unlink()
     resumed = runner.invoke(app, ["train", "--resume", str(moved), "--json"])
     assert resumed.exit_code == 0, resumed.output
     assert not out.exists()

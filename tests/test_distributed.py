@@ -104,6 +104,7 @@ def test_two_ranks_take_the_same_steps_as_one_process_with_twice_the_batch(tmp_p
         assert difference < 1e-9, name
     for rank in (0, 1):
         report = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert "the 2 processes read different training ratings" in report["different_data"]
         # the hook's one-block exchange sums sparse gradients of any size as all-reduce does
         assert report["exchange_error"] < 1e-6, report
         assert report["static_graph_error"] < 1e-12, report

@@ -336,10 +336,16 @@ def test_als_fold_in_refuses_weights_past_what_its_solve_holds():
     assert np.isfinite(scores).all() and max(scores) < 10
 
 
-def test_relevant_min_counts_only_the_liked_test_ratings(tmp_path: Path):
+def _liked_board(tmp_path: Path) -> Path:
+    """30 users x 40 items, each rated 5 or 1 in a checkerboard, as a MovieLens-style CSV."""
     board = tmp_path / "board.csv"
     rows = [f"{u},{i},{5 if (u + i) % 2 == 0 else 1}" for u in range(30) for i in range(40)]
     board.write_text("userId,movieId,rating\n" + "\n".join(rows) + "\n")
+    return board
+
+
+def test_relevant_min_counts_only_the_liked_test_ratings(tmp_path: Path):
+    board = _liked_board(tmp_path)
     train, test = load_ratings(str(board)).split(0.2, seed=42, by="user")
     rec = Recommender(fit(train, "ease", progress=False)[0], train)
     liked = test.take(np.flatnonzero(test.rating >= 4))
@@ -368,9 +374,7 @@ def test_relevant_min_counts_only_the_liked_test_ratings(tmp_path: Path):
 def test_relevant_min_over_interactions_made_from_ratings(tmp_path: Path):
     # regression (review): with --positive-min the test rows weigh 1, and --relevant-min 4
     # matched none of them: "n/a" with exit 0
-    board = tmp_path / "board.csv"
-    rows = [f"{u},{i},{5 if (u + i) % 2 == 0 else 1}" for u in range(30) for i in range(40)]
-    board.write_text("userId,movieId,rating\n" + "\n".join(rows) + "\n")
+    board = _liked_board(tmp_path)
     train, test = load_ratings(str(board)).positives(4).split(0.2, seed=42, by="user")
     rec = Recommender(fit(train, "ease", progress=False)[0], train)
     every = evaluate_ranking(rec, test, 10)
@@ -393,9 +397,7 @@ def test_relevant_min_over_interactions_made_from_ratings(tmp_path: Path):
 def test_a_test_pair_also_in_training_is_not_relevant(tmp_path: Path):
     # regression (review): pairs rated again landed in both parts of a row split; such an item
     # is never recommended (the user has it), yet counted as relevant: NDCG fell 0.38 -> 0.05
-    board = tmp_path / "board.csv"
-    rows = [f"{u},{i},{5 if (u + i) % 2 == 0 else 1}" for u in range(30) for i in range(40)]
-    board.write_text("userId,movieId,rating\n" + "\n".join(rows) + "\n")
+    board = _liked_board(tmp_path)
     train, test = load_ratings(str(board)).split(0.2, seed=42, by="user")
     rec = Recommender(fit(train, "ease", progress=False)[0], train)
     again = train.take(np.flatnonzero(train.user_index % 3 == 0))  # some users' training pairs

@@ -246,7 +246,7 @@ def test_a_broken_model_leaves_the_old_one_serving(models, tmp_path, caplog, dam
         assert holder.check() is None  # the same broken model is not tried again and again
 
 
-def test_a_rating_model_pair_reloads_when_either_changes(tmp_path):
+def test_a_rating_model_pair_reloads_when_either_changes(tmp_path, caplog):
     train, _ = checkerboard()
     lists, _ = fit(train, "ease", progress=False)
     stars, _ = fit(train, "dot", epochs=2, n_factors=4, seed=3, progress=False)
@@ -256,10 +256,13 @@ def test_a_rating_model_pair_reloads_when_either_changes(tmp_path):
     holder = ModelHolder(tmp_path / "lists" / CURRENT, tmp_path / "stars" / CURRENT, 0)
     assert holder.current().version == ranking.name
     newer = publish(restars, tmp_path / "stars", train)
-    holder.check().join()
+    with caplog.at_level(logging.INFO, logger="latentrec"):
+        holder.check().join()
     served = holder.current()
     assert served.version == ranking.name and served.rating_model_version == newer.name
     assert served.recommender.rating_model is not None
+    # the log names the rating model that changed (regression, review: "model X (was X)")
+    assert f"with rating model {newer.name}" in caplog.text
 
 
 def test_a_plain_directory_saved_again_is_swapped_too(models, tmp_path):
@@ -330,7 +333,9 @@ def _serve(model_dir: Path, log: Path, *options: str) -> tuple[subprocess.Popen,
 
 def _stop(process: subprocess.Popen, log: Path) -> str:
     process.terminate()
-    process.wait(timeout=10)
+    # uvicorn hears SIGTERM only once a SIGHUP's restart of the workers is done: on a busy
+    # machine a new worker takes seconds to start
+    process.wait(timeout=120)
     return log.read_text(errors="replace")
 
 
@@ -399,5 +404,42 @@ def test_sighup_reloads_the_model(models, tmp_path, workers):
             version = httpx.get(f"{url}/health").json()["version"]
         assert version == two.name
         assert process.poll() is None  # SIGHUP did not end the server
+    finally:
+        _stop(process, log)
+
+
+@pytest.mark.slow
+def test_sighup_while_the_service_starts_does_not_end_it(models, tmp_path):
+    # regression (review): SIGHUP before the app listened for it ended `serve` (exit 129),
+    # as a publish-then-reload job does when it meets a restart
+    first, _, train = models
+    folder = tmp_path / "models"
+    publish(first, folder, train)
+    log = tmp_path / "serve.log"
+    port = _free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "latentrec",
+        "serve",
+        str(folder / CURRENT),
+        "--port",
+        str(port),
+    ]
+    with open(log, "wb") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while "serving " not in log.read_text(errors="replace") and time.monotonic() < deadline:
+            assert process.poll() is None, log.read_text(errors="replace")
+            time.sleep(0.02)
+        process.send_signal(signal.SIGHUP)  # the model loaded, uvicorn not yet serving
+        status = None
+        while status != 200 and process.poll() is None and time.monotonic() < deadline:
+            try:
+                status = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        assert status == 200 and process.poll() is None, log.read_text(errors="replace")
     finally:
         _stop(process, log)

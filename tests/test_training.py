@@ -146,6 +146,12 @@ def test_negatives_are_reproducible_and_push_unrated_items_down(board):
     assert first.item_bias.weight.mean() < plain.item_bias.weight.mean()
     with pytest.raises(ConfigError, match="negatives"):
         fit(board[0], "dot", negatives=-1, progress=False)
+    # each rating draws its step's negatives for its place in the step: micro-batches (and
+    # ranks) see what one batch sees (regression, review: each micro-batch drew its own)
+    exact = {"epochs": 2, "negatives": 2, "dtype": "float64", "progress": False}
+    whole, _ = fit(board[0], "dot", batch_size=64, **exact)
+    parts, _ = fit(board[0], "dot", batch_size=16, accumulate=4, **exact)
+    assert torch.allclose(whole.user_factors.weight, parts.user_factors.weight, atol=1e-12)
 
 
 def test_fit_leaves_denormal_floats_as_it_found_them(board):
@@ -213,10 +219,40 @@ def test_resuming_with_other_options_or_data_says_what_differs(small_split, boar
         fit(small_split, "dot", epochs=1, optimizer="adamw", checkpoint_dir=tmp_path, resume=True)
     with pytest.raises(ConfigError, match="trained on other ratings"):
         fit(board, "dot", epochs=1, checkpoint_dir=tmp_path, resume=True)
+    # regression (review): one rating changed read "(80,670 of them, not 80,670)", and one
+    # past the scale blamed a rating range nobody gave
+    train = small_split.train
+    for changed in (4.5, 9.0):
+        rating = train.rating.copy()
+        rating[0] = changed if rating[0] != changed else 1.0
+        other = latentrec.Split(dataclasses.replace(train, rating=rating), small_split.test)
+        with pytest.raises(ConfigError, match=r"as many, [\d,]+, but other ones\): the data"):
+            fit(other, "dot", epochs=1, checkpoint_dir=tmp_path, resume=True)
     with pytest.raises(ConfigError, match="no checkpoint in"):
         fit(small_split, "dot", checkpoint_dir=tmp_path / "none", resume=True)
     with pytest.raises(ConfigError, match="need a checkpoint_dir"):
         fit(small_split, "dot", checkpoint_every=5)
+
+
+def test_a_run_planned_for_a_memory_budget_resumes_with_its_plan(
+    small_split, tmp_path, monkeypatch
+):
+    # regression (review): resuming measured the steps again, and a plan that came out one
+    # micro-batch different refused the checkpoint ("accumulate 5 -> 6, batch_size ...")
+    options = {"epochs": 1, "memory_budget": "1GiB", "effective_batch_size": 4096}
+    _, planned = fit(small_split, "dot", checkpoint_every=5, checkpoint_dir=tmp_path,
+                     progress=False, **options)  # fmt: skip
+
+    def measured(*_args):
+        raise AssertionError("a resumed run planned again")
+
+    monkeypatch.setattr("latentrec.training._plan_batches", measured)
+    _, resumed = fit(small_split, "dot", checkpoint_dir=tmp_path, resume=True, progress=False,
+                     **options)  # fmt: skip
+    assert (resumed.train_config.batch_size, resumed.train_config.accumulate) == (
+        planned.train_config.batch_size,
+        planned.train_config.accumulate,
+    )
 
 
 def _rescaled(scale):

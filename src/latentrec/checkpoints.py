@@ -93,15 +93,31 @@ def fingerprint(train: Ratings) -> dict[str, Any]:
     return {"n": len(train), "users": train.n_users, "items": train.n_items, "crc32": crc}
 
 
+def check_data(checkpoint: Checkpoint, train: Ratings) -> None:
+    """ConfigError unless `checkpoint` was trained on these ratings (their fingerprint)."""
+    _check_fingerprint(checkpoint, fingerprint(train))
+
+
+def _check_fingerprint(checkpoint: Checkpoint, now: dict[str, Any]) -> None:
+    saved = checkpoint.meta["data"]
+    if saved == now:
+        return
+    count = (
+        f"{saved['n']:,} of them, not {now['n']:,}"
+        if saved.get("n") != now.get("n")
+        else f"as many, {now['n']:,}, but other ones"
+    )
+    raise ConfigError(
+        f"the checkpoint at step {checkpoint.step} was trained on other ratings ({count}): the "
+        "data changed since; resume with the data it was trained on"
+    )
+
+
 def check_resumable(checkpoint: Checkpoint, notes: dict[str, Any]) -> None:
     """ConfigError unless `checkpoint` was written by a run with these `notes` (data, model
     config, training options that change results, world size)."""
     meta = checkpoint.meta
-    if meta["data"] != notes["data"]:
-        raise ConfigError(
-            f"the checkpoint at step {checkpoint.step} was trained on other ratings "
-            f"({meta['data']['n']:,} of them, not {notes['data']['n']:,}); resume with its data"
-        )
+    _check_fingerprint(checkpoint, notes["data"])
     saved_model = dict(meta["model"])
     current = dict(notes["model"])
     if saved_model.get("rating_range") is None:  # checkpointed before models kept their scale

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import json
 import math
 import os
 import shlex
+import signal
 import sys
 import time
 import warnings
@@ -40,7 +42,14 @@ from latentrec.data import (
     is_database_url,
     load_ratings,
 )
-from latentrec.errors import ConfigError, DataError, LatentrecError, UnknownIdError, listed
+from latentrec.errors import (
+    ConfigError,
+    DataError,
+    LatentrecError,
+    ModelFileError,
+    UnknownIdError,
+    listed,
+)
 from latentrec.metrics import LARGEST_K, RANKING_METRICS, cutoff_of
 from latentrec.models import DEFAULT_MODEL, MODELS, model_class
 from latentrec.recommend import (
@@ -706,11 +715,30 @@ def train(
             )
         # the run's directory is the one given now: a run moved or copied resumes there
         run = notes["run"] | {"out": str(resume)}
+        try:
+            check_target(resume)  # where the model is saved: refused now, not after training
+        except ModelFileError as err:
+            raise ModelFileError(
+                f"{str(err).split('; ')[0]}; a resumed run saves its model there: move the "
+                "other files out of it, then resume again"
+            ) from None
+        if run.get("publish") is not None:
+            check_publish(Path(run["publish"]))
     elif context.restart and out is not None and checkpoint_every is not None:
         # torchrun restarted the worker group: carry on from the last checkpoint, if any
         notes = checkpoints.notes_of(out / CHECKPOINT_DIR)
         if notes is None:
             errors.print(f"restart {context.restart}: no checkpoint yet, starting over")
+    elif out is not None:
+        left = None
+        with contextlib.suppress(ModelFileError):  # damaged only: nothing to resume
+            left = checkpoints.notes_of(out / CHECKPOINT_DIR)
+        if left is not None:  # an interrupted run's: a new run would discard it
+            raise ConfigError(
+                f"{out / CHECKPOINT_DIR} holds the checkpoint of an interrupted run (step "
+                f"{left['step']}): continue it with `latentrec train --resume {out}`, or remove "
+                f"{out / CHECKPOINT_DIR} to start over"
+            )
     if notes is not None and context.is_main:
         errors.print(
             f"resuming from the checkpoint at step {notes['step']} (epoch "
@@ -1584,6 +1612,10 @@ def serve(
     A new model saved or published to MODEL_DIR is loaded in the background and swapped in
     between requests; one that fails to load is logged and the old one keeps serving.
     """
+    # SIGHUP asks a running service to reload; one that arrives while it starts (the model
+    # loading) must not end it: what starts is the newest model already
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     # the web stack loads only for this command, keeping the others quick to start
     import os
 

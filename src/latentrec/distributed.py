@@ -311,6 +311,22 @@ def all_reduce_sum(values: Tensor) -> Tensor:
     return values
 
 
+def from_rank_zero(values: Tensor) -> Tensor:
+    """Rank 0's `values` on every rank (the tensor itself in one process)."""
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        values = values.clone()
+        dist.broadcast(values, src=0)
+    return values
+
+
+def differs_anywhere(values: Tensor) -> bool:
+    """Whether any rank holds other `values` than rank 0's: the same answer on every rank."""
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return False
+    differs = torch.tensor([int(not torch.equal(values, from_rank_zero(values)))])
+    return bool(all_reduce_sum(differs).item())
+
+
 def barrier() -> None:
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.barrier()

@@ -261,42 +261,51 @@ class StepRunner:
         self.negatives, self.generator = negatives, generator
         self.ddp, self.world_size = ddp, world_size
 
-    def step(self, group: Tensor, total: int | None = None) -> Tensor:
+    def step(self, group: Tensor, total: int | None = None, offset: int = 0) -> Tensor:
         """One optimiser step on the rows `group`; returns their summed loss (a tensor).
 
         Args:
             total: rows in the step over all ranks (len(group) in one process). Each rank's
                 loss is scaled by world_size / total, so the average DDP takes of the ranks'
                 gradients is the gradient of the mean loss over all `total` rows.
+            offset: where `group` starts among the step's `total` rows (a rank's share).
         """
-        weight = self.world_size / (total if total is not None else len(group))
+        total = total if total is not None else len(group)
+        weight = self.world_size / total
         loss_sum = torch.zeros((), dtype=self.ratings.dtype, device=self.ratings.device)
+        # the negatives of the whole step, drawn alike on every rank: each rating takes those
+        # of its place in the step, whatever rank and micro-batch it falls in
+        drawn = self._draw(total)
         # micro-batches are consecutive slices of the group: (B, N) sees what (B*N, 1) sees;
         # a rank with no rows in a short last step still joins the all-reduce
         micros = group.split(self.batch_size) if len(group) else (group,)
+        start = offset
         for k, micro in enumerate(micros):
+            mine = None if drawn is None else drawn[:, start : start + len(micro)]
+            start += len(micro)
             if self.ddp is None:
-                loss_sum += self._micro_step(micro, weight)
+                loss_sum += self._micro_step(micro, weight, mine)
                 continue
             last = k == len(micros) - 1
             with contextlib.nullcontext() if last else self.ddp.no_sync():
-                loss_sum += self._ddp_micro_step(micro, weight)
+                loss_sum += self._ddp_micro_step(micro, weight, mine)
         self.optimizer.step()
         for p in self.net.parameters():
             p.grad = None
         return loss_sum
 
-    def _batch(self, rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _batch(self, rows: Tensor, drawn: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         users = self.users.index_select(0, rows)
         items = self.items.index_select(0, rows)
         target = self.ratings.index_select(0, rows)
-        if self.negatives:
-            users, items, target = self._with_negatives(users, items, target)
+        if drawn is not None:
+            users, items, target = self._with_negatives(users, items, target, drawn)
         return users, items, target
 
-    def _micro_step(self, rows: Tensor, weight: float) -> Tensor:
-        """Forward and backward of one micro-batch; its summed loss counts `weight` times."""
-        users, items, target = self._batch(rows)
+    def _micro_step(self, rows: Tensor, weight: float, drawn: Tensor | None = None) -> Tensor:
+        """Forward and backward of one micro-batch (`drawn`: its ratings' negative items);
+        its summed loss counts `weight` times."""
+        users, items, target = self._batch(rows, drawn)
         user_rows, user_leaves, user_counts = _gather(self.net, self.net.user_tables, users)
         item_rows, item_leaves, item_counts = _gather(self.net, self.net.item_tables, items)
         prediction = self.net.interact(user_rows, item_rows)
@@ -323,9 +332,9 @@ class StepRunner:
                 weight_table.grad = (weight_table.grad + grad).coalesce()
         return loss.detach()
 
-    def _ddp_micro_step(self, rows: Tensor, weight: float) -> Tensor:
+    def _ddp_micro_step(self, rows: Tensor, weight: float, drawn: Tensor | None = None) -> Tensor:
         """A micro-batch through the DDP-wrapped lookups: autograd's hooks see every table."""
-        users, items, target = self._batch(rows)
+        users, items, target = self._batch(rows, drawn)
         prediction, rows = self.ddp(users, items)
         loss = torch.nn.functional.mse_loss(prediction, target, reduction="sum")
         ((loss + self._penalty(rows)) * weight).backward()
@@ -338,17 +347,23 @@ class StepRunner:
             return 0.0
         return self.l2 * sum(row.square().sum() for row in rows)
 
-    def _with_negatives(self, users: Tensor, items: Tensor, target: Tensor):
+    def _draw(self, total: int) -> Tensor | None:
+        """A step's negative items, (negatives, total): column j for the step's rating j
+        (drawn in the order one micro-batch of the whole step drew them)."""
+        if not self.negatives:
+            return None
+        shape = (self.negatives, total)
+        return torch.randint(0, self.net.n_items, shape, generator=self.generator, device="cpu")
+
+    def _with_negatives(self, users: Tensor, items: Tensor, target: Tensor, drawn: Tensor):
         """Add `negatives` unrated-looking pairs per rating: the same users with items drawn
-        uniformly, whose target is the bottom of the rating range ("would not pick this")."""
-        count = len(users) * self.negatives
-        drawn = torch.randint(
-            0, self.net.n_items, (count,), generator=self.generator, device="cpu"
-        ).to(items.device)
+        uniformly (`drawn`, one row per negative), whose target is the bottom of the rating
+        range ("would not pick this")."""
+        count = drawn.numel()
         low = torch.full((count,), self.net.y_range[0], dtype=target.dtype, device=target.device)
         return (
             torch.cat([users, users.repeat(self.negatives)]),
-            torch.cat([items, drawn]),
+            torch.cat([items, drawn.reshape(-1).to(items.device)]),
             torch.cat([target, low]),
         )
 
@@ -425,8 +440,9 @@ class AutogradEngine:
         loss_sum = torch.zeros((), dtype=self.runner.ratings.dtype, device=order.device)
         for step in range(first, last):
             group = order[step * self.step_size : (step + 1) * self.step_size]
-            share = torch.tensor_split(group, self.world)[self.rank] if self.world > 1 else group
-            loss_sum += self.runner.step(share, total=len(group))
+            shares = torch.tensor_split(group, self.world) if self.world > 1 else (group,)
+            offset = sum(len(share) for share in shares[: self.rank])
+            loss_sum += self.runner.step(shares[self.rank], total=len(group), offset=offset)
             self.on_step()
         return float(loss_sum)
 

@@ -172,7 +172,16 @@ class ModelHolder:
             )
             return
         self._served = served  # one reference assignment: requests see the old or the new
-        log.info("now serving model %s (was %s)", served.version, old.version)
+        if served.rating_model_version != old.rating_model_version:
+            log.info(
+                "now serving model %s with rating model %s (was %s with %s)",
+                served.version,
+                served.rating_model_version,
+                old.version,
+                old.rating_model_version,
+            )
+        else:
+            log.info("now serving model %s (was %s)", served.version, old.version)
 
     def _stamps(self) -> tuple[Stamp, Stamp | None]:
         model_dir, rating_model = self._paths or (Path(), None)  # a fixed holder never asks

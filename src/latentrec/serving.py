@@ -27,7 +27,9 @@ import json
 import logging
 import math
 import os
+import signal
 import socket
+import threading
 import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -666,6 +668,10 @@ def app_from_environment() -> FastAPI:
     from the LATENTREC_MODEL_DIR environment variable, a paired rating model's from
     LATENTREC_RATING_MODEL_DIR, the visitors' database URL from LATENTREC_DB and the seconds
     between looks for a new model from LATENTREC_CHECK_EVERY (each when set)."""
+    # a reload asked for while the worker starts must not end it: it loads the newest model
+    # anyway (`watching` listens once it serves); signals are set from the main thread only
+    if hasattr(signal, "SIGHUP") and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     model_dir = os.environ.get(MODEL_DIR_VARIABLE)
     if not model_dir:
         raise ConfigError(f"set {MODEL_DIR_VARIABLE} to a model directory")

@@ -964,6 +964,7 @@ def load_checkpoint(directory: str | Path) -> Checkpoint | None:
 def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
     save_file(tensors, str(path), metadata={"format": CHECKPOINT_FORMAT})
     with open(path, "rb+") as handle:
+        os.fchmod(handle.fileno(), 0o666 & ~umask())  # a new file's mode: safetensors', 0600
         os.fsync(handle.fileno())
 
 

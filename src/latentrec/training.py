@@ -378,6 +378,20 @@ def make_configs(
     return model_config, train_config
 
 
+def _check_same_data(train: Ratings, context: distributed.Context) -> None:
+    """DataError on every rank unless all read the same training ratings (under torchrun each
+    reads the source itself: one that changes meanwhile, such as a database taking visitors'
+    ratings, gives each rank other rows)."""
+    data = checkpoints.fingerprint(train)
+    mine = torch.tensor([data["n"], data["users"], data["items"], data["crc32"]])
+    if distributed.differs_anywhere(mine):
+        raise DataError(
+            f"the {context.world_size} processes read different training ratings from "
+            f"{train.source} (this one {len(train):,}): it changed while they read it; train "
+            "from a source that holds still, such as a copy of it"
+        )
+
+
 def _mean(values: np.ndarray) -> float:
     """The mean as numpy takes it of float32 ratings; in float64 where that overflows (ratings
     near float32's largest)."""
@@ -554,6 +568,7 @@ def fit(
         if checkpoint_dir is None:
             raise ConfigError("checkpoint_every and resume need a checkpoint_dir")
         checkpoint = checkpoints.latest(checkpoint_dir)
+        checkpoints.check_data(checkpoint, train)  # first: other data explains any difference
     # the ranges the run started with, which a run checkpointed before the rating scale came
     # from the data does not find in its options
     saved = checkpoint.meta.get("model", {}) if checkpoint is not None else {}
@@ -564,6 +579,8 @@ def fit(
     if config.checkpoint_every and checkpoint_dir is None:
         raise ConfigError("checkpoint_every and resume need a checkpoint_dir")
     context = distributed.setup(resolve_device(config.device))
+    if context.world_size > 1:
+        _check_same_data(train, context)
     device = distributed.device_for(resolve_device(config.device), context)
     solved = "solve" in model_class(model_config.kind).engines
     low, high = train.rating_range
@@ -576,12 +593,18 @@ def fit(
         )
     memory_plan = None
     if config.memory_budget is not None and not solved:
-        memory_plan = _plan_batches(train, model_config, config, device)
+        if checkpoint is None:
+            memory_plan = _plan_batches(train, model_config, config, device)
+            planned = (memory_plan.batch_size, memory_plan.accumulate)
+        else:  # the plan the checkpoint was trained with: measuring again could pick another
+            planned = (
+                checkpoint.meta["train"]["batch_size"],
+                checkpoint.meta["train"]["accumulate"],
+            )
+        # every rank measures; all take rank 0's plan (near a boundary theirs could differ)
+        planned = tuple(distributed.from_rank_zero(torch.tensor(planned)).tolist())
         config = replace(
-            config,
-            batch_size=memory_plan.batch_size,
-            accumulate=memory_plan.accumulate,
-            effective_batch_size=None,
+            config, batch_size=planned[0], accumulate=planned[1], effective_batch_size=None
         )
     notes = {
         "model": model_config.to_json(),
