@@ -634,3 +634,22 @@ def test_a_batch_beyond_memory_is_refused_before_training():
         "train", "--model", "nn", "--layers", "100000", "--batch-size", "100000", "--epochs", "1"
     )
     assert result.exit_code == 2 and "smaller --batch-size" in result.output
+
+
+def test_an_interrupted_torchrun_run_names_the_torchrun_command(tmp_path, monkeypatch):
+    # regression (review): the hint named `latentrec train --resume`, which a checkpoint
+    # written by 2 processes refuses
+    from latentrec import distributed
+
+    monkeypatch.setattr(distributed, "from_environment", lambda: distributed.Context(0, 2))
+
+    def interrupted(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("latentrec.cli._train_run", interrupted)
+    written = iter([None, {"step": 40}])  # none before the run, one once it is interrupted
+    monkeypatch.setattr("latentrec.cli.checkpoints.notes_of", lambda _where: next(written))
+    out = tmp_path / "model"
+    result = runner.invoke(app, ["train", "--checkpoint-every", "20", "--out", str(out)])
+    assert result.exit_code == 130
+    assert f"`torchrun --nproc-per-node 2 -m latentrec train --resume {out}`" in result.stderr

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from latentrec import ConfigError, Recommender, fit, save
+from latentrec import ConfigError, Recommender, fit, load_ratings, save
 from latentrec.serving import create_app
 
 from .test_contract import invoke, one_error_line
@@ -162,3 +162,50 @@ def test_a_rating_model_may_be_given_by_its_directory(pair, dirs):
     saved = Recommender.from_dir(dirs[0])
     by_path = Recommender(saved.model, saved.ratings, rating_model=dirs[1])
     assert by_path.recommend(1, k=3) == pair.recommend(1, k=3)
+
+
+def test_lists_leave_out_what_a_user_rated_below_the_liked_minimum(train, tmp_path):
+    # regression (review): a model trained on liked ratings listed items its users had rated
+    # 0.5 (they were no training interaction); also_rated keeps them out of the lists only
+    liked = train.positives(4)
+    net, _ = fit(liked, "ease", progress=False)
+    plain = Recommender(net, liked)
+    rec = Recommender(net, liked, also_rated=train)
+    low = train.take(np.flatnonzero(train.rating < 4))
+    users = [u for u in np.unique(liked.user_index)[:40].tolist()]
+    listed = {u: {r.item_id for r in plain.recommend(train.users.ids[u], k=30)} for u in users}
+    rated_low = {u: set(low.item_ids[low.user_index == u].tolist()) for u in users}
+    assert any(listed[u] & rated_low[u] for u in users)  # the failure this guards against
+    for u in users:
+        kept = rec.recommend(train.users.ids[u], k=30)
+        assert not {r.item_id for r in kept} & rated_low[u]
+        # the scores are the model's alone: the same order among what is left
+        expected = [
+            r for r in plain.recommend(train.users.ids[u], k=200) if r.item_id not in rated_low[u]
+        ]
+        assert [r.item_id for r in kept] == [r.item_id for r in expected[:30]]
+    batch = rec.recommend_batch([train.users.ids[u] for u in users], k=30)
+    assert batch == [rec.recommend(train.users.ids[u], k=30) for u in users]
+    loaded = Recommender.from_dir(save(net, tmp_path / "liked", liked, also_rated=train))
+    assert loaded.recommend_batch([train.users.ids[u] for u in users], k=30) == batch
+    with pytest.raises(ConfigError, match="also_rated is Ratings"):
+        Recommender(net, liked, also_rated=[1, 2])
+
+
+def test_train_with_positive_min_saves_what_the_lists_leave_out(tmp_path):
+    out = tmp_path / "liked"
+    args = ["train", "--model", "ease", "--positive-min", "4", "--split", "user", "--json"]
+    result = invoke(*args, "--out", out)
+    assert result.exit_code == 0, result.output
+    rec = Recommender.from_dir(out)
+    below = rec.also_rated
+    assert below is not None and len(below) and float(below.rating.max()) == 1.0
+    every = load_ratings("movielens-small")
+    assert len(below) < int((every.rating < 4).sum())  # the held-out part's are not kept
+    plain = Recommender(rec.model, rec.ratings)
+    hits = {"kept out": 0, "without": 0}
+    for u in np.unique(below.user_index)[:30].tolist():
+        low = set(below.item_ids[below.user_index == u].tolist())
+        for name, lists in (("kept out", rec), ("without", plain)):
+            hits[name] += len({r.item_id for r in lists.recommend(rec.users.ids[u], k=30)} & low)
+    assert hits["kept out"] == 0 < hits["without"]

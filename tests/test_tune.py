@@ -190,7 +190,7 @@ def test_the_file_round_trips_into_train_config(ratings_file: Path, tmp_path: Pa
     assert f"--config {out}" in done.stdout
     saved = json.loads(out.read_text())
     assert saved["model"] == "dot" and saved["trials"] == 3 and saved["metric"] == "rmse"
-    assert saved["validation"]["split"] == "user"
+    assert saved["validation"]["split"] == "user" and saved["validation"]["positive_min"] is None
     assert read_tuned(out) == ("dot", saved["options"])
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["value"] == saved["value"] and len(report["all_trials"]) == 3
@@ -282,6 +282,12 @@ def test_a_tuning_file_trains_what_its_trials_trained(ratings, tmp_path):
         (["train", "--config", "{bad_value}"], "l2 must be a positive number"),
         (["train", "--config", "{other_model}"], "model must be one of"),
         (["train", "--config", "{stepped}"], "s.json sets epochs, lr, which train by steps"),
+        # regression (review): tuned on the liked ratings, trained on all of them silently
+        (["train", "--config", "{liked}"], "at or above 4 (--positive-min); give --positive-min 4"),
+        (
+            ["train", "--config", "{every}", "--positive-min", "4"],
+            "e.json was tuned on all the ratings (--positive-min); leave out --positive-min",
+        ),
     ],
 )
 def test_mistakes_are_one_line_with_exit_2(args, needle, ratings_file: Path, tmp_path: Path):
@@ -295,6 +301,8 @@ def test_mistakes_are_one_line_with_exit_2(args, needle, ratings_file: Path, tmp
         "bad_value": write(tmp_path / "v.json", TUNED | {"options": {"l2": -1}}),
         "other_model": write(tmp_path / "m.json", TUNED | {"model": "nope"}),
         "stepped": write(tmp_path / "s.json", TUNED | {"options": {"epochs": 3, "lr": 0.1}}),
+        "liked": write(tmp_path / "l.json", TUNED | {"validation": {"positive_min": 4.0}}),
+        "every": write(tmp_path / "e.json", TUNED | {"validation": {"positive_min": None}}),
     }
     args = [a.format(**paths) for a in args]
     if args[0] == "tune" and "--out" not in args:

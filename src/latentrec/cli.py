@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
+import numpy as np
 import torch
 import typer
 from rich.console import Console
@@ -74,6 +75,7 @@ from latentrec.tuning import (
     TuneResult,
     TuneTrial,
     check_output,
+    check_read_alike,
     read_tuned,
     tune,
 )
@@ -352,11 +354,21 @@ def _load_split(
     columns: dict[str, Any],
     positive_min: float | None = None,
     also: str | None = None,
-) -> Split:
-    ratings = _positives(_load_sources(data, also, columns), positive_min)
+) -> tuple[Split, Ratings | None]:
+    """The train and test parts, and with --positive-min the training ratings below it (held
+    out as the liked ones are): the model never trains on them, but its lists leave them out."""
+    every = _load_sources(data, also, columns)
+    ratings = _positives(every, positive_min)
+    below = None
+    if positive_min is not None:
+        below = every.take(np.flatnonzero(every.rating < positive_min))
     if test is not None:
-        return Split.from_parts(ratings, _positives(load_ratings(test, **columns), positive_min))
-    return ratings.split(test_fraction, seed=seed, by=split, last_n=last_n, cutoff=cutoff)
+        parts = Split.from_parts(ratings, _positives(load_ratings(test, **columns), positive_min))
+        return parts, below
+    parts = ratings.split(test_fraction, seed=seed, by=split, last_n=last_n, cutoff=cutoff)
+    if below is not None and len(below):
+        below = below.split(test_fraction, seed=seed, by=split, last_n=last_n, cutoff=cutoff).train
+    return parts, below
 
 
 def _given_options(context_: typer.Context) -> set[str]:
@@ -647,6 +659,8 @@ def train(
         "rating_range": _rating_range(rating_range) if rating_range is not None else None,
     }
     model, given = _with_tuned(config, model, given)
+    if config is not None:
+        check_read_alike(config, positive_min)
     _check_model_options(model, given)
     if checkpoint_every is not None and out is None and resume is None:
         raise ConfigError("--checkpoint-every needs --out: checkpoints go to OUT/checkpoint")
@@ -752,9 +766,11 @@ def train(
         last = checkpoints.notes_of(where / CHECKPOINT_DIR) if where is not None else None
         if last is None:
             raise
+        again = f"latentrec train --resume {where}"
+        if context.world_size > 1:  # as many processes again: the checkpoint needs them
+            again = f"torchrun --nproc-per-node {context.world_size} -m {again}"
         errors.print(
-            f"interrupted; the checkpoint at step {last['step']} is kept: continue with "
-            f"`latentrec train --resume {where}`",
+            f"interrupted; the checkpoint at step {last['step']} is kept: continue with `{again}`",
             soft_wrap=True,
         )
         raise typer.Exit(130) from None
@@ -768,7 +784,7 @@ def _train_run(
     """Load and split the data, fit, save and print: the body of `train`."""
     columns = run["columns"]
     test = Path(run["test"]) if run["test"] is not None else None
-    parts = _load_split(
+    parts, below = _load_split(
         run["data"],
         test,
         run["test_fraction"],
@@ -819,10 +835,10 @@ def _train_run(
         )
     model_dir = None
     if out is not None and context.is_main:
-        model_dir = save(net, out, parts.train, info=_info(history))
+        model_dir = save(net, out, parts.train, info=_info(history), also_rated=below)
     published = run.get("publish")  # runs checkpointed before it was an option have none
     if published is not None and context.is_main:
-        model_dir = publish(net, published, parts.train, info=_info(history))
+        model_dir = publish(net, published, parts.train, info=_info(history), also_rated=below)
     _print_history(history)
     info = _info(history)
     if net.predicts_ratings:
@@ -1021,7 +1037,7 @@ def tune_command(
         "implicit": implicit,
         "count_col": count_col,
     }
-    parts = _load_split(
+    parts, _ = _load_split(
         data, test, test_fraction, seed, split, last_n, cutoff, columns, positive_min
     )
     with _TuneProgress(trials, seconds) as progress:

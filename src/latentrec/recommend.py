@@ -25,7 +25,7 @@ from latentrec.data import IdMap, Ratings, Split
 from latentrec.errors import ConfigError, DataError, UnknownIdError
 from latentrec.metrics import ranking_metrics
 from latentrec.models import LatentModel
-from latentrec.storage import load
+from latentrec.storage import expressed_in, load
 
 BATCH_CHUNK = 2048  # users scored at once by recommend_batch: a (chunk x items) matrix
 # a new user's interaction weighs at most this many times the heaviest training one
@@ -107,6 +107,9 @@ class Recommender:
             from the ranking model, and each item on them carries the rating model's
             predicted rating (`Recommendation.predicted`); `predict` asks the rating model.
             The two are matched by raw user and item ids.
+        also_rated: ratings of these users the model did not train on (those `positives()`
+            left out, e.g. `Recommender(model, train.positives(4), also_rated=train)`): their
+            items are left out of the users' lists too, and nothing else.
     """
 
     def __init__(
@@ -114,6 +117,7 @@ class Recommender:
         model: LatentModel,
         ratings: Ratings,
         rating_model: Recommender | str | Path | None = None,
+        also_rated: Ratings | None = None,
     ) -> None:
         if not isinstance(model, LatentModel):
             raise ConfigError(
@@ -153,6 +157,17 @@ class Recommender:
         self._seen_indptr = np.r_[0, np.cumsum(distinct)]
         self._seen_items = keys % ratings.n_items
         model.attach(self._seen_indptr, self._seen_items)
+        # ... and, for the lists, with the items they rated that the model did not train on
+        self.also_rated = self._check_also_rated(also_rated)
+        self._rated_out_indptr, self._rated_out_items = self._seen_indptr, self._seen_items
+        if self.also_rated is not None and len(self.also_rated):
+            other = self.also_rated
+            both = np.unique(
+                np.r_[keys, other.user_index.astype(np.int64) * ratings.n_items + other.item_index]
+            )
+            per_user = np.bincount(both // ratings.n_items, minlength=ratings.n_users)
+            self._rated_out_indptr = np.r_[0, np.cumsum(per_user)]
+            self._rated_out_items = both % ratings.n_items
         self._item_counts = np.bincount(ratings.item_index, minlength=ratings.n_items)
         self._device = model.device
         self._prior: tuple[Any] | None = None  # (the model's fold-in prior,), made once
@@ -168,7 +183,10 @@ class Recommender:
         `rating_model`, a rating model's directory to pair with a ranking model."""
         saved = load(directory)
         partner = None if rating_model is None else cls.from_dir(rating_model)
-        return cls(saved.model, saved.ratings, rating_model=partner)
+        return cls(saved.model, saved.ratings, rating_model=partner, also_rated=saved.also_rated)
+
+    def _check_also_rated(self, also_rated: Ratings | None) -> Ratings | None:
+        return None if also_rated is None else expressed_in(also_rated, self.ratings, "also_rated")
 
     def _check_pair(self, partner: Recommender) -> None:
         if self.model.predicts_ratings:
@@ -271,7 +289,9 @@ class Recommender:
         if isinstance(user, NewUser):
             return self._own(user).rated_index
         index = self.user_index(user)
-        return self._seen_items[self._seen_indptr[index] : self._seen_indptr[index + 1]]
+        return self._rated_out_items[
+            self._rated_out_indptr[index] : self._rated_out_indptr[index + 1]
+        ]
 
     def _own(self, user: NewUser) -> NewUser:
         """`user`, folded in by this Recommender or one of the same model (ConfigError for
@@ -406,7 +426,7 @@ class Recommender:
         return [r._replace(predicted=predicted.get(r.item_id)) for r in recs]
 
     def _mask_seen(self, scores: Tensor, chunk: np.ndarray, k: int) -> None:
-        starts, ends = self._seen_indptr[chunk], self._seen_indptr[chunk + 1]
+        starts, ends = self._rated_out_indptr[chunk], self._rated_out_indptr[chunk + 1]
         counts = ends - starts
         short = np.flatnonzero(self.items.__len__() - counts < k)
         if len(short):
@@ -416,7 +436,9 @@ class Recommender:
                 "unrated items; ask for fewer"
             )
         row = np.repeat(np.arange(len(chunk)), counts)
-        seen = np.concatenate([self._seen_items[s:e] for s, e in zip(starts, ends, strict=True)])
+        seen = np.concatenate(
+            [self._rated_out_items[s:e] for s, e in zip(starts, ends, strict=True)]
+        )
         scores[torch.from_numpy(row), torch.from_numpy(seen)] = -torch.inf
 
     def _top(self, scores: Tensor, k: int, predict: bool = True) -> list[list[Recommendation]]:
@@ -804,7 +826,7 @@ def evaluate_ranking(
                 f"relevant_min {relevant_min:g} (they range from {float(weights.min()):g} to "
                 f"{float(weights.max()):g}): nothing is relevant"
             )
-    indptr, seen = recommender._seen_indptr, recommender._seen_items
+    indptr, seen = recommender._rated_out_indptr, recommender._rated_out_items
     relevant: dict[int, set[int]] = {}
     for user, item in zip(test.user_index[known], test.item_index[known], strict=True):
         relevant.setdefault(int(user), set()).add(int(item))
@@ -826,7 +848,7 @@ def evaluate_ranking(
         lists = popular_batch(recommender, user_ids, k)
     elif method == "model":
         # a user with fewer than k unrated items gets them all (a shorter list)
-        unrated = len(recommender.items) - np.diff(recommender._seen_indptr)[users]
+        unrated = len(recommender.items) - np.diff(recommender._rated_out_indptr)[users]
         room = np.minimum(unrated, k)
         lists = [[] for _ in users]
         for size in np.unique(room[room > 0]):

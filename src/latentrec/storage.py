@@ -83,11 +83,13 @@ _VERSION = re.compile(r"v-\d{8}-\d{6}-[0-9a-f]{6}")  # a published version's nam
 
 
 class SavedModel(NamedTuple):
-    """What `load` returns: the model, its training ratings and the saved metadata."""
+    """What `load` returns: the model, its training ratings and the saved metadata; with
+    `also_rated`, the users' ratings it did not train on (left out of their lists)."""
 
     model: LatentModel
     ratings: Ratings
     info: dict[str, Any]
+    also_rated: Ratings | None = None
 
 
 def save(
@@ -95,6 +97,7 @@ def save(
     directory: str | Path,
     ratings: Ratings,
     info: dict[str, Any] | None = None,
+    also_rated: Ratings | None = None,
 ) -> Path:
     """Write `model` and what recommending needs to `directory`, atomically.
 
@@ -104,6 +107,8 @@ def save(
     Args:
         ratings: the training ratings, in the model's id maps.
         info: extra JSON-able metadata (training config, metrics, ...).
+        also_rated: ratings of these users the model did not train on (the ones
+            `positives()` left out), kept so that lists leave their items out too.
 
     Returns:
         `directory`, as given (with `~` expanded).
@@ -114,6 +119,8 @@ def save(
             f"was built for {model.n_users} and {model.n_items}; save it with its training ratings"
         )
     info = _plain_info(info)
+    if also_rated is not None:
+        also_rated = expressed_in(also_rated, ratings, "also_rated")
     if not isinstance(directory, str | os.PathLike):
         raise ConfigError(f"directory must be a path, got {directory!r}")
     target = check_target(directory)
@@ -126,7 +133,7 @@ def save(
     lock = _try_lock(staging)  # tells a concurrent save's clean-up that this one is in use
     try:
         try:
-            _write(model, staging, ratings, info or {})
+            _write(model, staging, ratings, info or {}, also_rated)
             _fsync_directory(staging)
             previous = _switch(staging, target)
         except BaseException as err:
@@ -142,6 +149,22 @@ def save(
         if lock is not None:
             os.close(lock)
     return Path(directory).expanduser()
+
+
+def expressed_in(other: Ratings, ratings: Ratings, name: str) -> Ratings:
+    """The rows of `other` in the id maps of `ratings` (rows of ids they lack left out)."""
+    if not isinstance(other, Ratings):
+        raise ConfigError(
+            f"{name} is Ratings of the same users and items, got {type(other).__name__}"
+        )
+    same = [
+        a is b or (len(a) == len(b) and np.array_equal(a.ids, b.ids))
+        for a, b in ((other.users, ratings.users), (other.items, ratings.items))
+    ]
+    if all(same):
+        return other
+    other = other.reindexed(ratings.users, ratings.items)
+    return other.take(np.flatnonzero((other.user_index >= 0) & (other.item_index >= 0)))
 
 
 def _save_failed(directory: str | Path, err: Exception) -> ModelFileError:
@@ -375,7 +398,13 @@ def _title(value: Any) -> str | None:
     return str(value)
 
 
-def _write(model: LatentModel, folder: Path, ratings: Ratings, info: dict[str, Any]) -> None:
+def _write(
+    model: LatentModel,
+    folder: Path,
+    ratings: Ratings,
+    info: dict[str, Any],
+    also_rated: Ratings | None,
+) -> None:
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     _write_tensors(weights, folder / "model.safetensors")
     order = np.argsort(ratings.user_index, kind="stable")
@@ -384,6 +413,9 @@ def _write(model: LatentModel, folder: Path, ratings: Ratings, info: dict[str, A
         "item_index": torch.from_numpy(ratings.item_index[order].astype(np.int32)),
         "rating": torch.from_numpy(ratings.rating[order].astype(np.float32)),
     }
+    if also_rated is not None and len(also_rated):
+        for name in ("user_index", "item_index"):
+            train[f"also_{name}"] = torch.from_numpy(getattr(also_rated, name).astype(np.int32))
     _write_tensors(train, folder / "train.safetensors")
     titles = None
     if ratings.titles:
@@ -534,6 +566,7 @@ def publish(
     folder: str | Path,
     ratings: Ratings,
     info: dict[str, Any] | None = None,
+    also_rated: Ratings | None = None,
 ) -> Path:
     """Save `model` as a new version inside `folder` and point `folder/current` at it.
 
@@ -551,7 +584,7 @@ def publish(
         The new version's directory.
     """
     root = check_publish(folder)
-    version = save(model, root / _version_name(), ratings, info)
+    version = save(model, root / _version_name(), ratings, info, also_rated)
     link = root / CURRENT
     temporary = root / f".{CURRENT}.{STAGING}-{secrets.token_hex(4)}"
     try:
@@ -728,8 +761,9 @@ def _load(folder: Path, device: str | torch.device) -> SavedModel:
             "a string, implicit true or false and positive_min a number or null"
         )
     _check_weights_fit(folder / "model.safetensors", model_config)
+    ratings, also_rated = _read_ratings(folder, model_config, source)
     ratings = replace(
-        _read_ratings(folder, model_config, source),
+        ratings,
         implicit=implicit,
         positive_min=None if positive_min is None else float(positive_min),
     )
@@ -749,7 +783,7 @@ def _load(folder: Path, device: str | torch.device) -> SavedModel:
             f"{folder / 'model.safetensors'} does not fit its config: {first}"
         ) from err
     model.to(device).eval()
-    return SavedModel(model, ratings, info)
+    return SavedModel(model, ratings, info, also_rated)
 
 
 def _check_weights_fit(path: Path, config: ModelConfig) -> None:
@@ -803,7 +837,8 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise ModelFileError(f"{path} is damaged or not a safetensors file: {err}") from err
 
 
-def _read_ratings(folder: Path, config: ModelConfig, source: str) -> Ratings:
+def _read_ratings(folder: Path, config: ModelConfig, source: str) -> tuple[Ratings, Ratings | None]:
+    """The training ratings in train.safetensors, and the `also_rated` pairs where saved."""
     ids_path, train_path = folder / "ids.json", folder / "train.safetensors"
     ids = _read_json(ids_path)
     if not isinstance(ids, dict) or not all(
@@ -835,16 +870,27 @@ def _read_ratings(folder: Path, config: ModelConfig, source: str) -> Ratings:
             )
     if not rating.is_floating_point() or not bool(torch.isfinite(rating).all()):
         raise ModelFileError(f"{train_path} is damaged: rating must hold finite numbers")
+    also = [train.get("also_user_index"), train.get("also_item_index")]
+    if (also[0] is None) != (also[1] is None) or (
+        also[0] is not None and (also[0].dim() != 1 or also[0].shape != also[1].shape)
+    ):
+        raise ModelFileError(f"{train_path} is damaged: its also-rated columns do not pair up")
     for name, column, count in (
         ("user_index", user_index, len(users)),
         ("item_index", item_index, len(items)),
+        ("also_user_index", also[0], len(users)),
+        ("also_item_index", also[1], len(items)),
     ):
+        if column is None:
+            continue
+        if name.startswith("also") and (column.is_floating_point() or column.dtype == torch.bool):
+            raise ModelFileError(f"{train_path} is damaged: {name} holds {column.dtype}")
         if len(column) and (int(column.min()) < 0 or int(column.max()) >= count):
             raise ModelFileError(
                 f"{train_path} is damaged: {name} runs from {int(column.min())} to "
                 f"{int(column.max())}, outside the {count} ids of {ids_path.name} (0..{count - 1})"
             )
-    return Ratings(
+    ratings = Ratings(
         user_index.long().numpy(),
         item_index.long().numpy(),
         rating.float().numpy(),
@@ -854,6 +900,10 @@ def _read_ratings(folder: Path, config: ModelConfig, source: str) -> Ratings:
         titles,
         source,
     )
+    if also[0] is None:
+        return ratings, None
+    ones = np.ones(len(also[0]), dtype=np.float32)  # their ratings are not kept: only the pairs
+    return ratings, Ratings(also[0].long().numpy(), also[1].long().numpy(), ones, users, items)
 
 
 def _read_titles(ids_path: Path, titles: Any, items: IdMap) -> dict[Any, str] | None:

@@ -229,6 +229,8 @@ def tune(
         "fit_rows": len(parts.train),
         "validation_rows": len(parts.test),
         "source": data.source,
+        # how the data were read: `train --config` checks it reads them alike
+        "positive_min": data.positive_min,
     }
     seconds = time.perf_counter() - started
     return TuneResult(model, metric, kept, best.value, search.trials, validation, seconds)
@@ -444,6 +446,27 @@ def read_tuned(path: str | Path) -> tuple[str, dict[str, Any]]:
     except (TypeError, ValueError) as err:  # ConfigError is a ValueError
         raise ConfigError(f"{target}: {err}") from err
     return data["model"], options
+
+
+def check_read_alike(path: str | Path, positive_min: float | None) -> None:
+    """ConfigError unless `train --config PATH` reads the data as the search did: liked
+    ratings at or above the same --positive-min, or all of them (files that predate the
+    record pass)."""
+    target = Path(path).expanduser()
+    try:
+        validation = json.loads(target.read_text(encoding="utf-8")).get("validation", {})
+    except (OSError, ValueError, AttributeError):
+        return  # read_tuned has said what is wrong with the file
+    if not isinstance(validation, dict) or "positive_min" not in validation:
+        return
+    tuned = validation["positive_min"]
+    if tuned != positive_min:
+        read = "all the ratings" if tuned is None else f"the ratings at or above {tuned:g}"
+        ask = "leave out --positive-min" if tuned is None else f"give --positive-min {tuned:g}"
+        raise ConfigError(
+            f"{target} was tuned on {read} (--positive-min); {ask} to train on the same, or "
+            "tune again"
+        )
 
 
 def _resolved(model: str, options: dict[str, Any]) -> dict[str, Any]:
