@@ -647,9 +647,10 @@ def test_an_interrupted_torchrun_run_names_the_torchrun_command(tmp_path, monkey
         raise KeyboardInterrupt
 
     monkeypatch.setattr("latentrec.cli._train_run", interrupted)
-    written = iter([None, {"step": 40}])  # none before the run, one once it is interrupted
+    written = iter([None, {"step": 40, "world_size": 2}])  # none before, one once interrupted
     monkeypatch.setattr("latentrec.cli.checkpoints.notes_of", lambda _where: next(written))
     out = tmp_path / "model"
     result = runner.invoke(app, ["train", "--checkpoint-every", "20", "--out", str(out)])
     assert result.exit_code == 130
-    assert f"`torchrun --nproc-per-node 2 -m latentrec train --resume {out}`" in result.stderr
+    hint = f"`torchrun <the options it started with> -m latentrec train --resume {out}` (2 "
+    assert hint in result.stderr.replace("\n", " ")

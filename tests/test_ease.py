@@ -428,3 +428,20 @@ def test_a_negative_feature_weight_is_one_line(tmp_path: Path):
     result = invoke("train", "--model", "ease", "--feature-weight", "-1", "--out", tmp_path / "m")
     assert "feature_weight must be a number >= 0, got -1.0" in one_error_line(result)
     assert result.exit_code == 2 and not (tmp_path / "m").exists()
+
+
+def test_positive_min_with_a_few_ratings_below_it(tmp_path: Path):
+    # regression (review): the ratings below the minimum were split on their own, and one of
+    # them ("an empty test set") stopped train though the liked ones split fine
+    data = tmp_path / "liked.csv"
+    rows = [f"{u},{i},5" for u in range(30) for i in range(10) if (u, i) != (0, 9)] + ["0,9,1"]
+    data.write_text("userId,movieId,rating\n" + "\n".join(rows) + "\n")
+    for split in ("random", "user"):
+        out = tmp_path / split
+        result = invoke(
+            "train", "--data", data, "--model", "ease", "--positive-min", "4", "--split", split,
+            "--out", out,
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        kept = load(out).also_rated  # the one low rating, where the split left it in training
+        assert kept is None or kept.item_ids.tolist() == [9]

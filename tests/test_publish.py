@@ -401,7 +401,12 @@ def test_sighup_reloads_the_model(models, tmp_path, workers):
         version = one.name
         while version != two.name and time.monotonic() < deadline:
             time.sleep(0.1)
-            version = httpx.get(f"{url}/health").json()["version"]
+            try:
+                version = httpx.get(f"{url}/health").json()["version"]
+            except httpx.RemoteProtocolError:
+                # uvicorn retiring a worker can close a connection it accepted but had not
+                # read yet (a request being sent as the worker stops): ask again
+                continue
         assert version == two.name
         assert process.poll() is None  # SIGHUP did not end the server
     finally:

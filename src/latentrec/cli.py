@@ -366,9 +366,22 @@ def _load_split(
         parts = Split.from_parts(ratings, _positives(load_ratings(test, **columns), positive_min))
         return parts, below
     parts = ratings.split(test_fraction, seed=seed, by=split, last_n=last_n, cutoff=cutoff)
-    if below is not None and len(below):
-        below = below.split(test_fraction, seed=seed, by=split, last_n=last_n, cutoff=cutoff).train
+    if below is not None and len(below):  # its own draw: either part may come out empty
+        held_out = below.test_mask(test_fraction, seed=seed, by=split, last_n=last_n, cutoff=cutoff)
+        below = below.take(np.flatnonzero(~held_out))
     return parts, below
+
+
+def _resume_command(where: Path, notes: dict[str, Any]) -> str:
+    """How to continue the run whose checkpoint `notes` describe: under torchrun with as many
+    processes as wrote it (the checkpoint refuses another count)."""
+    processes = int(notes.get("world_size", 1))
+    if processes > 1:
+        return (
+            f"`torchrun <the options it started with> -m latentrec train --resume {where}` "
+            f"({processes} processes in all)"
+        )
+    return f"`latentrec train --resume {where}`"
 
 
 def _given_options(context_: typer.Context) -> set[str]:
@@ -732,9 +745,11 @@ def train(
         try:
             check_target(resume)  # where the model is saved: refused now, not after training
         except ModelFileError as err:
+            if "is not a latentrec model directory" not in str(err):
+                raise
             raise ModelFileError(
-                f"{str(err).split('; ')[0]}; a resumed run saves its model there: move the "
-                "other files out of it, then resume again"
+                f"{str(err).split('; refusing')[0]}; a resumed run saves its model there: move "
+                "the other files out of it, then resume again"
             ) from None
         if run.get("publish") is not None:
             check_publish(Path(run["publish"]))
@@ -750,7 +765,7 @@ def train(
         if left is not None:  # an interrupted run's: a new run would discard it
             raise ConfigError(
                 f"{out / CHECKPOINT_DIR} holds the checkpoint of an interrupted run (step "
-                f"{left['step']}): continue it with `latentrec train --resume {out}`, or remove "
+                f"{left['step']}): continue it with {_resume_command(out, left)}, or remove "
                 f"{out / CHECKPOINT_DIR} to start over"
             )
     if notes is not None and context.is_main:
@@ -766,11 +781,9 @@ def train(
         last = checkpoints.notes_of(where / CHECKPOINT_DIR) if where is not None else None
         if last is None:
             raise
-        again = f"latentrec train --resume {where}"
-        if context.world_size > 1:  # as many processes again: the checkpoint needs them
-            again = f"torchrun --nproc-per-node {context.world_size} -m {again}"
         errors.print(
-            f"interrupted; the checkpoint at step {last['step']} is kept: continue with `{again}`",
+            f"interrupted; the checkpoint at step {last['step']} is kept: continue with "
+            f"{_resume_command(where, last)}",
             soft_wrap=True,
         )
         raise typer.Exit(130) from None

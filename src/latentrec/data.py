@@ -327,6 +327,25 @@ class Ratings:
             the train set's maps (-1 where an id appears only in the test set).
         """
         n = len(self)
+        test_mask = self.test_mask(test_fraction, seed, by, last_n, cutoff)
+        test_rows, train_rows = np.flatnonzero(test_mask), np.flatnonzero(~test_mask)
+        if len(train_rows) == 0 or len(test_rows) == 0:
+            raise DataError(
+                f"the {by} split of {n} ratings left an empty "
+                f"{'train' if len(train_rows) == 0 else 'test'} set; change the split options"
+            )
+        return Split.from_parts(self.take(train_rows), self.take(test_rows))
+
+    def test_mask(
+        self,
+        test_fraction: float = 0.1,
+        seed: int = 42,
+        by: str = "random",
+        last_n: int | None = None,
+        cutoff: float | None = None,
+    ) -> np.ndarray:
+        """The rows `split` holds out, as a boolean mask (either part may be empty here)."""
+        n = len(self)
         fraction_kinds = (int, float, np.integer, np.floating)
         if by in ("random", "user") and (
             not isinstance(test_fraction, fraction_kinds) or not 0.0 < test_fraction < 1.0
@@ -342,23 +361,14 @@ class Ratings:
                 "split holds out test_fraction: leave them out, or split by time"
             )
         if by == "random":
-            order = rng.permutation(n)
-            n_test = round(n * test_fraction)
-            test_rows, train_rows = order[:n_test], order[n_test:]
-        elif by == "user":
-            test_mask = _per_user_holdout(self.user_index, test_fraction, rng)
-            test_rows, train_rows = np.flatnonzero(test_mask), np.flatnonzero(~test_mask)
-        elif by == "time":
-            test_mask = self._time_mask(last_n, cutoff)
-            test_rows, train_rows = np.flatnonzero(test_mask), np.flatnonzero(~test_mask)
-        else:
-            raise DataError(f"unknown split {by!r}: use 'random', 'user' or 'time'")
-        if len(train_rows) == 0 or len(test_rows) == 0:
-            raise DataError(
-                f"the {by} split of {n} ratings left an empty "
-                f"{'train' if len(train_rows) == 0 else 'test'} set; change the split options"
-            )
-        return Split.from_parts(self.take(np.sort(train_rows)), self.take(np.sort(test_rows)))
+            mask = np.zeros(n, dtype=bool)
+            mask[rng.permutation(n)[: round(n * test_fraction)]] = True
+            return mask
+        if by == "user":
+            return _per_user_holdout(self.user_index, test_fraction, rng)
+        if by == "time":
+            return self._time_mask(last_n, cutoff)
+        raise DataError(f"unknown split {by!r}: use 'random', 'user' or 'time'")
 
     def _time_mask(self, last_n: int | None, cutoff: float | None) -> np.ndarray:
         if self.timestamp is None:

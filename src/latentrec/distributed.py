@@ -311,11 +311,19 @@ def all_reduce_sum(values: Tensor) -> Tensor:
     return values
 
 
+def _for_backend(values: Tensor) -> Tensor:
+    """`values` where the process group's backend takes them: NCCL only CUDA tensors."""
+    if dist.get_backend() == "nccl":
+        return values.to(torch.device("cuda", torch.cuda.current_device()))
+    return values.clone()
+
+
 def from_rank_zero(values: Tensor) -> Tensor:
-    """Rank 0's `values` on every rank (the tensor itself in one process)."""
+    """Rank 0's `values` on every rank, on the CPU (the tensor itself in one process)."""
     if dist.is_initialized() and dist.get_world_size() > 1:
-        values = values.clone()
-        dist.broadcast(values, src=0)
+        sent = _for_backend(values)
+        dist.broadcast(sent, src=0)
+        values = sent.cpu()
     return values
 
 
@@ -323,8 +331,9 @@ def differs_anywhere(values: Tensor) -> bool:
     """Whether any rank holds other `values` than rank 0's: the same answer on every rank."""
     if not (dist.is_initialized() and dist.get_world_size() > 1):
         return False
-    differs = torch.tensor([int(not torch.equal(values, from_rank_zero(values)))])
-    return bool(all_reduce_sum(differs).item())
+    differs = _for_backend(torch.tensor([int(not torch.equal(values, from_rank_zero(values)))]))
+    dist.all_reduce(differs, op=dist.ReduceOp.SUM)
+    return bool(differs.item())
 
 
 def barrier() -> None:

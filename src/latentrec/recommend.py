@@ -559,10 +559,20 @@ class Recommender:
     def rating_rule(self) -> str:
         """What `takes_rating` accepts, in words ("between 1 and 5", or for interactions
         "above 0 and at most ...")."""
-        if self._reads_interactions:
-            return f"above 0 and at most {self.heaviest_weight:g} (an interaction's weight)"
         low, high = self.rating_range
+        if not self._reads_stars:
+            return f"above 0 and at most {self.heaviest_weight:g} (an interaction's weight)"
+        if self._reads_interactions:  # both: stars of the paired rating model, above 0
+            return f"above 0, between {low:g} and {high:g}, and at most {self.heaviest_weight:g}"
         return f"between {low:g} and {high:g}"
+
+    @property
+    def _reads_stars(self) -> bool:
+        return (
+            self.model.predicts_ratings
+            or self.rating_model is not None
+            or self.ratings.positive_min is not None
+        )
 
     @property
     def _reads_interactions(self) -> bool:
@@ -579,13 +589,8 @@ class Recommender:
         return HEAVIEST_WEIGHT_FACTOR * max(self.ratings.rating_range[1], 1.0)
 
     def _in_range(self, rating: float) -> bool:
-        rated = (
-            self.model.predicts_ratings
-            or self.rating_model is not None
-            or self.ratings.positive_min is not None
-        )
         low, high = self.rating_range
-        return not rated or low <= rating <= high
+        return not self._reads_stars or low <= rating <= high
 
     def _known_ratings(self, ratings: Mapping[Any, float]) -> tuple[dict[Any, float], list[Any]]:
         if not isinstance(ratings, Mapping):
@@ -826,17 +831,23 @@ def evaluate_ranking(
                 f"relevant_min {relevant_min:g} (they range from {float(weights.min()):g} to "
                 f"{float(weights.max()):g}): nothing is relevant"
             )
+    trained = np.diff(recommender._seen_indptr) > 0  # a user without training rows has no list
+    known &= trained[np.maximum(test.user_index, 0)]
+    if not known.any():
+        raise DataError("no test user has training rows: the model has no list for any of them")
+    # each test user's items, once, less those they have among the training rows: per user
+    order = np.argsort(test.user_index[known], kind="stable")
+    test_users, test_items = test.user_index[known][order], test.item_index[known][order]
+    starts = np.flatnonzero(np.r_[True, test_users[1:] != test_users[:-1]])
+    ends = np.r_[starts[1:], len(test_users)]
     indptr, seen = recommender._rated_out_indptr, recommender._rated_out_items
     relevant: dict[int, set[int]] = {}
-    for user, item in zip(test.user_index[known], test.item_index[known], strict=True):
-        relevant.setdefault(int(user), set()).add(int(item))
-    for user, items in relevant.items():
-        items.difference_update(seen[indptr[user] : indptr[user + 1]].tolist())
-    trained = np.diff(recommender._seen_indptr) > 0  # a user without training rows has no list
-    relevant = {u: items for u, items in relevant.items() if trained[u]}
-    if not relevant:
-        raise DataError("no test user has training rows: the model has no list for any of them")
-    users = np.array(sorted(u for u, items in relevant.items() if items), dtype=np.int64)
+    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+        user = int(test_users[start])
+        mine = np.setdiff1d(test_items[start:end], seen[indptr[user] : indptr[user + 1]])
+        if len(mine):
+            relevant[user] = set(mine.tolist())
+    users = np.array(sorted(relevant), dtype=np.int64)
     if len(users) == 0:
         raise DataError(
             "every relevant test item is among its user's training items (pairs rated again), "

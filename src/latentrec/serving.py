@@ -159,8 +159,9 @@ class Health(BaseModel):
     items: int
     rating_range: tuple[float, float] = Field(
         description="The scale ratings are given on (lowest, highest): the range of "
-        "POST /recommendations' ratings (a ranking model of interactions: its training "
-        "weights' range, and it takes any weight above 0)."
+        "POST /recommendations' ratings (a ranking model of interactions without a rating "
+        "model: its training weights' range; it takes weights above 0, up to a million "
+        "times the heaviest)."
     )
     predicts_ratings: bool = Field(
         description="Whether recommendations' scores are predicted ratings (a rating model) or "

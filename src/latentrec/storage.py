@@ -161,10 +161,10 @@ def expressed_in(other: Ratings, ratings: Ratings, name: str) -> Ratings:
         a is b or (len(a) == len(b) and np.array_equal(a.ids, b.ids))
         for a, b in ((other.users, ratings.users), (other.items, ratings.items))
     ]
-    if all(same):
-        return other
-    other = other.reindexed(ratings.users, ratings.items)
-    return other.take(np.flatnonzero((other.user_index >= 0) & (other.item_index >= 0)))
+    if not all(same):
+        other = other.reindexed(ratings.users, ratings.items)
+    known = (other.user_index >= 0) & (other.item_index >= 0)  # a test set's -1s too
+    return other if known.all() else other.take(np.flatnonzero(known))
 
 
 def _save_failed(directory: str | Path, err: Exception) -> ModelFileError:
