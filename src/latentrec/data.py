@@ -76,6 +76,10 @@ class IdMap:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def same_as(self, other: IdMap) -> bool:
+        """Whether `other` holds the same ids in the same order (indexes mean the same)."""
+        return self is other or (len(self) == len(other) and np.array_equal(self.ids, other.ids))
+
     @property
     def is_numeric(self) -> bool:
         return self.ids.dtype.kind in "iu"

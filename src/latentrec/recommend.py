@@ -299,8 +299,8 @@ class Recommender:
         owner = user.owner
         if owner is None or owner is self:
             return user
-        same = owner.model.config.to_json() == self.model.config.to_json() and _same_map(
-            owner.items, self.items
+        same = owner.model.config.to_json() == self.model.config.to_json() and owner.items.same_as(
+            self.items
         )  # the same model loaded twice, say
         if not same:
             raise ConfigError(
@@ -777,10 +777,6 @@ def relevance_floor(test: Ratings, relevant_min: float | None) -> float | None:
     return None
 
 
-def _same_map(ours: IdMap, theirs: IdMap) -> bool:
-    return ours is theirs or (len(ours) == len(theirs) and np.array_equal(ours.ids, theirs.ids))
-
-
 def evaluate_ranking(
     recommender: Recommender,
     test: Ratings,
@@ -817,7 +813,7 @@ def evaluate_ranking(
     ):
         raise ConfigError(f"relevant_min must be a number, got {relevant_min!r}")
     relevant_min = relevance_floor(test, relevant_min)
-    if not (_same_map(test.users, recommender.users) and _same_map(test.items, recommender.items)):
+    if not (test.users.same_as(recommender.users) and test.items.same_as(recommender.items)):
         test = test.reindexed(recommender.users, recommender.items)  # indexes of other maps
     known = (test.user_index >= 0) & (test.item_index >= 0)
     if not known.any():

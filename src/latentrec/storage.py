@@ -157,11 +157,7 @@ def expressed_in(other: Ratings, ratings: Ratings, name: str) -> Ratings:
         raise ConfigError(
             f"{name} is Ratings of the same users and items, got {type(other).__name__}"
         )
-    same = [
-        a is b or (len(a) == len(b) and np.array_equal(a.ids, b.ids))
-        for a, b in ((other.users, ratings.users), (other.items, ratings.items))
-    ]
-    if not all(same):
+    if not (other.users.same_as(ratings.users) and other.items.same_as(ratings.items)):
         other = other.reindexed(ratings.users, ratings.items)
     known = (other.user_index >= 0) & (other.item_index >= 0)  # a test set's -1s too
     return other if known.all() else other.take(np.flatnonzero(known))
