@@ -122,9 +122,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def run(argv: list[str]) -> dict:
+def run(argv: list[str], env: dict[str, str] | None = None) -> dict:
+    """A fresh process: its last line of JSON output, with its peak RSS added."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(argv, stdout=out, stderr=err)
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, env=env)
         peak = _watch_peak_rss(proc)
         out.seek(0)
         err.seek(0)

@@ -24,10 +24,20 @@ from fastapi.testclient import TestClient
 from torch import Tensor, nn
 from typer.testing import CliRunner
 
-from latentrec import ConfigError, Recommender, TrainConfig, UnknownIdError, evaluate, fit
+from latentrec import (
+    ConfigError,
+    Recommender,
+    TrainConfig,
+    UnknownIdError,
+    evaluate,
+    evaluate_ranking,
+    fit,
+)
+from latentrec import recommend as recommend_module
 from latentrec.cli import app
 from latentrec.data import Ratings
 from latentrec.memory import StepConfig, measure_step, sample_rows
+from latentrec.metrics import RANKING_METRICS
 from latentrec.models import MODELS, LatentModel, ModelConfig
 from latentrec.models.base import embedding, sigmoid_range, whole
 from latentrec.serving import create_app
@@ -262,6 +272,40 @@ def test_batch_recommendations_equal_single_ones(trained, exclude_seen):
             if mine.item_id != theirs.item_id:
                 assert mine.score == pytest.approx(theirs.score, rel=1e-5, abs=1e-6)
                 assert scored.get(mine.item_id, mine.score) == pytest.approx(mine.score, abs=1e-6)
+
+
+@pytest.mark.parametrize("method", ["model", "popular"])
+def test_ranking_evaluation_scores_the_lists_a_user_gets(trained, method, monkeypatch):
+    """evaluate_ranking (every user at once, no ids) against each test user's own list from
+    `recommend` (or the most-popular items they have not rated) and the per-user metrics; a
+    list as long as the items a user has left where that is fewer than k, and the same
+    figures when the users are scored a few at a time."""
+    rec, test, k = trained.recommender, trained.test, 9  # a rating model's users have 6 left
+    by_user: dict[int, set[int]] = {}
+    for u, i in zip(test.user_index.tolist(), test.item_index.tolist(), strict=True):
+        if u >= 0 and i >= 0 and i not in set(rec.seen(rec.users.ids[u]).tolist()):
+            by_user.setdefault(u, set()).add(i)
+    users = sorted(by_user)
+    counts = np.bincount(rec.ratings.item_index, minlength=len(rec.items))
+    popular = np.argsort(-counts, kind="stable")
+    lists = []
+    for u in users:
+        seen = set(rec.seen(rec.users.ids[u]).tolist())
+        room = min(k, len(rec.items) - len(seen))
+        if method == "popular":
+            lists.append([int(i) for i in popular if int(i) not in seen][:room])
+        else:
+            listed = rec.recommend(rec.users.ids[u], k=room)
+            lists.append([rec.items.index_of(r.item_id) for r in listed])
+    result = evaluate_ranking(rec, test, k, method=method)
+    for name, metric in RANKING_METRICS.items():
+        expected = np.mean(
+            [metric(items, by_user[u], k) for items, u in zip(lists, users, strict=True)]
+        )
+        assert result[f"{name}@{k}"] == pytest.approx(expected, abs=1e-12), name
+    assert result["users"] == len(users)
+    monkeypatch.setattr(recommend_module, "CHUNK_SCORES", 3 * len(rec.items))  # 3 users a go
+    assert evaluate_ranking(rec, test, k, method=method) == pytest.approx(result, abs=1e-12)
 
 
 def test_folding_in_a_users_own_ratings_gives_that_user_back(trained):

@@ -6,9 +6,12 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from latentrec.errors import DataError
 from latentrec.metrics import (
+    RANKING_METRICS,
     average_precision_at_k,
     coverage,
     hit_rate_at_k,
@@ -78,3 +81,32 @@ def test_coverage_and_bad_k():
     with pytest.raises(DataError, match="k must be"):
         precision_at_k([1], {1}, 0)
     assert np.isclose(ranking_metrics([], [], 5, 3)["ndcg@5"], 0.0)
+
+
+lists_and_sets = st.integers(1, 12).flatmap(
+    lambda n_items: st.tuples(
+        st.just(n_items),
+        st.integers(1, 6),
+        st.lists(
+            st.tuples(
+                st.lists(st.integers(0, n_items - 1), max_size=8),  # repeats allowed
+                st.sets(st.integers(0, n_items - 1), max_size=6),  # empty: not scored
+            ),
+            max_size=8,
+        ),
+    )
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(lists_and_sets)
+def test_all_users_at_once_equal_the_per_user_metrics_averaged(case):
+    n_items, k, users = case
+    lists, sets = [items for items, _ in users], [relevant for _, relevant in users]
+    result = ranking_metrics(lists, sets, k, n_items)
+    scored = [(items, relevant) for items, relevant in users if relevant]
+    assert result["users"] == len(scored)
+    for name, metric in RANKING_METRICS.items():
+        expected = np.mean([metric(i, r, k) for i, r in scored]) if scored else 0.0
+        assert result[f"{name}@{k}"] == pytest.approx(expected, abs=1e-12), name
+    assert result[f"coverage@{k}"] == coverage(lists, n_items, k)

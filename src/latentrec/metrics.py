@@ -110,23 +110,78 @@ RANKING_METRICS = {
 
 def ranking_metrics(recommended_lists, relevant_sets, k: int, n_items: int) -> dict[str, float]:
     """Each ranking metric per user, averaged over the users with at least one relevant item,
-    plus catalogue coverage over all users. Keys: `precision@k`, ..., `coverage@k`, `users`."""
+    plus catalogue coverage over all users. Keys: `precision@k`, ..., `coverage@k`, `users`.
+    (`ranking_scores` with the lists as arrays.)"""
     if len(recommended_lists) != len(relevant_sets):
         raise DataError(
             f"{len(recommended_lists)} recommendation lists for {len(relevant_sets)} users"
         )
-    scored = [
-        (items, relevant)
-        for items, relevant in zip(recommended_lists, relevant_sets, strict=True)
-        if len(relevant)
-    ]
-    result = {
-        f"{name}@{k}": float(np.mean([metric(i, r, k) for i, r in scored])) if scored else 0.0
-        for name, metric in RANKING_METRICS.items()
+    if k < 1:
+        raise DataError(f"k must be at least 1, got {k}")
+    lists = [np.asarray(items, dtype=np.int64)[:k] for items in recommended_lists]
+    top = np.full((len(lists), max((len(items) for items in lists), default=0)), -1, np.int64)
+    for row, items in zip(top, lists, strict=True):
+        row[: len(items)] = items
+    # -1 fills the shorter lists: items count from 0 here, so it matches none
+    relevant = [np.unique(np.fromiter(r, dtype=np.int64, count=len(r))) for r in relevant_sets]
+    indptr = np.r_[0, np.cumsum([len(r) for r in relevant], dtype=np.int64)]
+    items = np.concatenate(relevant) if relevant else np.empty(0, np.int64)
+    return ranking_scores(top, indptr, items, k, n_items)
+
+
+def ranking_scores(
+    top: np.ndarray, relevant_indptr: np.ndarray, relevant_items: np.ndarray, k: int, n_items: int
+) -> dict[str, float]:
+    """`ranking_metrics` over arrays, for many users at once: `top` (users x at most k) holds
+    each user's list of item indexes, best first, -1 after a list's end; user u's relevant
+    items are relevant_items[relevant_indptr[u]:relevant_indptr[u + 1]], distinct and in
+    increasing order. The same formulas as the per-user functions above."""
+    if k < 1:
+        raise DataError(f"k must be at least 1, got {k}")
+    if n_items < 1:
+        raise DataError(f"the catalogue must hold at least one item, got {n_items}")
+    top = np.asarray(top, dtype=np.int64)[:, :k]
+    n_users, width = top.shape
+    if len(relevant_indptr) != n_users + 1:
+        raise DataError(f"{n_users} recommendation lists for {len(relevant_indptr) - 1} users")
+    n_relevant = np.diff(relevant_indptr)
+    hits = _hits_of(top, relevant_indptr, relevant_items)
+    listed = top[top >= 0]
+    coverage = len(np.unique(listed)) / n_items
+    scored = n_relevant > 0
+    if not scored.any():
+        result = dict.fromkeys((f"{name}@{k}" for name in RANKING_METRICS), 0.0)
+        return result | {f"coverage@{k}": coverage, "users": 0}
+    hits, n_relevant = hits[scored], n_relevant[scored]
+    found = hits.sum(1)
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    ideal = np.cumsum(discounts)[np.minimum(n_relevant, k) - 1]
+    rank_precision = np.cumsum(hits, axis=1) / np.arange(1, width + 1)
+    per_user = {
+        "precision": found / k,
+        "recall": found / n_relevant,
+        "ndcg": (hits * discounts[:width]).sum(1) / ideal,
+        "hit_rate": hits.any(1).astype(np.float64),
+        "map": (rank_precision * hits).sum(1) / np.minimum(n_relevant, k),
     }
-    result[f"coverage@{k}"] = coverage(recommended_lists, n_items, k)
-    result["users"] = len(scored)
-    return result
+    result = {f"{name}@{k}": float(np.mean(per_user[name])) for name in RANKING_METRICS}
+    return result | {f"coverage@{k}": coverage, "users": int(scored.sum())}
+
+
+def _hits_of(top: np.ndarray, indptr: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """hits[u, j]: whether top[u, j] is among user u's relevant items (compressed rows, each
+    row's items in increasing order); -1 is none."""
+    n_users, width = top.shape
+    if len(items) == 0 or width == 0:
+        return np.zeros(top.shape, dtype=bool)
+    # one sorted key per relevant (user, item); items may be any integers
+    low = min(int(items.min()), int(top.min()), 0)
+    span = max(int(items.max()), int(top.max()), 0) - low + 1
+    owners = np.repeat(np.arange(n_users, dtype=np.int64), np.diff(indptr))
+    keys = owners * span + (items - low)
+    wanted = np.arange(n_users, dtype=np.int64)[:, None] * span + (top - low)
+    at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+    return (keys[at] == wanted) & (top >= 0)
 
 
 LARGEST_K = 1_000_000  # the longest list a ranking metric scores

@@ -12,7 +12,7 @@ import math
 import numbers
 import os
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -23,11 +23,13 @@ from torch import Tensor
 
 from latentrec.data import IdMap, Ratings, Split
 from latentrec.errors import ConfigError, DataError, UnknownIdError
-from latentrec.metrics import ranking_metrics
+from latentrec.kernels import distinct
+from latentrec.metrics import ranking_scores
 from latentrec.models import LatentModel
 from latentrec.storage import expressed_in, load
 
-BATCH_CHUNK = 2048  # users scored at once by recommend_batch: a (chunk x items) matrix
+BATCH_CHUNK = 2048  # users scored at once by recommend_batch: a (chunk x items) matrix ...
+CHUNK_SCORES = 1 << 24  # ... of at most this many scores (64 MiB in float32) where fewer fit
 # a new user's interaction weighs at most this many times the heaviest training one
 HEAVIEST_WEIGHT_FACTOR = 1e6
 
@@ -152,9 +154,9 @@ class Recommender:
         self._rated_values = ratings.rating[order]
         # ... and each distinct item once (for leaving seen items out), sorted per user
         # in int64: the indexes are int32, and users x items passes int32's range
-        keys = np.unique(ratings.user_index.astype(np.int64) * ratings.n_items + ratings.item_index)
-        distinct = np.bincount(keys // ratings.n_items, minlength=ratings.n_users)
-        self._seen_indptr = np.r_[0, np.cumsum(distinct)]
+        keys = distinct(ratings.user_index.astype(np.int64) * ratings.n_items + ratings.item_index)
+        per_user = np.bincount(keys // ratings.n_items, minlength=ratings.n_users)
+        self._seen_indptr = np.r_[0, np.cumsum(per_user)]
         self._seen_items = keys % ratings.n_items
         model.attach(self._seen_indptr, self._seen_items)
         # ... and, for the lists, with the items they rated that the model did not train on
@@ -162,7 +164,7 @@ class Recommender:
         self._rated_out_indptr, self._rated_out_items = self._seen_indptr, self._seen_items
         if self.also_rated is not None and len(self.also_rated):
             other = self.also_rated
-            both = np.unique(
+            both = distinct(
                 np.r_[keys, other.user_index.astype(np.int64) * ratings.n_items + other.item_index]
             )
             per_user = np.bincount(both // ratings.n_items, minlength=ratings.n_users)
@@ -396,12 +398,7 @@ class Recommender:
             return [self.recommend(u, k, exclude_seen) for u in users]
         index = np.array([self._listed_user(u) for u in users], dtype=np.int64)
         results: list[list[Recommendation]] = []
-        for start in range(0, len(index), BATCH_CHUNK):
-            chunk = index[start : start + BATCH_CHUNK]
-            rows = self.model.user_rows(torch.from_numpy(chunk).to(self._device))
-            scores = self.model.rank(rows, self.model.item_rows())
-            if exclude_seen:
-                self._mask_seen(scores, chunk, k)
+        for _, _, scores in self._scored_chunks(index, exclude_seen, k):
             results += self._top(scores, k)
         if self.rating_model is not None:
             results = [
@@ -425,10 +422,33 @@ class Recommender:
         predicted = dict(zip(known, partner.predict(target, known).tolist(), strict=True))
         return [r._replace(predicted=predicted.get(r.item_id)) for r in recs]
 
-    def _mask_seen(self, scores: Tensor, chunk: np.ndarray, k: int) -> None:
+    def _scored_chunks(
+        self, index: np.ndarray, exclude_seen: bool, k: int | None = None, popular: bool = False
+    ) -> Iterator[tuple[int, np.ndarray, Tensor]]:
+        """The known user indexes `index`, a chunk at a time: its start in `index`, its
+        indexes and their scores of every item (the model's, or with `popular` the items'
+        order by training ratings), what each user rated at -inf where `exclude_seen`; with
+        k, a user left with fewer than k items to list is refused."""
+        if popular:  # higher for more ratings, ties to the lower index: distinct values
+            order = np.argsort(-self._item_counts, kind="stable")
+            rank = torch.empty(len(order), dtype=torch.float64)
+            rank[torch.from_numpy(order)] = -torch.arange(len(order), dtype=torch.float64)
+        size = max(1, min(BATCH_CHUNK, CHUNK_SCORES // max(len(self.items), 1)))
+        for start in range(0, len(index), size):
+            chunk = index[start : start + size]
+            if popular:
+                scores = rank.to(self._device)[None].repeat(len(chunk), 1)
+            else:
+                rows = self.model.user_rows(torch.from_numpy(chunk).to(self._device))
+                scores = self.model.rank(rows, self.model.item_rows())
+            if exclude_seen:
+                self._mask_seen(scores, chunk, k)
+            yield start, chunk, scores
+
+    def _mask_seen(self, scores: Tensor, chunk: np.ndarray, k: int | None) -> None:
         starts, ends = self._rated_out_indptr[chunk], self._rated_out_indptr[chunk + 1]
         counts = ends - starts
-        short = np.flatnonzero(self.items.__len__() - counts < k)
+        short = np.flatnonzero(self.items.__len__() - counts < k) if k is not None else []
         if len(short):
             user = _plain(self.users.ids[chunk[short[0]]])
             raise ConfigError(
@@ -436,10 +456,23 @@ class Recommender:
                 "unrated items; ask for fewer"
             )
         row = np.repeat(np.arange(len(chunk)), counts)
-        seen = np.concatenate(
-            [self._rated_out_items[s:e] for s, e in zip(starts, ends, strict=True)]
-        )
+        seen = self._rated_out_items[_places(self._rated_out_indptr, chunk)]
         scores[torch.from_numpy(row), torch.from_numpy(seen)] = -torch.inf
+
+    def _top_indexes(self, index: np.ndarray, k: int, popular: bool = False) -> np.ndarray:
+        """For known user indexes: each one's k best items they have not rated, as item
+        indexes (users x min(k, items)), -1 after the end of a list shorter than k (a user
+        with fewer items left). Ranked by the model, or with `popular` by training ratings
+        (the most-popular baseline). What evaluate_ranking scores: no Recommendation
+        objects, no ids."""
+        width = min(k, len(self.items))
+        out = np.full((len(index), width), -1, dtype=np.int64)
+        with torch.no_grad():
+            for at, chunk, scores in self._scored_chunks(index, True, None, popular):
+                values, best = torch.topk(scores, width, dim=1)
+                best[torch.isneginf(values)] = -1  # rated: the list ended before
+                out[at : at + len(chunk)] = best.cpu().numpy()
+        return out
 
     def _top(self, scores: Tensor, k: int, predict: bool = True) -> list[list[Recommendation]]:
         values, best = torch.topk(scores, k, dim=1)
@@ -738,22 +771,18 @@ def _id_list(ids: Any, name: str) -> list[Any]:
     return list(ids)
 
 
+def _places(indptr: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The places of the given rows' entries in compressed rows (indptr), row after row."""
+    starts, counts = indptr[rows], indptr[rows + 1] - indptr[rows]
+    return np.repeat(starts - np.r_[0, np.cumsum(counts)[:-1]], counts) + np.arange(counts.sum())
+
+
 def popular_batch(recommender: Recommender, users: Sequence[Any], k: int = 10) -> list[list[Any]]:
     """The most-rated training items each user has not rated: the most-popular baseline,
     as item indexes."""
     _check_k(k)
-    order = np.argsort(-recommender._item_counts, kind="stable")
-    lists = []
-    for user in users:
-        seen = set(recommender.seen(user).tolist())
-        picked = []
-        for item in order:
-            if item not in seen:
-                picked.append(int(item))
-                if len(picked) == k:
-                    break
-        lists.append(picked)
-    return lists
+    index = np.array([recommender.user_index(u) for u in users], dtype=np.int64)
+    return [[int(i) for i in row if i >= 0] for row in recommender._top_indexes(index, k, True)]
 
 
 def relevance_floor(test: Ratings, relevant_min: float | None) -> float | None:
@@ -831,38 +860,26 @@ def evaluate_ranking(
     known &= trained[np.maximum(test.user_index, 0)]
     if not known.any():
         raise DataError("no test user has training rows: the model has no list for any of them")
-    # each test user's items, once, less those they have among the training rows: per user
-    order = np.argsort(test.user_index[known], kind="stable")
-    test_users, test_items = test.user_index[known][order], test.item_index[known][order]
-    starts = np.flatnonzero(np.r_[True, test_users[1:] != test_users[:-1]])
-    ends = np.r_[starts[1:], len(test_users)]
-    indptr, seen = recommender._rated_out_indptr, recommender._rated_out_items
-    relevant: dict[int, set[int]] = {}
-    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
-        user = int(test_users[start])
-        mine = np.setdiff1d(test_items[start:end], seen[indptr[user] : indptr[user + 1]])
-        if len(mine):
-            relevant[user] = set(mine.tolist())
-    users = np.array(sorted(relevant), dtype=np.int64)
-    if len(users) == 0:
+    # each test user's items, once, less those they have among the training rows
+    n_items = len(recommender.items)
+    pairs = distinct(test.user_index[known].astype(np.int64) * n_items + test.item_index[known])
+    users = distinct(pairs // n_items)
+    indptr, rated = recommender._rated_out_indptr, recommender._rated_out_items
+    # the same users' rated pairs, as keys in increasing order (each user's items are)
+    rated_pairs = np.repeat(users, np.diff(indptr)[users]) * n_items + rated[_places(indptr, users)]
+    at = np.minimum(np.searchsorted(rated_pairs, pairs), max(len(rated_pairs) - 1, 0))
+    pairs = pairs[rated_pairs[at] != pairs] if len(rated_pairs) else pairs
+    if len(pairs) == 0:
         raise DataError(
             "every relevant test item is among its user's training items (pairs rated again), "
             "and a user's training items are never recommended: nothing to score; split the "
             "pairs, not the rows, or give a test set of new pairs"
         )
-    user_ids = [recommender.users.ids[u] for u in users]
-    if method == "popular":
-        lists = popular_batch(recommender, user_ids, k)
-    elif method == "model":
-        # a user with fewer than k unrated items gets them all (a shorter list)
-        unrated = len(recommender.items) - np.diff(recommender._rated_out_indptr)[users]
-        room = np.minimum(unrated, k)
-        lists = [[] for _ in users]
-        for size in np.unique(room[room > 0]):
-            chosen = np.flatnonzero(room == size)
-            batch = recommender.recommend_batch([user_ids[j] for j in chosen], int(size))
-            for j, recs in zip(chosen, batch, strict=True):
-                lists[j] = [recommender.items.index_of(r.item_id) for r in recs]
-    else:
+    owners = pairs // n_items
+    users, first = np.unique(owners, return_index=True)
+    relevant_indptr = np.r_[first, len(pairs)]
+    if method not in ("model", "popular"):
         raise ConfigError(f"method must be 'model' or 'popular', got {method!r}")
-    return ranking_metrics(lists, [relevant[int(u)] for u in users], k, len(recommender.items))
+    # a user with fewer than k unrated items gets them all (a shorter list)
+    top = recommender._top_indexes(users, k, popular=method == "popular")
+    return ranking_scores(top, relevant_indptr, pairs % n_items, k, n_items)

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from latentrec import kernels
 from latentrec.errors import ConfigError
 from latentrec.models.base import (
     Interactions,
@@ -377,7 +378,7 @@ class _Side(NamedTuple):
         """Each row's distinct columns (a pair rated twice counts once), without values."""
         rows = np.repeat(np.arange(len(self.indptr) - 1), np.diff(self.indptr))
         n_columns = int(self.columns.max()) + 1 if len(self.columns) else 1
-        keys = np.unique(rows * n_columns + self.columns)
+        keys = kernels.distinct(rows * n_columns + self.columns)
         indptr = np.zeros_like(self.indptr)
         np.cumsum(np.bincount(keys // n_columns, minlength=len(indptr) - 1), out=indptr[1:])
         return _Side(indptr, (keys % n_columns).astype(np.int32), np.empty(0))
