@@ -40,6 +40,7 @@ from latentrec.memory import StepConfig, measure_step, sample_rows
 from latentrec.metrics import RANKING_METRICS
 from latentrec.models import MODELS, LatentModel, ModelConfig
 from latentrec.models.base import embedding, sigmoid_range, whole
+from latentrec.recommend import popular_batch
 from latentrec.serving import create_app
 from latentrec.storage import load, save
 
@@ -274,13 +275,17 @@ def test_batch_recommendations_equal_single_ones(trained, exclude_seen):
                 assert scored.get(mine.item_id, mine.score) == pytest.approx(mine.score, abs=1e-6)
 
 
-@pytest.mark.parametrize("method", ["model", "popular"])
+@pytest.mark.parametrize("method", ["model", "tied", "popular"])
 def test_ranking_evaluation_scores_the_lists_a_user_gets(trained, method, monkeypatch):
     """evaluate_ranking (every user at once, no ids) against each test user's own list from
     `recommend` (or the most-popular items they have not rated) and the per-user metrics; a
-    list as long as the items a user has left where that is fewer than k, and the same
-    figures when the users are scored a few at a time."""
+    list as long as the items a user has left where that is fewer than k (ties among the
+    scores fall as in `recommend`), and the same figures when the users are scored a few at
+    a time."""
     rec, test, k = trained.recommender, trained.test, 9  # a rating model's users have 6 left
+    if method == "tied":  # every item scores the same
+        rank = rec.model.rank
+        monkeypatch.setattr(rec.model, "rank", lambda users, items: rank(users, items) * 0)
     by_user: dict[int, set[int]] = {}
     for u, i in zip(test.user_index.tolist(), test.item_index.tolist(), strict=True):
         if u >= 0 and i >= 0 and i not in set(rec.seen(rec.users.ids[u]).tolist()):
@@ -297,7 +302,7 @@ def test_ranking_evaluation_scores_the_lists_a_user_gets(trained, method, monkey
         else:
             listed = rec.recommend(rec.users.ids[u], k=room)
             lists.append([rec.items.index_of(r.item_id) for r in listed])
-    result = evaluate_ranking(rec, test, k, method=method)
+    result = evaluate_ranking(rec, test, k, method="popular" if method == "popular" else "model")
     for name, metric in RANKING_METRICS.items():
         expected = np.mean(
             [metric(items, by_user[u], k) for items, u in zip(lists, users, strict=True)]
@@ -305,7 +310,15 @@ def test_ranking_evaluation_scores_the_lists_a_user_gets(trained, method, monkey
         assert result[f"{name}@{k}"] == pytest.approx(expected, abs=1e-12), name
     assert result["users"] == len(users)
     monkeypatch.setattr(recommend_module, "CHUNK_SCORES", 3 * len(rec.items))  # 3 users a go
-    assert evaluate_ranking(rec, test, k, method=method) == pytest.approx(result, abs=1e-12)
+    again = evaluate_ranking(rec, test, k, method="popular" if method == "popular" else "model")
+    assert again == pytest.approx(result, abs=1e-12)
+    if method == "popular":  # a folded-in user: the popular items their fold-in did not rate
+        new = rec.fold_in(stars_of(trained.train, 100))
+        expected = [
+            [int(i) for i in popular if i not in set(rec.seen(user).tolist())][:k]
+            for user in (new, 100)
+        ]
+        assert popular_batch(rec, [new, 100], k) == expected
 
 
 def test_folding_in_a_users_own_ratings_gives_that_user_back(trained):

@@ -83,14 +83,20 @@ def test_coverage_and_bad_k():
     assert np.isclose(ranking_metrics([], [], 5, 3)["ndcg@5"], 0.0)
 
 
+def _items(n_items: int):
+    """Item indexes, and now and then numbers no index is (negative, or past int32)."""
+    odd = st.sampled_from([-1, -(2**62), 2**40, 2**62, 2**63 - 1])
+    return st.one_of(st.integers(0, n_items - 1), odd)
+
+
 lists_and_sets = st.integers(1, 12).flatmap(
     lambda n_items: st.tuples(
         st.just(n_items),
         st.integers(1, 6),
         st.lists(
             st.tuples(
-                st.lists(st.integers(0, n_items - 1), max_size=8),  # repeats allowed
-                st.sets(st.integers(0, n_items - 1), max_size=6),  # empty: not scored
+                st.lists(_items(n_items), max_size=8),  # repeats allowed
+                st.sets(_items(n_items), max_size=6),  # empty: not scored
             ),
             max_size=8,
         ),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from latentrec.errors import DataError
@@ -118,14 +120,17 @@ def ranking_metrics(recommended_lists, relevant_sets, k: int, n_items: int) -> d
         )
     if k < 1:
         raise DataError(f"k must be at least 1, got {k}")
-    lists = [np.asarray(items, dtype=np.int64)[:k] for items in recommended_lists]
-    top = np.full((len(lists), max((len(items) for items in lists), default=0)), -1, np.int64)
+    # any items an equality tells apart (ids, floats, negative or huge numbers) as codes
+    # 0, 1, ... in the order first met; -1 fills the shorter lists
+    codes: dict[Any, int] = {}
+    lists = [[codes.setdefault(item, len(codes)) for item in list(items)[:k]] for items in
+             recommended_lists]  # fmt: skip
+    relevant = [sorted({codes.setdefault(item, len(codes)) for item in r}) for r in relevant_sets]
+    top = np.full((len(lists), max(map(len, lists), default=0)), -1, dtype=np.int64)
     for row, items in zip(top, lists, strict=True):
         row[: len(items)] = items
-    # -1 fills the shorter lists: items count from 0 here, so it matches none
-    relevant = [np.unique(np.fromiter(r, dtype=np.int64, count=len(r))) for r in relevant_sets]
     indptr = np.r_[0, np.cumsum([len(r) for r in relevant], dtype=np.int64)]
-    items = np.concatenate(relevant) if relevant else np.empty(0, np.int64)
+    items = np.fromiter((i for r in relevant for i in r), dtype=np.int64, count=int(indptr[-1]))
     return ranking_scores(top, indptr, items, k, n_items)
 
 
@@ -133,9 +138,9 @@ def ranking_scores(
     top: np.ndarray, relevant_indptr: np.ndarray, relevant_items: np.ndarray, k: int, n_items: int
 ) -> dict[str, float]:
     """`ranking_metrics` over arrays, for many users at once: `top` (users x at most k) holds
-    each user's list of item indexes, best first, -1 after a list's end; user u's relevant
-    items are relevant_items[relevant_indptr[u]:relevant_indptr[u + 1]], distinct and in
-    increasing order. The same formulas as the per-user functions above."""
+    each user's list of item indexes (0 and up), best first, -1 after a list's end; user u's
+    relevant items are relevant_items[relevant_indptr[u]:relevant_indptr[u + 1]], distinct and
+    in increasing order. The same formulas as the per-user functions above."""
     if k < 1:
         raise DataError(f"k must be at least 1, got {k}")
     if n_items < 1:
@@ -144,6 +149,9 @@ def ranking_scores(
     n_users, width = top.shape
     if len(relevant_indptr) != n_users + 1:
         raise DataError(f"{n_users} recommendation lists for {len(relevant_indptr) - 1} users")
+    relevant_items = np.asarray(relevant_items, dtype=np.int64)
+    if (top.size and top.min() < -1) or (relevant_items.size and relevant_items.min() < 0):
+        raise DataError("item indexes count from 0 (and -1 ends a list); map ids to indexes first")
     n_relevant = np.diff(relevant_indptr)
     hits = _hits_of(top, relevant_indptr, relevant_items)
     listed = top[top >= 0]
@@ -174,12 +182,11 @@ def _hits_of(top: np.ndarray, indptr: np.ndarray, items: np.ndarray) -> np.ndarr
     n_users, width = top.shape
     if len(items) == 0 or width == 0:
         return np.zeros(top.shape, dtype=bool)
-    # one sorted key per relevant (user, item); items may be any integers
-    low = min(int(items.min()), int(top.min()), 0)
-    span = max(int(items.max()), int(top.max()), 0) - low + 1
+    # one sorted key per relevant (user, item)
+    span = max(int(items.max()), int(top.max())) + 1
     owners = np.repeat(np.arange(n_users, dtype=np.int64), np.diff(indptr))
-    keys = owners * span + (items - low)
-    wanted = np.arange(n_users, dtype=np.int64)[:, None] * span + (top - low)
+    keys = owners * span + items
+    wanted = np.arange(n_users, dtype=np.int64)[:, None] * span + top
     at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
     return (keys[at] == wanted) & (top >= 0)
 

@@ -29,7 +29,7 @@ from latentrec.models import LatentModel
 from latentrec.storage import expressed_in, load
 
 BATCH_CHUNK = 2048  # users scored at once by recommend_batch: a (chunk x items) matrix ...
-CHUNK_SCORES = 1 << 24  # ... of at most this many scores (64 MiB in float32) where fewer fit
+CHUNK_SCORES = 1 << 24  # ... of at most this many scores (64 MiB in float32), if fewer
 # a new user's interaction weighs at most this many times the heaviest training one
 HEAVIEST_WEIGHT_FACTOR = 1e6
 
@@ -467,11 +467,22 @@ class Recommender:
         objects, no ids."""
         width = min(k, len(self.items))
         out = np.full((len(index), width), -1, dtype=np.int64)
+        room = len(self.items) - np.diff(self._rated_out_indptr)[index]  # items left to list
         with torch.no_grad():
             for at, chunk, scores in self._scored_chunks(index, True, None, popular):
-                values, best = torch.topk(scores, width, dim=1)
-                best[torch.isneginf(values)] = -1  # rated: the list ended before
-                out[at : at + len(chunk)] = best.cpu().numpy()
+                best = torch.topk(scores, width, dim=1).indices.cpu().numpy()
+                mine = room[at : at + len(chunk)]
+                # a user with fewer items left: their list is `recommend`'s for k = what is
+                # left (the same top-k call, so ties fall alike), and it ends there
+                for size in np.unique(mine[mine < width]).tolist():
+                    rows = np.flatnonzero(mine == size)
+                    best[rows] = -1
+                    if size > 0:
+                        row_scores = scores[torch.from_numpy(rows).to(scores.device)]
+                        best[rows, :size] = (
+                            torch.topk(row_scores, size, dim=1).indices.cpu().numpy()
+                        )
+                out[at : at + len(chunk)] = best
         return out
 
     def _top(self, scores: Tensor, k: int, predict: bool = True) -> list[list[Recommendation]]:
@@ -779,10 +790,19 @@ def _places(indptr: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 def popular_batch(recommender: Recommender, users: Sequence[Any], k: int = 10) -> list[list[Any]]:
     """The most-rated training items each user has not rated: the most-popular baseline,
-    as item indexes."""
+    as item indexes. A NewUser's rated items are those of their fold-in."""
     _check_k(k)
-    index = np.array([recommender.user_index(u) for u in users], dtype=np.int64)
-    return [[int(i) for i in row if i >= 0] for row in recommender._top_indexes(index, k, True)]
+    known = [j for j, user in enumerate(users) if not isinstance(user, NewUser)]
+    index = np.array([recommender.user_index(users[j]) for j in known], dtype=np.int64)
+    lists: list[list[Any]] = [[] for _ in users]
+    for j, row in zip(known, recommender._top_indexes(index, k, True), strict=True):
+        lists[j] = [int(i) for i in row if i >= 0]
+    order = np.argsort(-recommender._item_counts, kind="stable")
+    for j, user in enumerate(users):
+        if isinstance(user, NewUser):
+            seen = set(recommender.seen(user).tolist())
+            lists[j] = [int(i) for i in order if int(i) not in seen][:k]
+    return lists
 
 
 def relevance_floor(test: Ratings, relevant_min: float | None) -> float | None:
