@@ -302,7 +302,8 @@ def test_ranking_evaluation_scores_the_lists_a_user_gets(trained, method, monkey
         else:
             listed = rec.recommend(rec.users.ids[u], k=room)
             lists.append([rec.items.index_of(r.item_id) for r in listed])
-    result = evaluate_ranking(rec, test, k, method="popular" if method == "popular" else "model")
+    kind = "popular" if method == "popular" else "model"
+    result = evaluate_ranking(rec, test, k, kind)
     for name, metric in RANKING_METRICS.items():
         expected = np.mean(
             [metric(items, by_user[u], k) for items, u in zip(lists, users, strict=True)]
@@ -310,8 +311,11 @@ def test_ranking_evaluation_scores_the_lists_a_user_gets(trained, method, monkey
         assert result[f"{name}@{k}"] == pytest.approx(expected, abs=1e-12), name
     assert result["users"] == len(users)
     monkeypatch.setattr(recommend_module, "CHUNK_SCORES", 3 * len(rec.items))  # 3 users a go
-    again = evaluate_ranking(rec, test, k, method="popular" if method == "popular" else "model")
+    calls: list[tuple[int, int]] = []
+    again = evaluate_ranking(rec, test, k, kind, on_progress=lambda *at: calls.append(at))
     assert again == pytest.approx(result, abs=1e-12)
+    # the progress: a chunk of 3 users at a time, up to every user scored
+    assert calls == [(min(n, len(users)), len(users)) for n in range(3, len(users) + 3, 3)]
     if method == "popular":  # a folded-in user: the popular items their fold-in did not rate
         new = rec.fold_in(stars_of(trained.train, 100))
         expected = [

@@ -13,7 +13,7 @@ import signal
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -27,6 +27,7 @@ from rich.progress import (
     Progress,
     TextColumn,
     TimeElapsedColumn,
+    TimeRemainingColumn,
 )
 from rich.table import Table
 from rich.text import Text
@@ -859,9 +860,11 @@ def _train_run(
     else:  # a ranking model: how its lists do on the test users
         relevant_min = relevance_floor(parts.test, run.get("relevant_min"))
         try:
-            ranking = evaluate_ranking(
-                Recommender(net, parts.train), parts.test, 10, relevant_min=relevant_min
-            )
+            with _ranking_progress() as progress:
+                recommender = Recommender(net, parts.train)
+                ranking = evaluate_ranking(
+                    recommender, parts.test, 10, relevant_min=relevant_min, on_progress=progress
+                )
         except DataError as err:  # nothing to rank: the model is trained (and saved) all the same
             errors.print(f"no ranking metrics: {err}")
             info["ranking"] = None
@@ -1093,6 +1096,27 @@ def tune_command(
         print_json(result.to_json() | extra)
 
 
+@contextlib.contextmanager
+def _ranking_progress(k: int = 10) -> Iterator[Callable[[int, int], None]]:
+    """A bar over the users a ranking evaluation lists items for, on stderr, drawn on a
+    terminal only: at scale it scores every item for every test user."""
+    with Progress(
+        TextColumn(f"ranking the test users' top {k}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=errors,
+        transient=True,
+        disable=not errors.is_terminal,
+    ) as bar:
+        task = bar.add_task("rank", total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
 class _TuneProgress:
     """A bar over the trials (or the budget's seconds) with the best score so far, on stderr,
     drawn on a terminal only."""
@@ -1232,7 +1256,8 @@ def evaluate_command(
         result |= {k: v for k, v in evaluate(saved.model, known).items() if k != "n"}
     recommender = Recommender(saved.model, saved.ratings) if ranking_ks else None
     for k in sorted(ranking_ks):
-        result |= evaluate_ranking(recommender, known, k)
+        with _ranking_progress(k) as progress:
+            result |= evaluate_ranking(recommender, known, k, on_progress=progress)
     table = Table(title=shown(f"{model_dir} on {ratings.source}"))
     table.add_column("metric")
     table.add_column("value", justify="right")

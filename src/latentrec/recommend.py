@@ -12,7 +12,7 @@ import math
 import numbers
 import os
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -459,7 +459,13 @@ class Recommender:
         seen = self._rated_out_items[_places(self._rated_out_indptr, chunk)]
         scores[torch.from_numpy(row), torch.from_numpy(seen)] = -torch.inf
 
-    def _top_indexes(self, index: np.ndarray, k: int, popular: bool = False) -> np.ndarray:
+    def _top_indexes(
+        self,
+        index: np.ndarray,
+        k: int,
+        popular: bool = False,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> np.ndarray:
         """For known user indexes: each one's k best items they have not rated, as item
         indexes (users x min(k, items)), -1 after the end of a list shorter than k (a user
         with fewer items left). Ranked by the model, or with `popular` by training ratings
@@ -483,6 +489,8 @@ class Recommender:
                             torch.topk(row_scores, size, dim=1).indices.cpu().numpy()
                         )
                 out[at : at + len(chunk)] = best
+                if on_progress is not None:
+                    on_progress(at + len(chunk), len(index))
         return out
 
     def _top(self, scores: Tensor, k: int, predict: bool = True) -> list[list[Recommendation]]:
@@ -832,6 +840,7 @@ def evaluate_ranking(
     k: int = 10,
     method: str = "model",
     relevant_min: float | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, float]:
     """Ranking metrics at k over the test users the model knows (those with training rows):
     relevant items are each user's test items; candidates are all training items minus the
@@ -845,6 +854,8 @@ def evaluate_ranking(
         method: "model" (the recommender) or "popular" (the most-popular baseline).
         relevant_min: only test ratings at or above it are relevant (None: every test item;
             see `relevance_floor` for interactions made from ratings).
+        on_progress: called as (users ranked, users to rank) after each chunk of users the
+            lists are made for (the long part at scale: every item scored for every user).
     """
     _check_k(k)
     if not isinstance(recommender, Recommender):
@@ -901,5 +912,5 @@ def evaluate_ranking(
     if method not in ("model", "popular"):
         raise ConfigError(f"method must be 'model' or 'popular', got {method!r}")
     # a user with fewer than k unrated items gets them all (a shorter list)
-    top = recommender._top_indexes(users, k, popular=method == "popular")
+    top = recommender._top_indexes(users, k, method == "popular", on_progress)
     return ranking_scores(top, relevant_indptr, pairs % n_items, k, n_items)
