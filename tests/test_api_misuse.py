@@ -160,6 +160,11 @@ def test_new_users_in_a_batch_get_their_own_lists(small):
         ),
         (lambda r, rec: L.evaluate_ranking(rec.model, r), ConfigError, "takes a Recommender"),
         (
+            lambda r, rec: L.evaluate_ranking(rec, r, method="best"),
+            ConfigError,
+            "method must be 'model' or 'popular', got 'best'",
+        ),
+        (
             lambda r, rec: L.evaluate_ranking(rec, r, relevant_min="4"),
             ConfigError,
             "relevant_min must be a number, got '4'",

@@ -858,6 +858,8 @@ def evaluate_ranking(
             lists are made for (the long part at scale: every item scored for every user).
     """
     _check_k(k)
+    if method not in ("model", "popular"):
+        raise ConfigError(f"method must be 'model' or 'popular', got {method!r}")
     if not isinstance(recommender, Recommender):
         raise ConfigError(
             f"evaluate_ranking takes a Recommender, got {type(recommender).__name__}: "
@@ -909,8 +911,6 @@ def evaluate_ranking(
     owners = pairs // n_items
     users, first = np.unique(owners, return_index=True)
     relevant_indptr = np.r_[first, len(pairs)]
-    if method not in ("model", "popular"):
-        raise ConfigError(f"method must be 'model' or 'popular', got {method!r}")
     # a user with fewer than k unrated items gets them all (a shorter list)
     top = recommender._top_indexes(users, k, method == "popular", on_progress)
     return ranking_scores(top, relevant_indptr, pairs % n_items, k, n_items)
