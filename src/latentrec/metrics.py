@@ -187,8 +187,16 @@ def _hits_of(top: np.ndarray, indptr: np.ndarray, items: np.ndarray) -> np.ndarr
     owners = np.repeat(np.arange(n_users, dtype=np.int64), np.diff(indptr))
     keys = owners * span + items
     wanted = np.arange(n_users, dtype=np.int64)[:, None] * span + top
-    at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
-    return (keys[at] == wanted) & (top >= 0)
+    return among(keys, wanted) & (top >= 0)
+
+
+def among(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Whether each of `values` is one of `keys` (in increasing order): np.isin without its
+    sort of the keys."""
+    if len(keys) == 0:
+        return np.zeros(np.shape(values), dtype=bool)
+    at = np.minimum(np.searchsorted(keys, values), len(keys) - 1)
+    return keys[at] == values
 
 
 LARGEST_K = 1_000_000  # the longest list a ranking metric scores

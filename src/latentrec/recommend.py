@@ -24,7 +24,7 @@ from torch import Tensor
 from latentrec.data import IdMap, Ratings, Split
 from latentrec.errors import ConfigError, DataError, UnknownIdError
 from latentrec.kernels import distinct
-from latentrec.metrics import ranking_scores
+from latentrec.metrics import among, ranking_scores
 from latentrec.models import LatentModel
 from latentrec.storage import expressed_in, load
 
@@ -805,11 +805,11 @@ def popular_batch(recommender: Recommender, users: Sequence[Any], k: int = 10) -
     lists: list[list[Any]] = [[] for _ in users]
     for j, row in zip(known, recommender._top_indexes(index, k, True), strict=True):
         lists[j] = [int(i) for i in row if i >= 0]
-    order = np.argsort(-recommender._item_counts, kind="stable")
-    for j, user in enumerate(users):
-        if isinstance(user, NewUser):
-            seen = set(recommender.seen(user).tolist())
-            lists[j] = [int(i) for i in order if int(i) not in seen][:k]
+    folded = [j for j, user in enumerate(users) if isinstance(user, NewUser)]
+    order = np.argsort(-recommender._item_counts, kind="stable") if folded else None
+    for j in folded:
+        seen = set(recommender.seen(users[j]).tolist())
+        lists[j] = [int(i) for i in order if int(i) not in seen][:k]
     return lists
 
 
@@ -900,8 +900,7 @@ def evaluate_ranking(
     indptr, rated = recommender._rated_out_indptr, recommender._rated_out_items
     # the same users' rated pairs, as keys in increasing order (each user's items are)
     rated_pairs = np.repeat(users, np.diff(indptr)[users]) * n_items + rated[_places(indptr, users)]
-    at = np.minimum(np.searchsorted(rated_pairs, pairs), max(len(rated_pairs) - 1, 0))
-    pairs = pairs[rated_pairs[at] != pairs] if len(rated_pairs) else pairs
+    pairs = pairs[~among(rated_pairs, pairs)]
     if len(pairs) == 0:
         raise DataError(
             "every relevant test item is among its user's training items (pairs rated again), "
