@@ -112,6 +112,12 @@ SYSTEMS = {
     "latentrec dot 1 epoch": ("latentrec", "dot", ONE_EPOCH_DOT),
     # the same epoch with AdamW, the optimiser before row-wise Adagrad became the default
     "latentrec dot adamw 1 epoch": ("latentrec", "dot", [*ONE_EPOCH_DOT, "--optimizer", "adamw"]),
+    # the same epoch in a blocked order (cells of 8,192 users x 8,192 items)
+    "latentrec dot blocked 1 epoch": (
+        "latentrec",
+        "dot",
+        [*ONE_EPOCH_DOT, "--order", "blocked"],
+    ),
     # the same epoch through PyTorch's autograd instead of the fused kernel
     "latentrec dot autograd 1 epoch": (
         "latentrec",
@@ -135,6 +141,7 @@ SYSTEMS = {
     ),
     # time to accuracy, 100 factors each: test RMSE after every epoch (see CURVE_CASES)
     "latentrec dot curve": ("latentrec", "dot", SCALE_DOT),
+    "latentrec dot blocked curve": ("latentrec", "dot", [*SCALE_DOT, "--order", "blocked"]),
     "latentrec dot defaults curve": ("latentrec", "dot", ["--factors", SCALE_FACTORS]),
     "cornac mf 20 epochs": (
         "mf",
@@ -187,8 +194,13 @@ CASES = {
     "nn": ["latentrec nn", "fastai nn bs64"],
     "mf": ["latentrec dot", "surprise svd", "surprise svd++", "cornac mf"],
     "scale-1m": [*SCALE, "fastai dot bs4096 1 epoch"],
-    "scale-5m": [*SCALE, "latentrec dot adamw 1 epoch", "latentrec dot autograd 1 epoch"],
-    "scale-25m": [*SCALE, "latentrec dot adamw 1 epoch"],
+    "scale-5m": [
+        *SCALE,
+        "latentrec dot blocked 1 epoch",
+        "latentrec dot adamw 1 epoch",
+        "latentrec dot autograd 1 epoch",
+    ],
+    "scale-25m": [*SCALE, "latentrec dot blocked 1 epoch", "latentrec dot adamw 1 epoch"],
     # one epoch on data without repeated pairs: every system trains on the same rows
     "distinct-5m": [*SCALE, "latentrec dot adamw 1 epoch"],
     "distinct-25m": [*SCALE, "latentrec dot adamw 1 epoch"],
@@ -201,11 +213,12 @@ CASES = {
     "curve": ["latentrec dot defaults curve", "cornac mf 20 epochs", "surprise svd 20 epochs"],
     "curve-5m": [
         "latentrec dot curve",
+        "latentrec dot blocked curve",
         "cornac mf 20 epochs",
         "surprise svd 20 epochs",
         "fastai dot bs4096 5 epochs",
     ],
-    "curve-25m": ["latentrec dot curve", "cornac mf 20 epochs"],
+    "curve-25m": ["latentrec dot curve", "latentrec dot blocked curve", "cornac mf 20 epochs"],
     "als-25m": [],  # benchmarks/als_scale.py, with its defaults
 }
 CURVE_CASES = ("curve", "curve-5m", "curve-25m")

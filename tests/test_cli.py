@@ -420,6 +420,8 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path, monkeypatch):
         (["train", "--engine", "fused", "--model", "nn"], "the nn model trains with autograd"),
         (["train", "--optimizer", "sgd"], "optimizer must be one of adamw, adagrad, got 'sgd'"),
         (["train", "--model", "ease", "--optimizer", "adamw"], "the ease model is solved"),
+        (["train", "--order", "sorted"], "order must be one of shuffled, blocked, got 'sorted'"),
+        (["train", "--model", "als", "--order", "blocked"], "the als model is solved"),
         (["train", "--l2", "-1"], "l2 must be zero or positive, got -1.0"),
         (
             ["train", "--model", "bayes", "--l2", "0.1"],

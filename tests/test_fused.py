@@ -236,3 +236,68 @@ def test_the_order_is_the_algorithms_whatever_the_chunks_counted_apart(n):
         expected = _reference_permutation(n, seed)
         assert np.array_equal(fused.permutation(n, seed), expected)
         assert np.array_equal(fused.permutation(n, seed, parallel=False), expected)
+
+
+def _cells(users, items, positions, block_users, block_items, n_items):
+    per_row = -(-n_items // block_items)
+    return (users[positions] // block_users) * per_row + items[positions] // block_items
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(
+    n=st.integers(0, 3000),
+    n_users=st.integers(1, 60),
+    n_items=st.integers(1, 60),
+    blocks=st.tuples(st.integers(1, 70), st.integers(1, 70)),
+    seed=st.integers(0, 2**63),
+)
+def test_a_blocked_order_holds_every_rating_once_and_visits_each_cell_in_one_run(
+    n, n_users, n_items, blocks, seed
+):
+    rng = np.random.default_rng(seed % 1000)
+    users = rng.integers(0, n_users, n).astype(np.int32)
+    items = rng.integers(0, n_items, n).astype(np.int32)
+    grouped, starts = fused.cell_layout(users, items, n_users, n_items, *blocks)
+    cells = _cells(users, items, grouped, *blocks, n_items)
+    assert np.all(np.diff(cells) >= 0)  # grouped cell by cell, in cell order
+    assert np.array_equal(starts, np.searchsorted(cells, np.arange(len(starts))))
+    for b in range(len(starts) - 1):  # stable: each cell's ratings as the data hold them
+        assert np.all(np.diff(grouped[starts[b] : starts[b + 1]]) > 0)
+    order = fused.blocked_order(starts, seed)
+    assert order.dtype == np.int64
+    assert np.array_equal(np.sort(order), np.arange(n))
+    visited = cells[order]
+    runs = 1 + np.count_nonzero(visited[1:] != visited[:-1]) if n else 0
+    assert runs == len(np.unique(cells))  # a cell, once left, never comes back
+
+
+def test_a_blocked_order_depends_on_the_seed_alone_not_on_the_threads():
+    rng = np.random.default_rng(0)
+    users = rng.integers(0, 500, 100_000).astype(np.int32)
+    items = rng.integers(0, 300, 100_000).astype(np.int32)
+    args = (users, items, 500, 300, 64, 64)
+    before = kernels.numba.get_num_threads()
+    try:
+        kernels.set_threads(1)
+        grouped, starts = fused.cell_layout(*args)
+        one = fused.blocked_order(starts, 11)
+        kernels.set_threads(2)
+        assert all(map(np.array_equal, fused.cell_layout(*args), (grouped, starts)))
+        two = fused.blocked_order(starts, 11)
+    finally:
+        kernels.set_threads(before)
+    assert all(map(np.array_equal, fused.cell_layout(*args, parallel=False), (grouped, starts)))
+    assert np.array_equal(one, two)
+    assert np.array_equal(one, fused.blocked_order(starts, 11, parallel=False))
+    assert not np.array_equal(one, fused.blocked_order(starts, 12))
+    # the cells come in another order too, not only their ratings
+    cells = _cells(users, items, grouped, 64, 64, 300)
+    assert len({cells[fused.blocked_order(starts, seed)[0]] for seed in range(10)}) > 3
+
+
+def test_a_blocked_layout_refuses_mismatched_ratings_and_empty_blocks():
+    users = np.zeros(3, dtype=np.int32)
+    with pytest.raises(ValueError, match="differ in length: 3 and 2"):
+        fused.cell_layout(users, users[:2], 1, 1)
+    with pytest.raises(ValueError, match="block_items must be >= 1, got 0"):
+        fused.cell_layout(users, users, 1, 1, block_items=0)

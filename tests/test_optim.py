@@ -119,14 +119,21 @@ def test_an_epoch_with_a_short_last_group_matches(model, options):
     assert _max_difference(accumulated, large) < 1e-7
 
 
-@pytest.mark.parametrize("optimizer", ["adamw", "adagrad"])
-@pytest.mark.parametrize("l2", [0.0, 0.3])
-def test_fused_engine_takes_the_same_steps_as_autograd(optimizer, l2):
+@pytest.mark.parametrize(
+    ("optimizer", "l2", "order"),
+    [("adamw", 0.0, "shuffled"), ("adamw", 0.3, "shuffled"), ("adagrad", 0.0, "shuffled"),
+     ("adagrad", 0.3, "shuffled"), ("adamw", 0.3, "blocked"), ("adagrad", 0.3, "blocked")],
+)  # fmt: skip
+def test_fused_engine_takes_the_same_steps_as_autograd(optimizer, l2, order, monkeypatch):
     """The compiled kernel is the same mathematics as autograd + the optimiser: after two
     epochs of accumulated steps (with a short last group) the parameters agree, with and
-    without the per-rating L2 penalty."""
+    without the per-rating L2 penalty, in either epoch order (blocks small enough for many
+    cells here)."""
+    monkeypatch.setattr("latentrec.fused.BLOCK_USERS", 7)
+    monkeypatch.setattr("latentrec.fused.BLOCK_ITEMS", 5)
     ratings = _ratings(250)
     options = {
+        "order": order,
         "n_factors": 6,
         "epochs": 2,
         "batch_size": 16,

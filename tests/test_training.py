@@ -21,6 +21,7 @@ from latentrec import (
     TrainingError,
     evaluate,
     fit,
+    fused,
     training,
 )
 from latentrec.checkpoints import Checkpoints
@@ -178,15 +179,58 @@ def _interrupted_after(monkeypatch, writes: int) -> None:
     monkeypatch.setattr(Checkpoints, "write", write)
 
 
-@pytest.mark.parametrize("optimizer", ["adagrad", "adamw"])
-@pytest.mark.parametrize("engine", ["autograd", "fused"])
+def _small_blocks(monkeypatch) -> None:
+    """Blocked orders in cells of 100 users x 1,000 items: 7 x 10 cells of the bundled data."""
+    monkeypatch.setattr(fused, "BLOCK_USERS", 100)
+    monkeypatch.setattr(fused, "BLOCK_ITEMS", 1000)
+
+
+def test_a_blocked_order_trains_on_every_rating_cell_by_cell(small_split, monkeypatch):
+    """Each epoch of `order="blocked"` takes every training rating once, a cell at a time;
+    the model differs from the shuffled order's, and not by much."""
+    _small_blocks(monkeypatch)
+    seen = []
+    blocked = fused.blocked_order
+
+    def recorded(*args, **kwargs):
+        seen.append(blocked(*args, **kwargs))
+        return seen[-1]
+
+    monkeypatch.setattr(fused, "blocked_order", recorded)
+    options = {"epochs": 2, "progress": False, "seed": 3}
+    net, history = fit(small_split, "dot", order="blocked", **options)
+    plain, plain_history = fit(small_split, "dot", **options)
+    train = small_split.train
+    epochs = [order for order in seen if len(order) == len(train)]
+    assert len(epochs) == 2 and not np.array_equal(epochs[0], epochs[1])
+    # the epochs' positions are into the ratings grouped by cell
+    users, items = train.user_index, train.item_index
+    grouped, _ = fused.cell_layout(users, items, train.n_users, train.n_items, 100, 1000)
+    for order in epochs:
+        assert np.array_equal(np.sort(order), np.arange(len(train)))
+        rows = grouped[order]
+        cells = (users[rows] // 100) * -(-train.n_items // 1000) + items[rows] // 1000
+        assert 1 + np.count_nonzero(np.diff(cells)) == len(np.unique(cells))
+    assert history.train_config.order == "blocked"
+    assert not torch.equal(net.user_factors.weight, plain.user_factors.weight)
+    assert history.rmse == pytest.approx(plain_history.rmse, abs=0.03)
+
+
+@pytest.mark.parametrize(
+    ("engine", "optimizer", "order"),
+    [("autograd", "adagrad", "shuffled"), ("autograd", "adamw", "shuffled"),
+     ("fused", "adagrad", "shuffled"), ("fused", "adamw", "shuffled"),
+     ("fused", "adagrad", "blocked")],
+)  # fmt: skip
 def test_a_run_resumed_from_a_checkpoint_ends_where_the_whole_run_does(
-    small_split, tmp_path, monkeypatch, engine, optimizer
+    small_split, tmp_path, monkeypatch, engine, optimizer, order
 ):
     """Killed mid-epoch after its second checkpoint, the resumed run ends with the weights of
     the uninterrupted one, bit for bit: model, optimiser, schedule, random states and position
     restored."""
+    _small_blocks(monkeypatch)
     options = {
+        "order": order,
         "epochs": 3,
         "batch_size": 512,
         "dtype": "float64",
@@ -201,6 +245,7 @@ def test_a_run_resumed_from_a_checkpoint_ends_where_the_whole_run_does(
     with pytest.raises(_Killed):
         fit(small_split, "dot", checkpoint_every=every, checkpoint_dir=tmp_path, **options)
     monkeypatch.undo()
+    _small_blocks(monkeypatch)
     resumed, history = fit(
         small_split, "dot", checkpoint_every=every, checkpoint_dir=tmp_path, resume=True, **options
     )

@@ -114,6 +114,7 @@ STEP_OPTIONS = {
     "negatives": "--negatives",
     "checkpoint_every": "--checkpoint-every",
     "optimizer": "--optimizer",
+    "order": "--order",
 }
 
 
@@ -532,6 +533,14 @@ def train(
             "adamw; each comes with its own --lr, --wd and --epochs defaults."
         ),
     ] = None,
+    order: Annotated[
+        str | None,
+        typer.Option(
+            help="shuffled (the default) or blocked: each epoch visits blocks of 8,192 users x "
+            "8,192 items in a random order, its ratings shuffled within each; at scale an "
+            "epoch reads fewer rows from memory, for a little accuracy per epoch."
+        ),
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Save the model to this directory.")] = None,
     publish_to: Annotated[
         Path | None,
@@ -670,6 +679,7 @@ def train(
         "negatives": negatives,
         "checkpoint_every": checkpoint_every,
         "optimizer": optimizer,
+        "order": order,
         "rating_range": _rating_range(rating_range) if rating_range is not None else None,
     }
     model, given = _with_tuned(config, model, given)

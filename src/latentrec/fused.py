@@ -67,6 +67,21 @@ def _mix(x):  # pragma: no cover - compiled
     return x ^ (x >> np.uint64(31))
 
 
+@inlined
+def _chunk_places(counts, starts):  # pragma: no cover - compiled
+    """counts[c, b], chunk c's entries of bucket b, made each chunk's first place once the
+    buckets are laid end to end (bucket by bucket, and within a bucket chunk by chunk);
+    starts[b]: where bucket b begins, starts[-1] the total."""
+    at = 0
+    for b in range(counts.shape[1]):
+        starts[b] = at
+        for c in range(counts.shape[0]):
+            count = counts[c, b]
+            counts[c, b] = at
+            at += count
+    starts[counts.shape[1]] = at
+
+
 def _scatter_shuffle(n, seed, out):  # pragma: no cover - compiled; tested through permutation
     key = _mix(np.uint64(seed))
     golden = np.uint64(0x9E3779B97F4A7C15)
@@ -77,16 +92,8 @@ def _scatter_shuffle(n, seed, out):  # pragma: no cover - compiled; tested throu
     for c in prange(chunks):
         for k in range(c * chunk, min((c + 1) * chunk, n)):
             counts[c, _mix(key + np.uint64(k) * golden) >> shift] += 1
-    # positions: bucket by bucket, and within a bucket chunk by chunk
     starts = np.zeros(_BUCKETS + 1, dtype=np.int64)
-    at = 0
-    for b in range(_BUCKETS):
-        starts[b] = at
-        for c in range(chunks):
-            count = counts[c, b]
-            counts[c, b] = at
-            at += count
-    starts[_BUCKETS] = at
+    _chunk_places(counts, starts)
     for c in prange(chunks):
         for k in range(c * chunk, min((c + 1) * chunk, n)):
             b = _mix(key + np.uint64(k) * golden) >> shift
@@ -142,6 +149,125 @@ def permutation(n: int, seed: int, parallel: bool = True) -> np.ndarray:
         return out
     with threads(free_threads(numba.get_num_threads())):
         _scatter_shuffle_parallel(n, np.uint64(seed % 2**64), out)
+    return out
+
+
+# a blocked epoch's cells: this many users by this many items (`cell_layout`)
+BLOCK_USERS = 8192
+BLOCK_ITEMS = 8192
+
+
+@parallel_kernel
+def _group_by_cell(
+    users, items, block_users, block_items, per_row, out, starts
+):  # pragma: no cover - compiled; tested through cell_layout
+    """Counting sort of the positions 0..n-1 by the cell of (users[k], items[k]), stable:
+    chunks of positions counted apart (a fixed number for n, so the result never depends on
+    the threads), then each chunk's positions scattered from its own places."""
+    n, cells = len(users), len(starts) - 1
+    chunks = min(_CHUNKS, max(1, n // _CHUNK_LEAST))
+    chunk = (n + chunks - 1) // chunks
+    counts = np.zeros((chunks, cells), dtype=np.int64)
+    for c in prange(chunks):
+        for k in range(c * chunk, min((c + 1) * chunk, n)):
+            counts[c, (users[k] // block_users) * per_row + items[k] // block_items] += 1
+    _chunk_places(counts, starts)
+    for c in prange(chunks):
+        for k in range(c * chunk, min((c + 1) * chunk, n)):
+            b = (users[k] // block_users) * per_row + items[k] // block_items
+            out[counts[c, b]] = k
+            counts[c, b] += 1
+
+
+def _cells_shuffled(starts, visit, seed, out):  # pragma: no cover - compiled
+    """The positions of the cells (starts[b]:starts[b + 1], laid end to end) in the order
+    `visit`, each cell's positions shuffled by a stream of its own."""
+    key = _mix(np.uint64(seed))
+    golden = np.uint64(0x9E3779B97F4A7C15)
+    at = np.zeros(len(visit) + 1, dtype=np.int64)
+    for v in range(len(visit)):
+        at[v + 1] = at[v] + starts[visit[v] + 1] - starts[visit[v]]
+    for v in prange(len(visit)):
+        b = visit[v]
+        first, size = at[v], starts[b + 1] - starts[b]
+        for j in range(size):
+            out[first + j] = starts[b] + j
+        state = _mix(key ^ _mix(np.uint64(b) + golden))
+        for j in range(size - 1, 0, -1):
+            state += golden
+            pick = np.int64((_mix(state) >> np.uint64(11)) % np.uint64(j + 1))
+            out[first + j], out[first + pick] = out[first + pick], out[first + j]
+
+
+_cells_shuffled_parallel = parallel_kernel(_cells_shuffled)
+_cells_shuffled_inline = inlined(_cells_shuffled)
+
+
+def _cells_shuffled_serial(starts, visit, seed, out):  # pragma: no cover - compiled
+    """`_cells_shuffled` on the calling thread alone: the same order (a function of its own
+    for the reason `_scatter_shuffle_serial` is)."""
+    _cells_shuffled_inline(starts, visit, seed, out)
+
+
+if AVAILABLE:
+    _cells_shuffled_serial = njit(cache=True, nogil=True)(_cells_shuffled_serial)
+
+
+def cell_layout(
+    users: np.ndarray,
+    items: np.ndarray,
+    n_users: int,
+    n_items: int,
+    block_users: int | None = None,
+    block_items: int | None = None,
+    parallel: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ratings (users[k], items[k]) grouped by cell, for `blocked_order`: users cut into
+    blocks of `block_users` (default `BLOCK_USERS`) and items into blocks of `block_items`
+    (`BLOCK_ITEMS`), a cell being a user block x an item block. Returns the positions grouped
+    cell by cell, in their order within each cell (int64), and where each cell starts among
+    them (one more than the cells). O(ratings), no sort; the same on any threads, and with
+    `parallel=False` (a stable sort by cell, numba's thread pool unstarted)."""
+    block_users = BLOCK_USERS if block_users is None else block_users
+    block_items = BLOCK_ITEMS if block_items is None else block_items
+    if len(users) != len(items):
+        raise ValueError(f"users and items differ in length: {len(users)} and {len(items)}")
+    for name, value in (("block_users", block_users), ("block_items", block_items)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    per_row = -(-max(n_items, 1) // block_items)
+    cells = -(-max(n_users, 1) // block_users) * per_row
+    grouped = np.empty(len(users), dtype=np.int64)
+    starts = np.empty(cells + 1, dtype=np.int64)
+    if not (AVAILABLE and parallel):
+        cell = (users.astype(np.int64) // block_users) * per_row + items // block_items
+        grouped[:] = np.argsort(cell, kind="stable")
+        starts[0] = 0
+        np.cumsum(np.bincount(cell, minlength=cells), out=starts[1:])
+        return grouped, starts
+    with threads(free_threads(numba.get_num_threads())):
+        _group_by_cell(users, items, block_users, block_items, per_row, grouped, starts)
+    return grouped, starts
+
+
+def blocked_order(starts: np.ndarray, seed: int, parallel: bool = True) -> np.ndarray:
+    """An epoch's order of ratings grouped by cell (`cell_layout`; `starts` says where each
+    cell starts): the cells in a random order and each one's positions shuffled (LIBMF's
+    order). A stretch of steps then reads the rows of one cell, which stay in cache. The same
+    order for a seed on any number of threads; `parallel=False` keeps numba's thread pool
+    unstarted, as `permutation`'s does."""
+    cells = len(starts) - 1
+    visit = np.random.default_rng(seed % 2**64).permutation(cells)
+    out = np.empty(int(starts[-1]), dtype=np.int64)
+    if not AVAILABLE:
+        rng = np.random.default_rng(seed % 2**64)
+        parts = [rng.permutation(np.arange(starts[b], starts[b + 1])) for b in visit]
+        return np.concatenate(parts) if parts else out
+    if not parallel:
+        _cells_shuffled_serial(starts, visit, np.uint64(seed % 2**64), out)
+        return out
+    with threads(free_threads(numba.get_num_threads())):
+        _cells_shuffled_parallel(starts, visit, np.uint64(seed % 2**64), out)
     return out
 
 

@@ -68,9 +68,11 @@ STEP_ONLY = (
     "effective_batch_size",
     "negatives",
     "optimizer",
+    "order",
 )
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 ENGINES = ("auto", "fused", "autograd", "solve")
+ORDERS = ("shuffled", "blocked")
 
 
 def _is_number(value: Any) -> bool:
@@ -117,6 +119,11 @@ class TrainConfig:
             mathematics, several times faster); "autograd" runs every model through PyTorch's
             autograd; "auto" picks fused where it applies (dot model, CPU, no negatives).
         progress: draw a progress bar on stderr; None means only on a terminal.
+        order: the order of an epoch's ratings: "shuffled" (uniformly at random) or "blocked"
+            (users and items cut into blocks of 8,192, the block pairs visited in a random
+            order and each one's ratings shuffled, `fused.blocked_permutation`): a stretch of
+            steps reads rows that stay in cache, so an epoch at scale moves fewer bytes from
+            memory, for a little accuracy per epoch (benchmarks/README.md).
         checkpoint_every: write a checkpoint (model, optimiser, schedule, random states and
             position in the epoch) every this many optimiser steps; fit's `checkpoint_dir`
             says where.
@@ -142,6 +149,7 @@ class TrainConfig:
     checkpoint_every: int | None = None
     optimizer: str = "adamw"
     l2: float | None = 0.0
+    order: str = "shuffled"
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "accumulate"):
@@ -213,6 +221,8 @@ class TrainConfig:
             raise ConfigError(
                 f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
             )
+        if self.order not in ORDERS:
+            raise ConfigError(f"order must be one of {', '.join(ORDERS)}, got {self.order!r}")
         if not 0.0 < self.pct_start < 1.0:
             raise ConfigError(f"pct_start must be between 0 and 1, got {self.pct_start}")
         # Adam's first step scales lr by 1 / (1 - beta1): beyond the dtype it cannot even start
@@ -989,10 +999,29 @@ class _Trainer:
             kernels.set_threads(torch.get_num_threads())
         # compile or load the shuffle now, not in the first epoch's time
         with kernels.collector_paused():
-            fused.permutation(0, 0, parallel=self.parallel_shuffle)
+            if config.order == "blocked":
+                fused.blocked_order(np.zeros(2, dtype=np.int64), 0, self.parallel_shuffle)
+            else:
+                fused.permutation(0, 0, parallel=self.parallel_shuffle)
         self.seconds_before_resume = 0.0
         self.epoch_started = time.perf_counter()
-        self.engine = self._engine(engine, _tensors(train, device, config.torch_dtype))
+        tensors = _tensors(train, device, config.torch_dtype)
+        self.cell_starts = None
+        if config.order == "blocked":
+            # the ratings grouped cell by cell once: an epoch then reads each cell's ratings
+            # from one stretch of memory, and shuffles cells, not all the ratings
+            grouped, self.cell_starts = fused.cell_layout(
+                train.user_index,
+                train.item_index,
+                train.n_users,
+                train.n_items,
+                parallel=self.parallel_shuffle,
+            )
+            index = torch.from_numpy(grouped).to(device)
+            del grouped
+            tensors = tuple(tensor[index] for tensor in tensors)
+            del index
+        self.engine = self._engine(engine, tensors)
 
     def _engine(self, name: str, tensors: tuple[Tensor, Tensor, Tensor]) -> Any:
         if name == "fused":
@@ -1021,14 +1050,17 @@ class _Trainer:
     def run_epoch(
         self, epoch: int, progress: _Progress, start_step: int = 0, loss_so_far: float = 0.0
     ) -> float:
-        """One pass in a fresh shuffled order, from step `start_step` on (when resuming);
-        returns the mean training loss over all ranks."""
+        """One pass in a fresh order (`TrainConfig.order`), from step `start_step` on (when
+        resuming); returns the mean training loss over all ranks."""
         self.net.train()
         self.epoch_generator_state = self.generator.get_state()
         # one draw from the generator seeds the epoch's order: a checkpoint of the generator
         # replays it, and the shuffle itself runs on all threads
         seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
-        order = fused.permutation(self.n, seed, parallel=self.parallel_shuffle)
+        if self.cell_starts is not None:
+            order = fused.blocked_order(self.cell_starts, seed, parallel=self.parallel_shuffle)
+        else:
+            order = fused.permutation(self.n, seed, parallel=self.parallel_shuffle)
         order = torch.from_numpy(order).to(self.device)
         self.epoch_started = time.perf_counter()
         loss_sum, first = loss_so_far, start_step
