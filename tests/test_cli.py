@@ -47,6 +47,15 @@ def test_train_prints_table_and_json():
     assert summary["epochs"] == 2 and summary["n_train"] + summary["n_test"] == 100_836
     assert summary["model_dir"] is None
     assert 0.7 < summary["rmse"] < 1.2
+    assert summary["order"] == "shuffled"
+
+
+def test_train_says_which_epoch_order_it_trained_in():
+    data = "synthetic:ratings=40000,users=20000,items=9000,seed=3"  # 3 x 2 cells
+    result = invoke("train", "--data", data, "--order", "blocked", "--epochs", "1", "--json")
+    assert result.exit_code == 0, result.output
+    assert "(fused engine, adagrad, blocked order)" in result.output
+    assert json.loads(result.stdout.strip().splitlines()[-1])["order"] == "blocked"
 
 
 def test_recommend_and_similar_with_titles(trained_dir: Path):

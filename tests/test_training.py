@@ -363,17 +363,18 @@ def test_a_run_checkpointed_before_models_kept_their_scale_resumes(board, tmp_pa
 @pytest.mark.parametrize(
     ("trained", "unwritten"),
     [
-        # before there was a choice of optimiser: AdamW, no L2 penalty
-        ({"optimizer": "adamw", "l2": 0.0}, ("optimizer", "l2")),
+        # before there was a choice of optimiser: AdamW, no L2 penalty, a shuffled order
+        ({"optimizer": "adamw", "l2": 0.0}, ("optimizer", "l2", "order")),
         # the first Adagrad defaults, before the L2 penalty: wd 0.01 (3 epochs then)
-        ({"optimizer": "adagrad", "wd": 0.01, "l2": 0.0}, ("l2",)),
+        ({"optimizer": "adagrad", "wd": 0.01, "l2": 0.0}, ("l2", "order")),
     ],
 )
 def test_a_run_checkpointed_by_an_earlier_release_resumes_as_it_trained(
     board, tmp_path, trained, unwritten
 ):
     """Resuming takes the options the run was checkpointed with, not today's defaults, and
-    options added since (the optimiser, the L2 penalty) as the run trained without them;
+    options added since (the optimiser, the L2 penalty, the order) as the run trained without
+    them;
     `train --resume` gives only the options of its command line."""
     import json as json_module
 
@@ -388,11 +389,12 @@ def test_a_run_checkpointed_by_an_earlier_release_resumes_as_it_trained(
     resumed, history = fit(board, "dot", checkpoint_dir=tmp_path, resume=True, progress=False)
     assert history.resumed_from is not None
     config = history.train_config
-    assert (config.optimizer, config.wd, config.l2, config.epochs) == (
+    assert (config.optimizer, config.wd, config.l2, config.epochs, config.order) == (
         trained["optimizer"],
         trained.get("wd", _default_wd(trained)),
         0.0,
         2,
+        "shuffled",
     )
     for name, value in whole.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[name]), name

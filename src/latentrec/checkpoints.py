@@ -23,8 +23,9 @@ NOT_RESUMED = frozenset(
 )
 
 # training options added after checkpoints were first written, with what a run checkpointed
-# before them trained with: no choice of optimiser (AdamW), no per-rating L2 penalty
-EARLIER_TRAINING = {"optimizer": "adamw", "l2": 0.0}
+# before them trained with: no choice of optimiser (AdamW), no per-rating L2 penalty, epochs
+# in a shuffled order
+EARLIER_TRAINING = {"optimizer": "adamw", "l2": 0.0, "order": "shuffled"}
 
 
 class Checkpoints:

@@ -915,6 +915,7 @@ def _info(history: History) -> dict[str, Any]:
         # ratings per optimiser step over all processes: batch x accumulate x world size
         "effective_batch_size": history.train_config.samples_per_step * history.world_size,
         "optimizer": history.train_config.optimizer,
+        "order": history.train_config.order,
         "lr": history.train_config.lr,
         "wd": history.train_config.wd,
         "l2": getattr(history.model_config, "l2", history.train_config.l2),
@@ -938,7 +939,10 @@ def _fmt(value: float | None) -> str:
 
 def _print_history(history: History) -> None:
     solved = history.engine == "solve"
-    how = f"{history.engine} engine" + ("" if solved else f", {history.train_config.optimizer}")
+    how = f"{history.engine} engine"
+    if not solved:
+        how += f", {history.train_config.optimizer}"
+        how += ", blocked order" if history.train_config.order == "blocked" else ""
     table = Table(title=f"{history.model_config.kind} model on {history.device} ({how})")
     rated = any(e.test_rmse is not None for e in history.epochs) or history.n_test == 0
     columns = ["iteration" if solved else "epoch", "train loss"]

@@ -165,7 +165,8 @@ def _group_by_cell(
     chunks of positions counted apart (a fixed number for n, so the result never depends on
     the threads), then each chunk's positions scattered from its own places."""
     n, cells = len(users), len(starts) - 1
-    chunks = min(_CHUNKS, max(1, n // _CHUNK_LEAST))
+    # at most as many counts as ratings: the grouping is stable, so the same for any chunks
+    chunks = max(1, min(_CHUNKS, n // _CHUNK_LEAST, n // max(cells, 1)))
     chunk = (n + chunks - 1) // chunks
     counts = np.zeros((chunks, cells), dtype=np.int64)
     for c in prange(chunks):
@@ -257,10 +258,10 @@ def blocked_order(starts: np.ndarray, seed: int, parallel: bool = True) -> np.nd
     order for a seed on any number of threads; `parallel=False` keeps numba's thread pool
     unstarted, as `permutation`'s does."""
     cells = len(starts) - 1
-    visit = np.random.default_rng(seed % 2**64).permutation(cells)
+    rng = np.random.default_rng(seed % 2**64)
+    visit = rng.permutation(cells)
     out = np.empty(int(starts[-1]), dtype=np.int64)
-    if not AVAILABLE:
-        rng = np.random.default_rng(seed % 2**64)
+    if not AVAILABLE:  # the cells' shuffles from the stream that ordered them
         parts = [rng.permutation(np.arange(starts[b], starts[b + 1])) for b in visit]
         return np.concatenate(parts) if parts else out
     if not parallel:

@@ -121,7 +121,7 @@ class TrainConfig:
         progress: draw a progress bar on stderr; None means only on a terminal.
         order: the order of an epoch's ratings: "shuffled" (uniformly at random) or "blocked"
             (users and items cut into blocks of 8,192, the block pairs visited in a random
-            order and each one's ratings shuffled, `fused.blocked_permutation`): a stretch of
+            order and each one's ratings shuffled, `fused.blocked_order`): a stretch of
             steps reads rows that stay in cache, so an epoch at scale moves fewer bytes from
             memory, for a little accuracy per epoch (benchmarks/README.md).
         checkpoint_every: write a checkpoint (model, optimiser, schedule, random states and
@@ -908,7 +908,8 @@ def _unpack(data) -> tuple[Ratings, Ratings | None, tuple[int, int]]:
 def _tensors(
     ratings: Ratings, device: torch.device, dtype: torch.dtype = torch.float32
 ) -> tuple[Tensor, Tensor, Tensor]:
-    # the indexes as they are (int32): on the CPU the tensors share the arrays' memory
+    # the indexes as they are (int32): on the CPU the tensors share the arrays' memory (a
+    # blocked order trains on copies of them, grouped by cell)
     return (
         torch.as_tensor(ratings.user_index).to(device),
         torch.as_tensor(ratings.item_index).to(device),
