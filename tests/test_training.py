@@ -256,6 +256,17 @@ def test_a_run_resumed_from_a_checkpoint_ends_where_the_whole_run_does(
     assert history.rmse == whole_history.rmse
 
 
+def test_a_blocked_run_resumes_only_in_the_cells_it_was_ordered_by(board, tmp_path, monkeypatch):
+    options = {"epochs": 1, "order": "blocked", "progress": False}
+    _small_blocks(monkeypatch)
+    fit(board, "dot", checkpoint_every=1, checkpoint_dir=tmp_path, **options)
+    monkeypatch.setattr(fused, "BLOCK_ITEMS", 500)
+    with pytest.raises(ConfigError, match=re.escape("cells of [100, 1000] users x items, this")):
+        fit(board, "dot", checkpoint_dir=tmp_path, resume=True, **options)
+    with pytest.raises(ConfigError, match=re.escape("order 'blocked' -> 'shuffled'")):
+        fit(board, "dot", checkpoint_dir=tmp_path, resume=True, epochs=1, order="shuffled")
+
+
 def test_resuming_with_other_options_or_data_says_what_differs(small_split, board, tmp_path):
     fit(small_split, "dot", epochs=1, checkpoint_every=1, checkpoint_dir=tmp_path, progress=False)
     with pytest.raises(ConfigError, match=re.escape("lr 0.1 -> 0.01")):

@@ -131,6 +131,12 @@ def check_resumable(checkpoint: Checkpoint, notes: dict[str, Any]) -> None:
     if changed:
         details = ", ".join(f"{k} {saved.get(k)!r} -> {now[k]!r}" for k in changed)
         raise ConfigError(f"the checkpoint was trained with other options ({details})")
+    if meta.get("cells") != notes.get("cells"):
+        raise ConfigError(
+            f"the checkpoint's blocked order took cells of {meta.get('cells')} users x items, "
+            f"this run's {notes.get('cells')}: its epochs would take another order; resume with "
+            "the release that wrote it"
+        )
     if meta["world_size"] != notes["world_size"]:
         raise ConfigError(
             f"the checkpoint was written by {meta['world_size']} processes and this run has "

@@ -626,6 +626,8 @@ def fit(
             else None
         ),
         "world_size": context.world_size,
+        # a blocked order's cells (users x items): a release with other cells orders otherwise
+        "cells": [fused.BLOCK_USERS, fused.BLOCK_ITEMS] if config.order == "blocked" else None,
         "run": run or {},
     }
     if checkpoint is not None:
